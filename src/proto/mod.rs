@@ -1,0 +1,12 @@
+//! The relay core: STUN/TURN as a sans-IO state machine.
+//!
+//! Nothing in this module reads a clock, a socket or the environment. The shell
+//! (`crate::net`) feeds it bytes and `now`, then drains `poll_*` (see [`server::Server`]).
+
+pub mod addr;
+pub mod auth;
+pub mod server;
+pub mod stats;
+
+pub use addr::{ChannelNumber, ClientId, Family, RelayKey, RelayPort, Transport};
+pub use server::{Event, Forward, Server, ServerConfig, ToClient, Transmit};
