@@ -5,6 +5,7 @@
 
 pub mod addr;
 pub mod auth;
+pub mod peer_policy;
 pub mod server;
 pub mod stats;
 
