@@ -5,9 +5,12 @@
 
 pub mod addr;
 pub mod auth;
+pub mod channel_data;
+pub mod framing;
 pub mod peer_policy;
 pub mod server;
 pub mod stats;
+pub mod stun;
 
 pub use addr::{ChannelNumber, ClientId, Family, RelayKey, RelayPort, Transport};
 pub use server::{Event, Forward, Server, ServerConfig, ToClient, Transmit};
