@@ -29,7 +29,7 @@ impl Transport {
 }
 
 /// The 5-tuple a client talks to us on: an allocation belongs to exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId {
     pub transport: Transport,
     /// The client's address as we see it (its server-reflexive address).
@@ -40,7 +40,13 @@ pub struct ClientId {
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}->{}", self.transport.as_str(), self.remote, self.local)
+        write!(
+            f,
+            "{}:{}->{}",
+            self.transport.as_str(),
+            self.remote,
+            self.local
+        )
     }
 }
 
@@ -81,6 +87,8 @@ impl ChannelNumber {
     pub const MAX: u16 = 0x4FFF;
 
     pub fn new(n: u16) -> Option<ChannelNumber> {
-        (Self::MIN..=Self::MAX).contains(&n).then_some(ChannelNumber(n))
+        (Self::MIN..=Self::MAX)
+            .contains(&n)
+            .then_some(ChannelNumber(n))
     }
 }

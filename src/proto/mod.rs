@@ -4,13 +4,19 @@
 //! (`crate::net`) feeds it bytes and `now`, then drains `poll_*` (see [`server::Server`]).
 
 pub mod addr;
+pub mod allocation;
 pub mod auth;
 pub mod channel_data;
 pub mod framing;
 pub mod peer_policy;
+pub mod ports;
+pub mod quota;
+pub mod reject;
+mod requests;
 pub mod server;
 pub mod stats;
 pub mod stun;
 
 pub use addr::{ChannelNumber, ClientId, Family, RelayKey, RelayPort, Transport};
-pub use server::{Event, Forward, Server, ServerConfig, ToClient, Transmit};
+pub use reject::Reject;
+pub use server::{Event, Forward, RelayIp, Server, ServerConfig, ToClient, Transmit};

@@ -1,11 +1,42 @@
-//! The TURN server core (skeleton: API only).
+//! The TURN server core: one per worker, driven by the shell.
+//!
+//! # Driving it
+//!
+//! The shell calls a `handle_*` method for every input (a client datagram or framed
+//! stream message, a peer datagram on a relay socket, the outcome of opening a relay
+//! socket, a closed stream, a timeout), then drains the outputs: `poll_event` until
+//! `None` (answering each [`Event::OpenRelay`] with [`Server::handle_relay_opened`]),
+//! then `poll_transmit` until `None`, then sleeps until `poll_timeout`. Every method
+//! takes `now`; nothing here reads a clock, a socket or the environment, so every
+//! behaviour is testable with virtual time (see `tests/core_*.rs`).
+//!
+//! The two hot paths return their forwarding decision directly instead of queueing it:
+//! [`Forward`] borrows the payload from the client's packet, and [`ToClient`] names a
+//! range of the shell's own receive buffer where the ChannelData header or Data
+//! indication has been written in front of the peer's payload. Neither allocates.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::addr::{ClientId, RelayKey};
-use super::stats::Stats;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use super::addr::{ClientId, Family, RelayKey};
+use super::allocation::Allocation;
+use super::auth::{Authenticator, Credential, Integrity, OFFERED_ALGORITHMS};
+use super::channel_data;
+use super::peer_policy::PeerPolicy;
+use super::ports::PortPool;
+use super::quota::Quotas;
+use super::reject::Reject;
+use super::stats::{Direction, DropReason, MethodLabel, Stats};
+use super::stun::{attr, method, Class, Message, MessageBuilder, TransactionId, MAGIC_COOKIE};
+
+pub(crate) use super::requests::Pending;
 
 /// Bytes the shell reserves in front of a peer datagram in its receive buffer, so the
 /// core can write a ChannelData header (4 bytes) or a whole Data indication prefix
@@ -29,7 +60,7 @@ pub struct RelayIp {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub realm: String,
-    /// SOFTWARE attribute on responses; `None` to omit.
+    /// SOFTWARE attribute on authenticated responses; `None` to omit.
     pub software: Option<String>,
     /// Static long-term users: name → password.
     pub users: Vec<(String, String)>,
@@ -41,7 +72,7 @@ pub struct ServerConfig {
     pub nonce_lifetime: Duration,
     /// Key of the stateless nonce HMAC; shared by all workers so any of them can verify.
     pub nonce_key: [u8; 32],
-    /// Lifetime granted when the client asks for none (RFC 8656: 600 s).
+    /// Lifetime granted when the client asks for none or less (RFC 8656: 600 s).
     pub default_lifetime: Duration,
     /// Cap on the lifetime a client may ask for.
     pub max_lifetime: Duration,
@@ -51,6 +82,10 @@ pub struct ServerConfig {
     pub ports: RangeInclusive<u16>,
     /// Longest USERNAME accepted (bytes); longer ones get 400.
     pub max_username_len: usize,
+    /// Which peers allocations may reach (403 otherwise).
+    pub peer_policy: PeerPolicy,
+    /// Allocation quotas, shared by all workers.
+    pub quotas: Arc<Quotas>,
     /// Wall clock at a known `Instant`, to check REST expiry times without reading a clock.
     pub unix_anchor: (Instant, u64),
 }
@@ -87,13 +122,103 @@ pub struct ToClient {
     pub range: Range<usize>,
 }
 
+/// Comprehension-required attributes we understand (RFC 8489 §14: anything else in
+/// 0x0000–0x7FFF earns a 420 listing it).
+const KNOWN_REQUIRED: &[u16] = &[
+    attr::MAPPED_ADDRESS,
+    attr::USERNAME,
+    attr::MESSAGE_INTEGRITY,
+    attr::ERROR_CODE,
+    attr::UNKNOWN_ATTRIBUTES,
+    attr::CHANNEL_NUMBER,
+    attr::LIFETIME,
+    attr::XOR_PEER_ADDRESS,
+    attr::DATA,
+    attr::REALM,
+    attr::NONCE,
+    attr::XOR_RELAYED_ADDRESS,
+    attr::REQUESTED_ADDRESS_FAMILY,
+    attr::EVEN_PORT,
+    attr::REQUESTED_TRANSPORT,
+    attr::DONT_FRAGMENT,
+    attr::MESSAGE_INTEGRITY_SHA256,
+    attr::PASSWORD_ALGORITHM,
+    attr::XOR_MAPPED_ADDRESS,
+    attr::RESERVATION_TOKEN,
+    attr::PRIORITY,
+    attr::USE_CANDIDATE,
+];
+
+/// What a response needs to know about the request it answers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestInfo {
+    pub method: u16,
+    pub tid: TransactionId,
+    /// Answer with FINGERPRINT when the request had one (RFC 8489 §7.3).
+    pub fingerprint: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// Check whether this client's allocation has expired.
+    Allocation(ClientId),
+    /// An EVEN-PORT reservation token lapses (RFC 8656 §7.2: about 30 s).
+    Reservation(u64),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reservation {
+    pub port: u16,
+    pub family: Family,
+    pub expires: Instant,
+}
+
 pub struct Server {
-    stats: Stats,
+    pub(crate) config: ServerConfig,
+    pub(crate) auth: Authenticator,
+    pub(crate) rng: StdRng,
+    /// Allocations by the 5-tuple that owns them.
+    pub(crate) allocations: HashMap<ClientId, Allocation>,
+    /// Which allocation each relay socket belongs to.
+    pub(crate) relays: HashMap<RelayKey, ClientId>,
+    /// Allocations waiting for their relay sockets (two-phase: see `handle_relay_opened`).
+    pub(crate) pending: HashMap<ClientId, Pending>,
+    /// Relay sockets the shell is opening, and for whom.
+    pub(crate) opening: HashMap<RelayKey, ClientId>,
+    pub(crate) reservations: HashMap<u64, Reservation>,
+    pub(crate) ports: PortPool,
+    /// Deadlines, lazily invalidated: an entry whose object was refreshed or deleted
+    /// is skipped when it fires.
+    pub(crate) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) stats: Stats,
 }
 
 impl Server {
-    pub fn new(_config: ServerConfig, _rng_seed: u64) -> Server {
+    pub fn new(config: ServerConfig, rng_seed: u64) -> Server {
+        let auth = Authenticator::new(
+            config.realm.clone(),
+            config.users.clone(),
+            config.secrets.clone(),
+            config.max_credential_lifetime.as_secs(),
+            config.nonce_lifetime.as_secs(),
+            config.nonce_key,
+            config.max_username_len,
+        );
         Server {
+            ports: PortPool::new(config.ports.clone()),
+            auth,
+            config,
+            rng: StdRng::seed_from_u64(rng_seed),
+            allocations: HashMap::new(),
+            relays: HashMap::new(),
+            pending: HashMap::new(),
+            opening: HashMap::new(),
+            reservations: HashMap::new(),
+            timers: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -101,47 +226,484 @@ impl Server {
     /// One datagram (UDP) or one framed message (TCP/TLS) from a client.
     pub fn handle_client_input<'a>(
         &mut self,
-        _now: Instant,
-        _client: ClientId,
-        _packet: &'a [u8],
+        now: Instant,
+        client: ClientId,
+        packet: &'a [u8],
     ) -> Option<Forward<'a>> {
-        None
+        // RFC 7983 demultiplexing on the first byte: 0–3 STUN, 64–79 ChannelData.
+        match packet.first() {
+            Some(0x40..=0x4F) => self.handle_channel_data(now, client, packet),
+            Some(0x00..=0x03) => self.handle_stun(now, client, packet),
+            _ => {
+                self.stats.count_drop(DropReason::Malformed);
+                None
+            }
+        }
+    }
+
+    /// The client → peer hot path for channels: a lookup and a slice, no allocation.
+    #[inline]
+    fn handle_channel_data<'a>(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        packet: &'a [u8],
+    ) -> Option<Forward<'a>> {
+        let Ok((number, payload)) = channel_data::parse(packet) else {
+            self.stats.count_drop(DropReason::Malformed);
+            return None;
+        };
+        let Some(alloc) = self.allocations.get(&client) else {
+            self.stats.count_drop(DropReason::NoAllocation);
+            return None;
+        };
+        let Some(channel) = alloc.channel(number, now) else {
+            self.stats.count_drop(DropReason::NoChannel);
+            return None;
+        };
+        let peer = channel.peer;
+        // RFC 8656 §12.6: a channel does not outlive the permission for its peer.
+        if !alloc.permits(peer.ip(), now) {
+            self.stats.count_drop(DropReason::NoPermission);
+            return None;
+        }
+        let Some(relay) = alloc.relay_for(Family::of(&peer)) else {
+            self.stats.count_drop(DropReason::NoPermission);
+            return None;
+        };
+        let relay = relay.key;
+        self.stats.count_relayed(Direction::ToPeer, payload.len());
+        Some(Forward {
+            relay,
+            peer,
+            payload,
+        })
+    }
+
+    fn handle_stun<'a>(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        packet: &'a [u8],
+    ) -> Option<Forward<'a>> {
+        let msg = match Message::parse(packet) {
+            Ok(msg) => msg,
+            Err(_) => {
+                // RFC 8489 §6.3: malformed messages are silently discarded.
+                self.stats.count_drop(DropReason::Malformed);
+                return None;
+            }
+        };
+        match (msg.class(), msg.method()) {
+            (Class::Request, _) => {
+                self.handle_request(now, client, &msg);
+                None
+            }
+            (Class::Indication, method::SEND) => self.handle_send(now, client, &msg),
+            // Responses and other indications need no answer (RFC 8489 §6.3.2-3).
+            _ => {
+                self.stats.count_drop(DropReason::Ignored);
+                None
+            }
+        }
+    }
+
+    /// Send indication (RFC 8656 §10.2): client → peer without a channel.
+    fn handle_send<'a>(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        msg: &Message<'a>,
+    ) -> Option<Forward<'a>> {
+        let Some(alloc) = self.allocations.get(&client) else {
+            self.stats.count_drop(DropReason::NoAllocation);
+            return None;
+        };
+        let peer = msg
+            .get(attr::XOR_PEER_ADDRESS)
+            .and_then(|v| attr::decode_xor_address(v, &msg.transaction_id()).ok());
+        let (Some(peer), Some(data)) = (peer, msg.get(attr::DATA)) else {
+            self.stats.count_drop(DropReason::Malformed);
+            return None;
+        };
+        // Indications with unknown comprehension-required attributes are dropped
+        // (RFC 8489 §6.3.2).
+        if !msg.unknown_required(KNOWN_REQUIRED).is_empty() {
+            self.stats.count_drop(DropReason::Malformed);
+            return None;
+        }
+        if !alloc.permits(peer.ip(), now) {
+            self.stats.count_drop(DropReason::NoPermission);
+            return None;
+        }
+        let Some(relay) = alloc.relay_for(Family::of(&peer)) else {
+            self.stats.count_drop(DropReason::NoPermission);
+            return None;
+        };
+        let relay = relay.key;
+        self.stats.count_relayed(Direction::ToPeer, data.len());
+        Some(Forward {
+            relay,
+            peer,
+            payload: data,
+        })
+    }
+
+    fn handle_request(&mut self, now: Instant, client: ClientId, msg: &Message<'_>) {
+        let info = RequestInfo {
+            method: msg.method(),
+            tid: msg.transaction_id(),
+            fingerprint: msg.has(attr::FINGERPRINT),
+        };
+        let label = method_label(info.method);
+        if info.method == method::BINDING {
+            // RFC 8489 §6.3.1: Binding needs no credentials.
+            let unknown = msg.unknown_required(KNOWN_REQUIRED);
+            if !unknown.is_empty() {
+                return self.reply_error(
+                    now,
+                    client,
+                    info,
+                    &Reject::UnknownAttributes(unknown),
+                    None,
+                );
+            }
+            let mut payload = Vec::with_capacity(64);
+            let mut b = MessageBuilder::new(&mut payload, Class::Success, info.method, info.tid);
+            b.add_xor_address(attr::XOR_MAPPED_ADDRESS, client.remote);
+            self.seal(&mut b, info, None);
+            self.stats.count_request(label, 0);
+            self.transmits.push_back(Transmit {
+                dst: client,
+                payload,
+            });
+            return;
+        }
+        if label == MethodLabel::Other {
+            // RFC 8489 §6.3.1: a request with a method we do not know gets 400.
+            return self.reply_error(now, client, info, &Reject::BadRequest, None);
+        }
+        let cred = match self.auth.authenticate(msg, self.unix_now(now), &client) {
+            Ok(cred) => cred,
+            Err(reject) => return self.reply_error(now, client, info, &reject, None),
+        };
+        let unknown = msg.unknown_required(KNOWN_REQUIRED);
+        if !unknown.is_empty() {
+            let reject = Reject::UnknownAttributes(unknown);
+            return self.reply_error(now, client, info, &reject, Some(&cred));
+        }
+        let result = match info.method {
+            method::ALLOCATE => self.handle_allocate(now, client, msg, info, cred.clone()),
+            method::REFRESH => self.handle_refresh(now, client, msg, info, &cred),
+            method::CREATE_PERMISSION => {
+                self.handle_create_permission(now, client, msg, info, &cred)
+            }
+            method::CHANNEL_BIND => self.handle_channel_bind(now, client, msg, info, &cred),
+            _ => Err(Reject::BadRequest),
+        };
+        if let Err(reject) = result {
+            self.reply_error(now, client, info, &reject, Some(&cred));
+        }
     }
 
     /// One datagram from `peer` on relay socket `relay`. It sits at
     /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`; `buf` has PEER_TAILROOM more bytes.
+    /// On success the framed message to send is `buf[range]`.
     pub fn handle_peer_input(
         &mut self,
-        _now: Instant,
-        _relay: RelayKey,
-        _peer: SocketAddr,
-        _buf: &mut [u8],
-        _len: usize,
+        now: Instant,
+        relay: RelayKey,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
     ) -> Option<ToClient> {
-        None
+        let Some(client) = self.relays.get(&relay).copied() else {
+            self.stats.count_drop(DropReason::NoAllocation);
+            return None;
+        };
+        let Some(alloc) = self.allocations.get(&client) else {
+            self.stats.count_drop(DropReason::NoAllocation);
+            return None;
+        };
+        // RFC 8656 §10.3: only permitted peers reach the client.
+        if !alloc.permits(peer.ip(), now) {
+            self.stats.count_drop(DropReason::NoPermission);
+            return None;
+        }
+        let start = PEER_HEADROOM;
+        let end = start + len;
+        let padding = (4 - len % 4) % 4;
+        if len > usize::from(u16::MAX) - 64 || buf.len() < end + padding {
+            self.stats.count_drop(DropReason::Malformed);
+            return None;
+        }
+        let range = if let Some(channel) = alloc.channel_to(peer, now) {
+            // ChannelData (RFC 8656 §12.4): 4-byte header in front, padded over streams.
+            let header = start - 4;
+            // `len` was checked to fit a u16 and `buf` to hold the header.
+            let _ = channel_data::write_header(&mut buf[header..], channel.number.0, len);
+            let padding = if client.transport.is_stream() {
+                padding
+            } else {
+                0
+            };
+            buf[end..end + padding].fill(0);
+            header..end + padding
+        } else {
+            let mut tid = [0u8; 12];
+            self.rng.fill_bytes(&mut tid);
+            let begin = write_data_indication(buf, peer, len, TransactionId(tid));
+            begin..end + padding
+        };
+        self.stats.count_relayed(Direction::ToClient, len);
+        Some(ToClient { client, range })
     }
 
-    /// Outcome of an [`Event::OpenRelay`]: `Ok(())` once bound, `Err(())` if the port is taken.
-    pub fn handle_relay_opened(&mut self, _now: Instant, _relay: RelayKey, _ok: Result<(), ()>) {}
-
     /// A stream client's connection closed: its allocation goes with it (RFC 8656 §3.1).
-    pub fn handle_client_closed(&mut self, _now: Instant, _client: ClientId) {}
+    pub fn handle_client_closed(&mut self, now: Instant, client: ClientId) {
+        if self.pending.contains_key(&client) {
+            self.abandon_pending(client);
+        }
+        if self.allocations.contains_key(&client) {
+            self.delete_allocation(now, client);
+        }
+    }
 
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    /// Expire what is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((deadline, timer))) = self.timers.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Allocation(client) => {
+                    let expired = self
+                        .allocations
+                        .get(&client)
+                        .is_some_and(|a| a.expires <= now);
+                    if expired {
+                        self.delete_allocation(now, client);
+                    }
+                }
+                Timer::Reservation(token) => {
+                    if let Some(r) = self.reservations.get(&token) {
+                        if r.expires <= now {
+                            let port = r.port;
+                            self.reservations.remove(&token);
+                            self.ports.release(port);
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        None
+        self.transmits.pop_front()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        None
+        self.events.pop_front()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.timers.peek().map(|Reverse((deadline, _))| *deadline)
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+
+    /// Live allocations in this core.
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    pub(crate) fn unix_now(&self, now: Instant) -> u64 {
+        let (at, unix) = self.config.unix_anchor;
+        match now.checked_duration_since(at) {
+            Some(ahead) => unix + ahead.as_secs(),
+            None => unix.saturating_sub(at.duration_since(now).as_secs()),
+        }
+    }
+
+    pub(crate) fn delete_allocation(&mut self, _now: Instant, client: ClientId) {
+        let Some(alloc) = self.allocations.remove(&client) else {
+            return;
+        };
+        for relay in &alloc.relays {
+            self.relays.remove(&relay.key);
+            self.ports.release(relay.key.port.0);
+            self.events.push_back(Event::CloseRelay(relay.key));
+        }
+        self.config.quotas.release(&alloc.credential.quota_user);
+        self.stats.allocations_deleted += 1;
+        self.stats.allocations = self.allocations.len() as u64;
+    }
+
+    /// Add SOFTWARE, the integrity attribute the client used, and FINGERPRINT.
+    /// SOFTWARE goes only on authenticated answers, so an unauthenticated request
+    /// never gets more bytes back than it must (amplification).
+    pub(crate) fn seal(
+        &self,
+        b: &mut MessageBuilder<'_>,
+        info: RequestInfo,
+        cred: Option<&Credential>,
+    ) {
+        if let Some(cred) = cred {
+            if let Some(software) = &self.config.software {
+                b.add(attr::SOFTWARE, software.as_bytes());
+            }
+            match cred.integrity {
+                Integrity::Sha1 => b.add_message_integrity(&cred.key),
+                Integrity::Sha256 => b.add_message_integrity_sha256(&cred.key),
+            }
+        }
+        if info.fingerprint {
+            b.add_fingerprint();
+        }
+    }
+
+    pub(crate) fn reply_error(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        info: RequestInfo,
+        reject: &Reject,
+        cred: Option<&Credential>,
+    ) {
+        self.stats
+            .count_request(method_label(info.method), reject.code());
+        let mut payload = Vec::with_capacity(128);
+        let mut b = MessageBuilder::new(&mut payload, Class::Error, info.method, info.tid);
+        b.add_error_code(reject.code(), reject.reason());
+        match reject {
+            Reject::UnknownAttributes(types) => b.add_unknown_attributes(types),
+            Reject::Unauthorized | Reject::StaleNonce => {
+                // RFC 8489 §9.2.4: a fresh nonce and the realm, and the algorithms we
+                // accept. Never MESSAGE-INTEGRITY: the client did not prove a key.
+                let nonce = self.auth.nonce(self.unix_now(now), &client);
+                b.add(attr::REALM, self.auth.realm().as_bytes());
+                b.add(attr::NONCE, nonce.as_bytes());
+                b.add(
+                    attr::PASSWORD_ALGORITHMS,
+                    &attr::encode_password_algorithms(&OFFERED_ALGORITHMS),
+                );
+                self.seal(&mut b, info, None);
+                self.transmits.push_back(Transmit {
+                    dst: client,
+                    payload,
+                });
+                return;
+            }
+            _ => {}
+        }
+        self.seal(&mut b, info, cred);
+        self.transmits.push_back(Transmit {
+            dst: client,
+            payload,
+        });
+    }
+
+    pub(crate) fn family_available(&self, family: Family) -> bool {
+        match family {
+            Family::V4 => self.config.relay_v4.is_some(),
+            Family::V6 => self.config.relay_v6.is_some(),
+        }
+    }
+
+    /// The relayed address we advertise for a relay socket (RFC 8656 §7.2 XOR-RELAYED-ADDRESS).
+    pub(crate) fn advertised(&self, key: RelayKey, client: &ClientId) -> SocketAddr {
+        let relay_ip = match key.family {
+            Family::V4 => self.config.relay_v4.as_ref(),
+            Family::V6 => self.config.relay_v6.as_ref(),
+        };
+        let ip = match relay_ip {
+            Some(RelayIp {
+                advertise: Some(ip),
+                ..
+            }) => *ip,
+            Some(RelayIp { bind, .. }) if !bind.is_unspecified() => *bind,
+            // Bound to the wildcard with nothing configured: the address the client
+            // reached us on is the best guess of a reachable address of ours.
+            Some(RelayIp { bind, .. }) => {
+                if Family::of(&client.local) == key.family && !client.local.ip().is_unspecified() {
+                    client.local.ip()
+                } else {
+                    *bind
+                }
+            }
+            None => client.local.ip(),
+        };
+        SocketAddr::new(ip, key.port.0)
+    }
+
+    pub(crate) fn set_timer(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+}
+
+pub(crate) fn method_label(method: u16) -> MethodLabel {
+    match method {
+        method::BINDING => MethodLabel::Binding,
+        method::ALLOCATE => MethodLabel::Allocate,
+        method::REFRESH => MethodLabel::Refresh,
+        method::CREATE_PERMISSION => MethodLabel::CreatePermission,
+        method::CHANNEL_BIND => MethodLabel::ChannelBind,
+        _ => MethodLabel::Other,
+    }
+}
+
+/// Write a Data indication (RFC 8656 §10.3) in front of the payload at
+/// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`, padding after it; returns where the
+/// message starts. Hand-written rather than via `MessageBuilder` because it must
+/// frame the payload in place, without copying it.
+fn write_data_indication(
+    buf: &mut [u8],
+    peer: SocketAddr,
+    len: usize,
+    tid: TransactionId,
+) -> usize {
+    let addr_len = if peer.is_ipv4() { 8 } else { 20 };
+    let prefix = 20 + 4 + addr_len + 4;
+    let begin = PEER_HEADROOM - prefix;
+    let padding = (4 - len % 4) % 4;
+    let body_len = prefix - 20 + len + padding;
+    let end = PEER_HEADROOM + len;
+    buf[end..end + padding].fill(0);
+
+    let out = &mut buf[begin..PEER_HEADROOM];
+    // Header: Data indication (class 0b01 → 0x0010 | method 0x007).
+    out[0..2].copy_from_slice(&0x0017u16.to_be_bytes());
+    out[2..4].copy_from_slice(&(body_len as u16).to_be_bytes());
+    out[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    out[8..20].copy_from_slice(&tid.0);
+    // XOR-PEER-ADDRESS (RFC 8489 §14.2).
+    out[20..22].copy_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
+    out[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
+    out[24] = 0;
+    let xport = peer.port() ^ (MAGIC_COOKIE >> 16) as u16;
+    out[26..28].copy_from_slice(&xport.to_be_bytes());
+    match peer.ip() {
+        IpAddr::V4(ip) => {
+            out[25] = 0x01;
+            let x = u32::from(ip) ^ MAGIC_COOKIE;
+            out[28..32].copy_from_slice(&x.to_be_bytes());
+        }
+        IpAddr::V6(ip) => {
+            out[25] = 0x02;
+            let mut mask = [0u8; 16];
+            mask[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+            mask[4..].copy_from_slice(&tid.0);
+            for (i, byte) in ip.octets().iter().enumerate() {
+                out[28 + i] = byte ^ mask[i];
+            }
+        }
+    }
+    // DATA attribute header; the payload already follows it.
+    let data_at = 24 + addr_len;
+    out[data_at..data_at + 2].copy_from_slice(&attr::DATA.to_be_bytes());
+    out[data_at + 2..data_at + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    begin
 }

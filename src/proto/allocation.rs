@@ -1,0 +1,129 @@
+//! One allocation's state: relayed addresses, permissions, channels and lifetimes
+//! (RFC 8656 §2.2, §9, §12). Plain data with expiry times; the server decides.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::addr::{ChannelNumber, Family, RelayKey};
+use super::auth::Credential;
+use super::stun::TransactionId;
+
+/// RFC 8656 §9: a permission lasts 300 s unless refreshed.
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// RFC 8656 §12: a channel binding lasts 600 s unless refreshed.
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// RFC 8656 §12: after a binding expires, neither its number nor its peer may be
+/// rebound to something else for another 5 minutes, so stale packets cannot be
+/// mistaken for the new binding's.
+pub const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Permission {
+    pub ip: IpAddr,
+    pub expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Channel {
+    pub number: ChannelNumber,
+    pub peer: SocketAddr,
+    pub expires: Instant,
+}
+
+/// A relayed transport address of the allocation (one per family: RFC 6156 dual allocation).
+#[derive(Debug, Clone, Copy)]
+pub struct Relay {
+    pub key: RelayKey,
+    /// What we told the client in XOR-RELAYED-ADDRESS.
+    pub advertised: SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct Allocation {
+    pub relays: Vec<Relay>,
+    pub credential: Credential,
+    pub expires: Instant,
+    /// The Allocate that created this allocation and our answer, so a retransmission
+    /// gets the same answer instead of 437 (RFC 8656 §7.2).
+    pub created_by: TransactionId,
+    pub created_response: Vec<u8>,
+    /// Few peers per allocation in practice (one for a call), so a vector scan beats a map.
+    pub permissions: Vec<Permission>,
+    pub channels: Vec<Channel>,
+    /// The client asked for DONT-FRAGMENT (RFC 8656 §14.8).
+    pub dont_fragment: bool,
+}
+
+impl Allocation {
+    pub fn has_family(&self, family: Family) -> bool {
+        self.relays.iter().any(|r| r.key.family == family)
+    }
+
+    pub fn relay_for(&self, family: Family) -> Option<&Relay> {
+        self.relays.iter().find(|r| r.key.family == family)
+    }
+
+    /// Is `ip` permitted at `now`? The hot path asks this for every packet.
+    #[inline]
+    pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions
+            .iter()
+            .any(|p| p.ip == ip && p.expires > now)
+    }
+
+    /// Install or refresh a permission (RFC 8656 §9: keyed by IP only, port ignored).
+    pub fn permit(&mut self, ip: IpAddr, now: Instant) {
+        let expires = now + PERMISSION_LIFETIME;
+        self.permissions.retain(|p| p.expires > now);
+        match self.permissions.iter_mut().find(|p| p.ip == ip) {
+            Some(p) => p.expires = expires,
+            None => self.permissions.push(Permission { ip, expires }),
+        }
+    }
+
+    /// The live channel with this number, if any.
+    #[inline]
+    pub fn channel(&self, number: u16, now: Instant) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.number.0 == number && c.expires > now)
+    }
+
+    /// The live channel bound to this peer, if any.
+    #[inline]
+    pub fn channel_to(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
+    }
+
+    /// Bind or refresh `number` ↔ `peer`. Fails (RFC 8656 §11.2: 400) when the number
+    /// is bound to another peer or the peer to another number, including bindings
+    /// that expired less than [`CHANNEL_QUARANTINE`] ago.
+    pub fn bind_channel(
+        &mut self,
+        number: ChannelNumber,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), ()> {
+        self.channels
+            .retain(|c| c.expires + CHANNEL_QUARANTINE > now);
+        let conflict = self
+            .channels
+            .iter()
+            .any(|c| (c.number == number) != (c.peer == peer));
+        if conflict {
+            return Err(());
+        }
+        let expires = now + CHANNEL_LIFETIME;
+        match self.channels.iter_mut().find(|c| c.number == number) {
+            Some(c) => c.expires = expires,
+            None => self.channels.push(Channel {
+                number,
+                peer,
+                expires,
+            }),
+        }
+        Ok(())
+    }
+}

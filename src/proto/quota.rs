@@ -1,0 +1,98 @@
+//! Allocation quotas shared by all workers.
+//!
+//! Quotas are the one piece of state workers share: a user's allocations may land on
+//! any worker (the kernel spreads 5-tuples). They are touched only when an allocation
+//! is created or deleted, never per packet, so a mutex is cheap here.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::reject::Reject;
+
+#[derive(Debug, Default)]
+pub struct Quotas {
+    /// Allocations one user may hold at once; 0 = unlimited.
+    per_user: u32,
+    /// Allocations the whole relay may hold at once; 0 = unlimited.
+    total: u32,
+    state: Mutex<QuotaState>,
+}
+
+#[derive(Debug, Default)]
+struct QuotaState {
+    total: u32,
+    by_user: HashMap<String, u32>,
+}
+
+impl Quotas {
+    pub fn new(per_user: u32, total: u32) -> Quotas {
+        Quotas {
+            per_user,
+            total,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Reserve one allocation for `user`: 486 when the user is at quota, 508 when the relay is.
+    pub fn acquire(&self, user: &str) -> Result<(), Reject> {
+        let mut state = self.lock();
+        if self.total != 0 && state.total >= self.total {
+            return Err(Reject::InsufficientCapacity);
+        }
+        let held = state.by_user.get(user).copied().unwrap_or(0);
+        if self.per_user != 0 && held >= self.per_user {
+            return Err(Reject::AllocationQuotaReached);
+        }
+        state.total += 1;
+        state.by_user.insert(user.to_owned(), held + 1);
+        Ok(())
+    }
+
+    pub fn release(&self, user: &str) {
+        let mut state = self.lock();
+        state.total = state.total.saturating_sub(1);
+        if let Some(held) = state.by_user.get_mut(user) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                state.by_user.remove(user);
+            }
+        }
+    }
+
+    pub fn held_by(&self, user: &str) -> u32 {
+        self.lock().by_user.get(user).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QuotaState> {
+        // A worker that panicked while holding the lock left consistent counters (each
+        // critical section is a few integer updates), so poisoning is safe to ignore.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_user_and_total_limits() {
+        let q = Quotas::new(2, 3);
+        assert_eq!(q.acquire("a"), Ok(()));
+        assert_eq!(q.acquire("a"), Ok(()));
+        assert_eq!(q.acquire("a"), Err(Reject::AllocationQuotaReached));
+        assert_eq!(q.acquire("b"), Ok(()));
+        assert_eq!(q.acquire("c"), Err(Reject::InsufficientCapacity));
+        q.release("a");
+        assert_eq!(q.held_by("a"), 1);
+        assert_eq!(q.acquire("c"), Ok(()));
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let q = Quotas::new(0, 0);
+        for _ in 0..1000 {
+            q.acquire("a").unwrap();
+        }
+        assert_eq!(q.held_by("a"), 1000);
+    }
+}
