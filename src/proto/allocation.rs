@@ -97,15 +97,10 @@ impl Allocation {
             .find(|c| c.peer == peer && c.expires > now)
     }
 
-    /// Bind or refresh `number` ↔ `peer`. Fails (RFC 8656 §11.2: 400) when the number
+    /// Bind or refresh `number` ↔ `peer`; false (RFC 8656 §11.2: 400) when the number
     /// is bound to another peer or the peer to another number, including bindings
     /// that expired less than [`CHANNEL_QUARANTINE`] ago.
-    pub fn bind_channel(
-        &mut self,
-        number: ChannelNumber,
-        peer: SocketAddr,
-        now: Instant,
-    ) -> Result<(), ()> {
+    pub fn bind_channel(&mut self, number: ChannelNumber, peer: SocketAddr, now: Instant) -> bool {
         self.channels
             .retain(|c| c.expires + CHANNEL_QUARANTINE > now);
         let conflict = self
@@ -113,7 +108,7 @@ impl Allocation {
             .iter()
             .any(|c| (c.number == number) != (c.peer == peer));
         if conflict {
-            return Err(());
+            return false;
         }
         let expires = now + CHANNEL_LIFETIME;
         match self.channels.iter_mut().find(|c| c.number == number) {
@@ -124,6 +119,6 @@ impl Allocation {
                 expires,
             }),
         }
-        Ok(())
+        true
     }
 }

@@ -55,7 +55,7 @@ impl PortPool {
         for i in 0..len {
             let port = self.first as usize + (start + i) % len;
             let port = port as u16;
-            if (even || pair) && port % 2 != 0 {
+            if (even || pair) && !port.is_multiple_of(2) {
                 continue;
             }
             if !self.is_free(port) {

@@ -446,9 +446,9 @@ impl Server {
             .and_then(|v| attr::decode_xor_address(v, &tid).map_err(|_| Reject::BadRequest))?;
         let alloc = owned(&mut self.allocations, client, cred)?;
         check_peer(alloc, &self.config.peer_policy, peer)?;
-        alloc
-            .bind_channel(number, peer, now)
-            .map_err(|()| Reject::BadRequest)?;
+        if !alloc.bind_channel(number, peer, now) {
+            return Err(Reject::BadRequest);
+        }
         // RFC 8656 §11.2: binding a channel installs or refreshes the permission.
         alloc.permit(peer.ip(), now);
         self.reply_success(client, info, cred, |_| {});
