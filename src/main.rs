@@ -1,1 +1,253 @@
-fn main() {}
+//! The `turnpike` binary: argument parsing and nothing else. `anyhow` lives only here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use turnpike::config::{self, ConfigFile, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "turnpike",
+    version,
+    about = "A STUN/TURN media relay for end-to-end encrypted calls"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    ///
+    /// Without --config it runs on the embedded default configuration
+    /// (config/turnpike.toml). Flags and TURNPIKE_* variables override the file's keys; a
+    /// repeatable flag given at all replaces the file's whole list. Variables of list flags,
+    /// and the values of --listen, --secret, --allow-peer, --deny-peer and --external-ip,
+    /// are split at commas.
+    Serve(ServeArgs),
+    /// Load and validate a configuration file, print a summary, and exit (0 = ok, 1 = bad).
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Mint TURN REST API credentials (username "<expiry>:<user>", password
+    /// base64(HMAC-SHA1(secret, username))), as coturn's turnadmin and eturnalctl do.
+    Credentials(CredentialsArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Configuration file (default: the embedded config/turnpike.toml).
+    #[arg(long, env = "TURNPIKE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// TURN listener. A bare ADDR:PORT listens on UDP and TCP; udp://, tcp:// or tls://
+    /// picks one transport. Replaces listen.udp and listen.tcp (listen.tls only when a
+    /// tls:// address is given).
+    #[arg(
+        long,
+        env = "TURNPIKE_LISTEN",
+        value_name = "ADDR:PORT",
+        value_delimiter = ','
+    )]
+    listen: Option<Vec<String>>,
+    /// Realm (server.realm).
+    #[arg(long, env = "TURNPIKE_REALM", value_name = "REALM")]
+    realm: Option<String>,
+    /// Static user (auth.users). The variable holds one user.
+    #[arg(
+        long = "user",
+        env = "TURNPIKE_USER",
+        value_name = "NAME:PASSWORD",
+        hide_env_values = true
+    )]
+    users: Option<Vec<String>>,
+    /// TURN REST shared secret (auth.secrets).
+    #[arg(
+        long = "secret",
+        env = "TURNPIKE_SECRET",
+        value_name = "SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    secrets: Option<Vec<String>>,
+    /// Peer range to allow despite the built-in refusal (peers.allow).
+    #[arg(
+        long = "allow-peer",
+        env = "TURNPIKE_ALLOW_PEER",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    allow_peers: Option<Vec<String>>,
+    /// Peer range to refuse always (peers.deny).
+    #[arg(
+        long = "deny-peer",
+        env = "TURNPIKE_DENY_PEER",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    deny_peers: Option<Vec<String>>,
+    /// Allocations per user, 0 = unlimited (limits.user_quota).
+    #[arg(long, env = "TURNPIKE_USER_QUOTA", value_name = "N")]
+    user_quota: Option<u32>,
+    /// Worker threads, 0 = one per core (server.workers).
+    #[arg(long, env = "TURNPIKE_WORKERS", value_name = "N")]
+    workers: Option<usize>,
+    /// Address advertised to clients, at most one IPv4 (relay.external_ipv4) and one IPv6
+    /// (relay.external_ipv6).
+    #[arg(
+        long = "external-ip",
+        env = "TURNPIKE_EXTERNAL_IP",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    external_ips: Option<Vec<String>>,
+    /// Prometheus endpoint address, "" = off (metrics.listen).
+    #[arg(long, env = "TURNPIKE_METRICS", value_name = "ADDR")]
+    metrics: Option<String>,
+}
+
+#[derive(Args)]
+struct CredentialsArgs {
+    /// Shared secret; with several (comma-separated in TURNPIKE_SECRET) the first mints.
+    #[arg(
+        long,
+        env = "TURNPIKE_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true,
+        required = true,
+        value_parser = non_empty
+    )]
+    secret: Vec<String>,
+    /// User the credential is for (no ':', which separates the expiry).
+    #[arg(long, value_parser = rest_user)]
+    user: String,
+    /// Seconds until the credential expires.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    ttl: u64,
+    /// Print {"username", "password", "ttl"} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn non_empty(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(value.to_string())
+}
+
+fn rest_user(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.contains(':') {
+        // The REST username is "<expiry>:<user>"; a ':' in the user would be ambiguous.
+        return Err("must not contain ':'".into());
+    }
+    Ok(value.to_string())
+}
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with code 2.
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig { file } => check_config(file),
+        Command::Credentials(args) => credentials(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        realm: args.realm,
+        users: args.users,
+        secrets: args.secrets,
+        allow_peers: args.allow_peers,
+        deny_peers: args.deny_peers,
+        user_quota: args.user_quota,
+        workers: args.workers,
+        external_ips: args.external_ips,
+        metrics: args.metrics,
+    };
+    let settings = config::load(args.config.as_deref(), &overrides)?;
+    turnpike::serve::run(settings)
+}
+
+fn check_config(file: PathBuf) -> anyhow::Result<()> {
+    let settings = ConfigFile::read(&file)?.validate()?;
+    println!("{}: ok", file.display());
+    println!("{}", settings.summary());
+    Ok(())
+}
+
+fn credentials(args: CredentialsArgs) -> anyhow::Result<()> {
+    // `required = true` and the value parser guarantee one non-empty secret.
+    let secret = args.secret.first().context("no secret given")?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("system clock is before 1970")?
+        .as_secs();
+    let expiry = now.checked_add(args.ttl).context("--ttl is too large")?;
+    let (username, password) =
+        turnpike::proto::auth::mint_rest_credential(secret.as_bytes(), &args.user, expiry);
+    if args.json {
+        println!(
+            "{{\"username\":{},\"password\":{},\"ttl\":{}}}",
+            json_string(&username),
+            json_string(&password),
+            args.ttl
+        );
+    } else {
+        println!("username: {username}");
+        println!("password: {password}");
+    }
+    Ok(())
+}
+
+/// A JSON string literal (RFC 8259 §7): the user name is operator input and may hold
+/// quotes, backslashes or control characters.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn json_string_escapes_what_rfc_8259_requires() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
+    }
+}

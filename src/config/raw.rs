@@ -1,0 +1,181 @@
+//! The configuration file exactly as written: serde structs that mirror the TOML sections.
+//!
+//! Every struct denies unknown fields, so a typo (`port_mni`) is an error that names the
+//! key instead of a setting that silently does nothing. Every struct is `#[serde(default)]`,
+//! so a file only needs the keys it changes; the `Default` impls below equal the values in
+//! `config/turnpike.toml` (a test parses the embedded file and compares). Values stay as
+//! written (strings for addresses and CIDRs) so that `validate` can say which key is wrong.
+
+use serde::Deserialize;
+
+/// The whole file: one field per `[section]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub listen: RawListen,
+    pub tls: RawTls,
+    pub relay: RawRelay,
+    pub auth: RawAuth,
+    pub limits: RawLimits,
+    pub peers: RawPeers,
+    pub metrics: RawMetrics,
+    pub log: RawLog,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawServer {
+    pub realm: String,
+    pub software: String,
+    pub workers: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            realm: "turnpike".into(),
+            software: "Turnpike".into(),
+            workers: 0,
+        }
+    }
+}
+
+/// `[listen]`: TURN listener addresses per transport.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawListen {
+    pub udp: Vec<String>,
+    pub tcp: Vec<String>,
+    pub tls: Vec<String>,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        let both = vec!["0.0.0.0:3478".to_string(), "[::]:3478".to_string()];
+        RawListen {
+            udp: both.clone(),
+            tcp: both,
+            tls: Vec::new(),
+        }
+    }
+}
+
+/// `[tls]`: certificate for the `listen.tls` listeners.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTls {
+    pub certificate: String,
+    pub private_key: String,
+}
+
+/// `[relay]`: relay sockets and allocation lifetimes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRelay {
+    pub bind_ipv4: String,
+    pub bind_ipv6: String,
+    pub external_ipv4: String,
+    pub external_ipv6: String,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub default_lifetime_secs: u64,
+    pub max_lifetime_secs: u64,
+}
+
+impl Default for RawRelay {
+    fn default() -> Self {
+        RawRelay {
+            bind_ipv4: "0.0.0.0".into(),
+            bind_ipv6: "::".into(),
+            external_ipv4: String::new(),
+            external_ipv6: String::new(),
+            port_min: 49152,
+            port_max: 65535,
+            default_lifetime_secs: 600,
+            max_lifetime_secs: 3600,
+        }
+    }
+}
+
+/// `[auth]`: long-term credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAuth {
+    /// `"name:password"` entries.
+    pub users: Vec<String>,
+    pub secrets: Vec<String>,
+    pub max_credential_lifetime_secs: u64,
+    pub nonce_lifetime_secs: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            users: Vec::new(),
+            secrets: Vec::new(),
+            max_credential_lifetime_secs: 86400,
+            nonce_lifetime_secs: 600,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLimits {
+    pub user_quota: u32,
+    pub total_quota: u32,
+    pub max_username_len: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            user_quota: 10,
+            total_quota: 0,
+            max_username_len: 256,
+        }
+    }
+}
+
+/// `[peers]`: CIDR lists that adjust the built-in peer address policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPeers {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: "127.0.0.1:9641".into(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The validated, typed configuration the rest of Turnpike is built from.
+//!
+//! Everything here is a plain value: addresses are parsed, durations are `Duration`,
+//! "0 = unlimited" is `None`, `workers = 0` is resolved to the core count. Components take
+//! what they need from here into their own config structs (e.g. the core's `ServerConfig`).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Everything `turnpike serve` needs, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// REALM attribute (RFC 8489 §14.9); part of every long-term credential key.
+    pub realm: String,
+    /// SOFTWARE attribute (RFC 8489 §14.14); `None` omits it.
+    pub software: Option<String>,
+    /// Worker threads, at least 1 (`workers = 0` in the file resolves to the core count).
+    pub workers: usize,
+    /// TURN listeners per transport.
+    pub listen: Listen,
+    /// Certificate for the TLS listeners; `Some` exactly when `listen.tls` is not empty.
+    pub tls: Option<Tls>,
+    /// Relay sockets and allocation lifetimes.
+    pub relay: Relay,
+    /// Long-term credentials.
+    pub auth: Auth,
+    /// Allocation quotas and request limits.
+    pub limits: Limits,
+    /// Adjustments to the built-in peer address policy.
+    pub peers: Peers,
+    /// Address of the Prometheus `/metrics` endpoint; `None` turns it off.
+    pub metrics: Option<SocketAddr>,
+    /// Logging.
+    pub log: Log,
+}
+
+/// TURN listener addresses, one list per transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+}
+
+/// PEM files for the TLS listeners, as given (relative paths are relative to the working
+/// directory); read by the shell at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+/// Relay sockets of one address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayAddr {
+    /// Where relay sockets bind (may be unspecified: `0.0.0.0`, `::`).
+    pub bind: IpAddr,
+    /// What XOR-RELAYED-ADDRESS advertises, for a relay behind 1:1 NAT (cloud VMs).
+    /// `None`: `bind` if it is specified, else the local address the client reached.
+    pub external: Option<IpAddr>,
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    /// IPv4 relay sockets; `None` when `relay.bind_ipv4 = ""` (no IPv4 relaying).
+    pub ipv4: Option<RelayAddr>,
+    /// IPv6 relay sockets (RFC 6156); `None` when `relay.bind_ipv6 = ""`.
+    pub ipv6: Option<RelayAddr>,
+    /// Relay ports, split among workers (each owns a disjoint slice).
+    pub ports: RangeInclusive<u16>,
+    /// Lifetime granted when a client asks for none (RFC 8656 §7.2: 600 s).
+    pub default_lifetime: Duration,
+    /// Cap on the lifetime a client may ask for.
+    pub max_lifetime: Duration,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// Static users, unique by name, in file order.
+    pub users: Vec<User>,
+    /// TURN REST shared secrets; any of them verifies (rotation). The first one mints.
+    pub secrets: Vec<Secret>,
+    /// A REST credential whose expiry is further ahead than this is refused.
+    pub max_credential_lifetime: Duration,
+    /// How long a nonce stays valid before 438 Stale Nonce (RFC 8489 §9.2).
+    pub nonce_lifetime: Duration,
+}
+
+/// One static long-term user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password: Secret,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Allocations one user may hold at once (486 beyond it); `None` = unlimited.
+    pub user_quota: Option<u32>,
+    /// Allocations the whole relay holds at once (508 beyond it); `None` = unlimited.
+    pub total_quota: Option<u32>,
+    /// Longest USERNAME accepted, in bytes (400 beyond it).
+    pub max_username_len: usize,
+}
+
+/// `[peers]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers {
+    /// Ranges permitted even though the built-in policy refuses them (loopback, private…).
+    pub allow: Vec<IpNet>,
+    /// Ranges always refused; wins over `allow`.
+    pub deny: Vec<IpNet>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive, checked at validation (`info`,
+    /// `turnpike=debug,warn`, ...).
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// A password or shared secret. `Debug` never shows it, so logging `Settings` is safe.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where it is used (HMAC keys, password checks).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Settings {
+    /// A few lines for `check-config` and the start-up log; no passwords or secrets.
+    pub fn summary(&self) -> String {
+        let list = |v: &[SocketAddr]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        let relay_addr = |r: &Option<RelayAddr>| match r {
+            None => "off".to_string(),
+            Some(RelayAddr {
+                bind,
+                external: None,
+            }) => bind.to_string(),
+            Some(RelayAddr {
+                bind,
+                external: Some(ext),
+            }) => format!("{bind} (advertised as {ext})"),
+        };
+        let quota = |q: Option<u32>| q.map_or("unlimited".to_string(), |n| n.to_string());
+        format!(
+            "realm: {}\nworkers: {}\nlisten udp: {}\nlisten tcp: {}\nlisten tls: {}\n\
+             relay ipv4: {}\nrelay ipv6: {}\nrelay ports: {}-{}\n\
+             users: {}, secrets: {}\nquota per user: {}, total: {}\n\
+             peers allow: {}, deny: {}\nmetrics: {}",
+            self.realm,
+            self.workers,
+            list(&self.listen.udp),
+            list(&self.listen.tcp),
+            list(&self.listen.tls),
+            relay_addr(&self.relay.ipv4),
+            relay_addr(&self.relay.ipv6),
+            self.relay.ports.start(),
+            self.relay.ports.end(),
+            self.auth.users.len(),
+            self.auth.secrets.len(),
+            quota(self.limits.user_quota),
+            quota(self.limits.total_quota),
+            self.peers.allow.len(),
+            self.peers.deny.len(),
+            self.metrics.map_or("off".to_string(), |a| a.to_string()),
+        )
+    }
+}

@@ -1,0 +1,398 @@
+//! `RawConfig` → `Settings`: every check the file's keys need, each error naming its key.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::error::{ConfigError, KeyIndex, Origin};
+use super::raw::{RawAuth, RawConfig, RawListen, RawRelay};
+use super::settings::*;
+
+/// Keys that a command-line flag replaced, mapped to the flag, so that an error about
+/// such a key names the flag the operator typed rather than a file line they never wrote.
+pub(crate) type FlagMap = BTreeMap<&'static str, &'static str>;
+
+/// RFC 8489 §14.9 (REALM) and §14.14 (SOFTWARE): fewer than 128 characters.
+const MAX_TEXT_CHARS: usize = 127;
+/// RFC 8489 §14.3: USERNAME is fewer than 509 bytes.
+const MAX_USERNAME_BYTES: usize = 508;
+/// Upper bound on allocation and nonce lifetimes. Longer values have no use (clients
+/// refresh) and this keeps `Instant + lifetime` far from overflow.
+const MAX_LIFETIME_SECS: u64 = 86_400;
+/// Upper bound on REST credential lifetimes (ten years), for the same overflow reason.
+const MAX_CREDENTIAL_SECS: u64 = 10 * 365 * 86_400;
+
+/// Names errors: the file and line of a key, or the flag that replaced it.
+pub(crate) struct Ctx<'a> {
+    pub origin: &'a Origin,
+    pub index: &'a KeyIndex,
+    pub flags: &'a FlagMap,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn err(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        let base = key.split('[').next().unwrap_or(key);
+        match self.flags.get(base) {
+            Some(flag) => ConfigError {
+                origin: "command line".into(),
+                line: None,
+                key: format!("{flag} (sets {key})"),
+                reason: reason.into(),
+            },
+            None => ConfigError {
+                origin: self.origin.to_string(),
+                line: self.index.line_of(key),
+                key: key.into(),
+                reason: reason.into(),
+            },
+        }
+    }
+}
+
+pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigError> {
+    let realm = &raw.server.realm;
+    if realm.is_empty() {
+        return Err(ctx.err("server.realm", "must not be empty"));
+    }
+    check_attribute_text(ctx, "server.realm", realm)?;
+    let software = match raw.server.software.as_str() {
+        "" => None,
+        s => {
+            check_attribute_text(ctx, "server.software", s)?;
+            Some(s.to_string())
+        }
+    };
+    let workers = match raw.server.workers {
+        // available_parallelism fails only where the OS cannot tell; one worker still works.
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let listen = listen(ctx, &raw.listen)?;
+    let tls = if listen.tls.is_empty() {
+        None
+    } else {
+        let path = |key: &str, value: &str| {
+            if value.is_empty() {
+                Err(ctx.err(key, "required because listen.tls is not empty"))
+            } else {
+                Ok(PathBuf::from(value))
+            }
+        };
+        Some(Tls {
+            certificate: path("tls.certificate", &raw.tls.certificate)?,
+            private_key: path("tls.private_key", &raw.tls.private_key)?,
+        })
+    };
+    let relay = relay(ctx, &raw.relay, workers)?;
+    let limits = Limits {
+        user_quota: Some(raw.limits.user_quota).filter(|&n| n != 0),
+        total_quota: Some(raw.limits.total_quota).filter(|&n| n != 0),
+        max_username_len: raw.limits.max_username_len,
+    };
+    if limits.max_username_len == 0 || limits.max_username_len > MAX_USERNAME_BYTES {
+        return Err(ctx.err(
+            "limits.max_username_len",
+            format!("must be 1 to {MAX_USERNAME_BYTES} (RFC 8489 §14.3)"),
+        ));
+    }
+    let auth = auth(ctx, &raw.auth, limits.max_username_len)?;
+    let peers = Peers {
+        allow: cidrs(ctx, "peers.allow", &raw.peers.allow)?,
+        deny: cidrs(ctx, "peers.deny", &raw.peers.deny)?,
+    };
+    let metrics = match raw.metrics.listen.as_str() {
+        "" => None,
+        s => Some(socket_addr(ctx, "metrics.listen", s)?),
+    };
+    let format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(ctx.err(
+                "log.format",
+                format!("{other:?} is not \"text\" or \"json\""),
+            ))
+        }
+    };
+    if raw.log.level.is_empty() {
+        return Err(ctx.err("log.level", "must not be empty (e.g. \"info\")"));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+        return Err(ctx.err("log.level", format!("{:?}: {e}", raw.log.level)));
+    }
+    Ok(Settings {
+        realm: realm.clone(),
+        software,
+        workers,
+        listen,
+        tls,
+        relay,
+        auth,
+        limits,
+        peers,
+        metrics,
+        log: Log {
+            format,
+            level: raw.log.level.clone(),
+        },
+    })
+}
+
+/// REALM and SOFTWARE go on the wire as UTF-8 text of fewer than 128 characters.
+fn check_attribute_text(ctx: &Ctx, key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.chars().count() > MAX_TEXT_CHARS {
+        return Err(ctx.err(
+            key,
+            format!("longer than {MAX_TEXT_CHARS} characters (RFC 8489 §14.9, §14.14)"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ctx.err(key, "contains control characters"));
+    }
+    Ok(())
+}
+
+fn socket_addr(ctx: &Ctx, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ctx.err(
+            key,
+            format!("{value:?} is not an address:port (e.g. \"0.0.0.0:3478\" or \"[::]:3478\")"),
+        )
+    })
+}
+
+fn listen(ctx: &Ctx, raw: &RawListen) -> Result<Listen, ConfigError> {
+    let list = |name: &str, values: &[String]| -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut out: Vec<SocketAddr> = Vec::with_capacity(values.len());
+        for (i, value) in values.iter().enumerate() {
+            let key = format!("listen.{name}[{i}]");
+            let addr = socket_addr(ctx, &key, value)?;
+            if addr.port() == 0 {
+                return Err(ctx.err(&key, "port 0: clients need a fixed port"));
+            }
+            if out.contains(&addr) {
+                return Err(ctx.err(&key, format!("{addr} is listed twice")));
+            }
+            out.push(addr);
+        }
+        Ok(out)
+    };
+    let listen = Listen {
+        udp: list("udp", &raw.udp)?,
+        tcp: list("tcp", &raw.tcp)?,
+        tls: list("tls", &raw.tls)?,
+    };
+    // TCP and TLS are both TCP sockets: one address cannot serve both.
+    if let Some(i) = listen.tls.iter().position(|a| listen.tcp.contains(a)) {
+        let key = format!("listen.tls[{i}]");
+        return Err(ctx.err(&key, "also in listen.tcp; TCP and TLS need different ports"));
+    }
+    if listen.udp.is_empty() && listen.tcp.is_empty() && listen.tls.is_empty() {
+        return Err(ctx.err(
+            "listen.udp",
+            "no TURN listener at all (listen.udp, listen.tcp and listen.tls are all empty)",
+        ));
+    }
+    Ok(listen)
+}
+
+fn relay(ctx: &Ctx, raw: &RawRelay, workers: usize) -> Result<Relay, ConfigError> {
+    let ipv4 = relay_family(ctx, "ipv4", &raw.bind_ipv4, &raw.external_ipv4)?;
+    let ipv6 = relay_family(ctx, "ipv6", &raw.bind_ipv6, &raw.external_ipv6)?;
+    if ipv4.is_none() && ipv6.is_none() {
+        return Err(ctx.err(
+            "relay.bind_ipv4",
+            "relay.bind_ipv4 and relay.bind_ipv6 are both \"\": nowhere to relay",
+        ));
+    }
+    if raw.port_min == 0 {
+        return Err(ctx.err("relay.port_min", "must be at least 1"));
+    }
+    if raw.port_min > raw.port_max {
+        return Err(ctx.err(
+            "relay.port_min",
+            format!(
+                "{} is greater than relay.port_max ({})",
+                raw.port_min, raw.port_max
+            ),
+        ));
+    }
+    // Workers own disjoint slices of the range, so each needs at least one port.
+    let ports = usize::from(raw.port_max - raw.port_min) + 1;
+    if ports < workers {
+        return Err(ctx.err(
+            "server.workers",
+            format!(
+                "{workers} workers need at least {workers} relay ports; \
+                 relay.port_min..relay.port_max has {ports}"
+            ),
+        ));
+    }
+    let default_lifetime = lifetime(
+        ctx,
+        "relay.default_lifetime_secs",
+        raw.default_lifetime_secs,
+        MAX_LIFETIME_SECS,
+    )?;
+    let max_lifetime = lifetime(
+        ctx,
+        "relay.max_lifetime_secs",
+        raw.max_lifetime_secs,
+        MAX_LIFETIME_SECS,
+    )?;
+    if default_lifetime > max_lifetime {
+        return Err(ctx.err(
+            "relay.default_lifetime_secs",
+            format!(
+                "{} is greater than relay.max_lifetime_secs ({})",
+                raw.default_lifetime_secs, raw.max_lifetime_secs
+            ),
+        ));
+    }
+    Ok(Relay {
+        ipv4,
+        ipv6,
+        ports: raw.port_min..=raw.port_max,
+        default_lifetime,
+        max_lifetime,
+    })
+}
+
+/// One relay address family (`family` is "ipv4" or "ipv6"): `relay.bind_<family>`, where
+/// "" turns the family off, and `relay.external_<family>`, where "" means "not behind NAT".
+fn relay_family(
+    ctx: &Ctx,
+    family: &str,
+    bind: &str,
+    external: &str,
+) -> Result<Option<RelayAddr>, ConfigError> {
+    let bind_key = format!("relay.bind_{family}");
+    let ext_key = format!("relay.external_{family}");
+    let want_v4 = family == "ipv4";
+    let parse = |key: &str, value: &str| {
+        let ip = value.parse::<IpAddr>().ok();
+        ip.filter(|ip| ip.is_ipv4() == want_v4).ok_or_else(|| {
+            let name = if want_v4 { "IPv4" } else { "IPv6" };
+            ctx.err(key, format!("{value:?} is not an {name} address"))
+        })
+    };
+    let external = match external {
+        "" => None,
+        value => {
+            let ip = parse(&ext_key, value)?;
+            if ip.is_unspecified() || ip.is_multicast() {
+                return Err(ctx.err(&ext_key, format!("{ip} cannot be advertised to clients")));
+            }
+            Some(ip)
+        }
+    };
+    if bind.is_empty() {
+        if external.is_some() {
+            return Err(ctx.err(
+                &ext_key,
+                format!("set, but {bind_key} is \"\" (relaying on this family is off)"),
+            ));
+        }
+        return Ok(None);
+    }
+    let bind = parse(&bind_key, bind)?;
+    if bind.is_multicast() {
+        return Err(ctx.err(&bind_key, format!("{bind} is a multicast address")));
+    }
+    Ok(Some(RelayAddr { bind, external }))
+}
+
+fn lifetime(ctx: &Ctx, key: &str, secs: u64, max: u64) -> Result<Duration, ConfigError> {
+    if secs == 0 || secs > max {
+        return Err(ctx.err(
+            key,
+            format!("{secs} is out of range: must be 1 to {max} seconds"),
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn auth(ctx: &Ctx, raw: &RawAuth, max_username_len: usize) -> Result<Auth, ConfigError> {
+    // Error messages name entries by index and user name, never by their password.
+    let mut users: Vec<User> = Vec::with_capacity(raw.users.len());
+    for (i, entry) in raw.users.iter().enumerate() {
+        let key = format!("auth.users[{i}]");
+        let Some((name, password)) = entry.split_once(':') else {
+            return Err(ctx.err(&key, "expected \"name:password\" (no ':' found)"));
+        };
+        if name.is_empty() {
+            return Err(ctx.err(&key, "the user name before ':' is empty"));
+        }
+        if name.len() > max_username_len {
+            return Err(ctx.err(
+                &key,
+                format!(
+                    "user name is longer than limits.max_username_len ({max_username_len} bytes)"
+                ),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(ctx.err(&key, "user name contains control characters"));
+        }
+        if password.is_empty() {
+            return Err(ctx.err(&key, format!("user {name:?} has an empty password")));
+        }
+        if users.iter().any(|u| u.name == name) {
+            return Err(ctx.err(&key, format!("user {name:?} is listed twice")));
+        }
+        users.push(User {
+            name: name.to_string(),
+            password: Secret::new(password),
+        });
+    }
+    let mut secrets: Vec<Secret> = Vec::with_capacity(raw.secrets.len());
+    let mut seen = HashSet::new();
+    for (i, secret) in raw.secrets.iter().enumerate() {
+        let key = format!("auth.secrets[{i}]");
+        if secret.is_empty() {
+            return Err(ctx.err(&key, "empty secret"));
+        }
+        if !seen.insert(secret.as_str()) {
+            return Err(ctx.err(&key, "same secret as an earlier entry"));
+        }
+        secrets.push(Secret::new(secret.as_str()));
+    }
+    Ok(Auth {
+        users,
+        secrets,
+        max_credential_lifetime: lifetime(
+            ctx,
+            "auth.max_credential_lifetime_secs",
+            raw.max_credential_lifetime_secs,
+            MAX_CREDENTIAL_SECS,
+        )?,
+        nonce_lifetime: lifetime(
+            ctx,
+            "auth.nonce_lifetime_secs",
+            raw.nonce_lifetime_secs,
+            MAX_LIFETIME_SECS,
+        )?,
+    })
+}
+
+/// CIDR list; a bare address means just that host (`/32`, `/128`).
+fn cidrs(ctx: &Ctx, key: &str, values: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    let mut out = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        let net = match (value.parse::<IpNet>(), value.parse::<IpAddr>()) {
+            (Ok(net), _) => net.trunc(),
+            (Err(_), Ok(ip)) => IpNet::from(ip),
+            (Err(_), Err(_)) => {
+                return Err(ctx.err(
+                    &format!("{key}[{i}]"),
+                    format!("{value:?} is not a CIDR range (e.g. \"10.0.0.0/8\") or address"),
+                ))
+            }
+        };
+        out.push(net);
+    }
+    Ok(out)
+}

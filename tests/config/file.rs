@@ -1,0 +1,149 @@
+//! The embedded default and the round trip of every key.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use turnpike::config::raw::RawConfig;
+use turnpike::config::{ConfigFile, LogFormat, RelayAddr, Secret, User, EMBEDDED_DEFAULT};
+
+use super::{ip, net, parse, sa, EVERY_KEY};
+
+#[test]
+fn embedded_default_matches_the_documented_defaults() {
+    let file = ConfigFile::embedded().unwrap();
+    // The serde defaults (used for keys a file leaves out) equal the embedded file.
+    assert_eq!(file.raw(), &RawConfig::default());
+    let s = file.validate().unwrap();
+    assert_eq!(s.realm, "turnpike");
+    assert_eq!(s.software.as_deref(), Some("Turnpike"));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(s.workers, cores);
+    assert_eq!(s.listen.udp, vec![sa("0.0.0.0:3478"), sa("[::]:3478")]);
+    assert_eq!(s.listen.tcp, vec![sa("0.0.0.0:3478"), sa("[::]:3478")]);
+    assert!(s.listen.tls.is_empty());
+    assert_eq!(s.tls, None);
+    let relay_v4 = RelayAddr {
+        bind: ip("0.0.0.0"),
+        external: None,
+    };
+    let relay_v6 = RelayAddr {
+        bind: ip("::"),
+        external: None,
+    };
+    assert_eq!(s.relay.ipv4, Some(relay_v4));
+    assert_eq!(s.relay.ipv6, Some(relay_v6));
+    assert_eq!(s.relay.ports, 49152..=65535);
+    assert_eq!(s.relay.default_lifetime, Duration::from_secs(600));
+    assert_eq!(s.relay.max_lifetime, Duration::from_secs(3600));
+    assert!(s.auth.users.is_empty());
+    assert!(s.auth.secrets.is_empty());
+    assert_eq!(s.auth.max_credential_lifetime, Duration::from_secs(86400));
+    assert_eq!(s.auth.nonce_lifetime, Duration::from_secs(600));
+    assert_eq!(s.limits.user_quota, Some(10));
+    assert_eq!(s.limits.total_quota, None);
+    assert_eq!(s.limits.max_username_len, 256);
+    assert!(s.peers.allow.is_empty() && s.peers.deny.is_empty());
+    assert_eq!(s.metrics, Some(sa("127.0.0.1:9641")));
+    assert_eq!(s.log.format, LogFormat::Text);
+    assert_eq!(s.log.level, "info");
+    // An empty file means the same as the embedded one.
+    assert_eq!(parse("").unwrap(), s);
+}
+
+#[test]
+fn every_key_is_read() {
+    let s = parse(EVERY_KEY).unwrap();
+    assert_eq!(s.realm, "example.org");
+    assert_eq!(s.software, None);
+    assert_eq!(s.workers, 3);
+    assert_eq!(s.listen.udp, vec![sa("192.0.2.1:3478")]);
+    assert_eq!(s.listen.tcp, vec![sa("192.0.2.1:3479")]);
+    assert_eq!(s.listen.tls, vec![sa("[2001:db8::1]:5349")]);
+    let tls = s.tls.unwrap();
+    assert_eq!(tls.certificate, Path::new("/etc/tls/cert.pem"));
+    assert_eq!(tls.private_key, Path::new("/etc/tls/key.pem"));
+    let v4 = RelayAddr {
+        bind: ip("192.0.2.1"),
+        external: Some(ip("203.0.113.7")),
+    };
+    assert_eq!(s.relay.ipv4, Some(v4));
+    let v6 = RelayAddr {
+        bind: ip("2001:db8::1"),
+        external: Some(ip("2001:db8::2")),
+    };
+    assert_eq!(s.relay.ipv6, Some(v6));
+    assert_eq!(s.relay.ports, 40000..=40999);
+    assert_eq!(s.relay.default_lifetime, Duration::from_secs(300));
+    assert_eq!(s.relay.max_lifetime, Duration::from_secs(1200));
+    let user = |n: &str, p: &str| User {
+        name: n.into(),
+        password: Secret::new(p),
+    };
+    // The password may contain ':'; the name ends at the first one.
+    assert_eq!(
+        s.auth.users,
+        vec![user("alice", "pa:ss"), user("bob", "pw")]
+    );
+    let secrets: Vec<&str> = s.auth.secrets.iter().map(Secret::expose).collect();
+    assert_eq!(secrets, ["new", "old"]);
+    assert_eq!(s.auth.max_credential_lifetime, Duration::from_secs(3600));
+    assert_eq!(s.auth.nonce_lifetime, Duration::from_secs(60));
+    assert_eq!(s.limits.user_quota, None);
+    assert_eq!(s.limits.total_quota, Some(5000));
+    assert_eq!(s.limits.max_username_len, 100);
+    assert_eq!(s.peers.allow, vec![net("10.1.2.0/24"), net("fd00::1/128")]);
+    assert_eq!(s.peers.deny, vec![net("10.1.2.3/32")]);
+    assert_eq!(s.metrics, None);
+    assert_eq!(s.log.format, LogFormat::Json);
+    assert_eq!(s.log.level, "turnpike=debug,warn");
+}
+
+#[test]
+fn empty_bind_address_turns_a_family_off() {
+    let s = parse("[relay]\nbind_ipv6 = \"\"").unwrap();
+    assert_eq!(s.relay.ipv6, None);
+    assert!(s.relay.ipv4.is_some());
+    let s = parse("[relay]\nbind_ipv4 = \"\"").unwrap();
+    assert_eq!(s.relay.ipv4, None);
+    assert!(s.relay.ipv6.is_some());
+}
+
+fn dotted_keys(text: &str) -> BTreeSet<String> {
+    let table: toml::Table = toml::from_str(text).unwrap();
+    let mut keys = BTreeSet::new();
+    for (section, value) in &table {
+        let inner = value.as_table().expect("only sections at the top level");
+        keys.extend(inner.keys().map(|k| format!("{section}.{k}")));
+    }
+    keys
+}
+
+#[test]
+fn every_key_test_covers_the_embedded_file_and_changes_each_value() {
+    assert_eq!(dotted_keys(EVERY_KEY), dotted_keys(EMBEDDED_DEFAULT));
+    let default: toml::Table = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+    let changed: toml::Table = toml::from_str(EVERY_KEY).unwrap();
+    for (section, values) in &default {
+        for (key, value) in values.as_table().unwrap() {
+            assert_ne!(
+                Some(value),
+                changed[section].get(key),
+                "{section}.{key} not changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_key_in_the_embedded_file_has_a_comment() {
+    let lines: Vec<&str> = EMBEDDED_DEFAULT.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains(" = ") && !line.starts_with('#') {
+            assert!(
+                i > 0 && lines[i - 1].starts_with('#'),
+                "undocumented key: {line}"
+            );
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Configuration tests: the embedded default, every key, where each error points, CLI
+//! overrides, and the built binary's `check-config` and `credentials` subcommands.
+
+mod cli;
+mod errors;
+mod file;
+mod overrides;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use turnpike::config::{ConfigError, ConfigFile, Origin, Settings};
+
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+pub fn origin() -> Origin {
+    Origin::File(PathBuf::from("/etc/turnpike/test.toml"))
+}
+
+pub fn parse(text: &str) -> Result<Settings, ConfigError> {
+    ConfigFile::parse(origin(), text)?.validate()
+}
+
+pub fn parse_err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(s) => panic!("accepted:\n{text}\n{s:?}"),
+        Err(e) => e,
+    }
+}
+
+/// Sets every key of the embedded file to a value different from its default.
+pub const EVERY_KEY: &str = r#"
+[server]
+realm = "example.org"
+software = ""
+workers = 3
+[listen]
+udp = ["192.0.2.1:3478"]
+tcp = ["192.0.2.1:3479"]
+tls = ["[2001:db8::1]:5349"]
+[tls]
+certificate = "/etc/tls/cert.pem"
+private_key = "/etc/tls/key.pem"
+[relay]
+bind_ipv4 = "192.0.2.1"
+bind_ipv6 = "2001:db8::1"
+external_ipv4 = "203.0.113.7"
+external_ipv6 = "2001:db8::2"
+port_min = 40000
+port_max = 40999
+default_lifetime_secs = 300
+max_lifetime_secs = 1200
+[auth]
+users = ["alice:pa:ss", "bob:pw"]
+secrets = ["new", "old"]
+max_credential_lifetime_secs = 3600
+nonce_lifetime_secs = 60
+[limits]
+user_quota = 0
+total_quota = 5000
+max_username_len = 100
+[peers]
+allow = ["10.1.2.0/24", "fd00::1"]
+deny = ["10.1.2.3/32"]
+[metrics]
+listen = ""
+[log]
+format = "json"
+level = "turnpike=debug,warn"
+"#;
