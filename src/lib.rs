@@ -1,1 +1,3 @@
+pub mod metrics;
+pub mod net;
 pub mod proto;

@@ -40,7 +40,13 @@ pub struct ClientId {
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}->{}", self.transport.as_str(), self.remote, self.local)
+        write!(
+            f,
+            "{}:{}->{}",
+            self.transport.as_str(),
+            self.remote,
+            self.local
+        )
     }
 }
 
@@ -81,6 +87,8 @@ impl ChannelNumber {
     pub const MAX: u16 = 0x4FFF;
 
     pub fn new(n: u16) -> Option<ChannelNumber> {
-        (Self::MIN..=Self::MAX).contains(&n).then_some(ChannelNumber(n))
+        (Self::MIN..=Self::MAX)
+            .contains(&n)
+            .then_some(ChannelNumber(n))
     }
 }
