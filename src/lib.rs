@@ -1,3 +1,11 @@
+//! Turnpike: a STUN/TURN media relay for end-to-end encrypted calls.
+//!
+//! - [`proto`]: the sans-IO relay core (STUN/TURN state machine, codecs, policy).
+//! - [`net`]: the I/O shell — shared-nothing worker threads that own the sockets.
+//! - [`config`], [`serve`], [`metrics`]: operations.
+
 pub mod config;
+pub mod metrics;
+pub mod net;
 pub mod proto;
 pub mod serve;

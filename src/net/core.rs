@@ -1,0 +1,76 @@
+//! The calls a worker makes on its protocol core, as a trait: [`Server`] is the core the
+//! relay runs; the shell's own tests substitute a scripted core so that socket routing is
+//! tested without any protocol logic (the core alone decides protocol behaviour).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::proto::stats::Stats;
+use crate::proto::{ClientId, Event, Forward, RelayKey, Server, ToClient, Transmit};
+
+/// Mirrors [`Server`]'s `handle_*` / `poll_*` API one to one; see there for semantics.
+pub(crate) trait Core {
+    fn handle_client_input<'a>(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        packet: &'a [u8],
+    ) -> Option<Forward<'a>>;
+    fn handle_peer_input(
+        &mut self,
+        now: Instant,
+        relay: RelayKey,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<ToClient>;
+    fn handle_relay_opened(&mut self, now: Instant, relay: RelayKey, ok: Result<(), ()>);
+    fn handle_client_closed(&mut self, now: Instant, client: ClientId);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    fn poll_event(&mut self) -> Option<Event>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn stats(&self) -> &Stats;
+}
+
+impl Core for Server {
+    fn handle_client_input<'a>(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        packet: &'a [u8],
+    ) -> Option<Forward<'a>> {
+        Server::handle_client_input(self, now, client, packet)
+    }
+    fn handle_peer_input(
+        &mut self,
+        now: Instant,
+        relay: RelayKey,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<ToClient> {
+        Server::handle_peer_input(self, now, relay, peer, buf, len)
+    }
+    fn handle_relay_opened(&mut self, now: Instant, relay: RelayKey, ok: Result<(), ()>) {
+        Server::handle_relay_opened(self, now, relay, ok)
+    }
+    fn handle_client_closed(&mut self, now: Instant, client: ClientId) {
+        Server::handle_client_closed(self, now, client)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Server::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Server::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        Server::poll_event(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Server::poll_timeout(self)
+    }
+    fn stats(&self) -> &Stats {
+        Server::stats(self)
+    }
+}

@@ -1,0 +1,219 @@
+//! The I/O shell: worker threads that own sockets and drive the sans-IO core.
+//!
+//! Shared nothing (DESIGN.md §3): each of `workers` OS threads runs its own poll loop with
+//! its own [`Server`] core, its own `SO_REUSEPORT` listener on every configured address
+//! (the kernel keeps a client's 5-tuple on one worker), the relay sockets of the
+//! allocations its core created, and a disjoint slice of the relay port range. So both
+//! directions of an allocation are handled by one thread with no lock.
+
+mod bind;
+mod core;
+mod sockets;
+mod stream;
+#[cfg(test)]
+mod tests;
+pub mod tls;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::{Poll, Waker};
+
+use self::core::Core;
+use crate::proto::{Server, ServerConfig, Transport};
+use sockets::{Sockets, Source};
+use worker::Worker;
+
+/// What the shell listens on and the core template every worker starts from.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Worker threads, at least 1 (typically one per core).
+    pub workers: usize,
+    /// Client-facing listen addresses per transport; port 0 picks a free port, shared by
+    /// all workers.
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    /// Required iff `tls` is non-empty.
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// Core configuration; its `ports` is the whole relay range, which workers split.
+    pub server: ServerConfig,
+    /// Worker `i` seeds its core with `rng_seed + i`.
+    pub rng_seed: u64,
+}
+
+/// The running workers. Dropping it stops them too.
+pub struct RelayHandle {
+    addrs: Vec<(Transport, SocketAddr)>,
+    workers: Vec<WorkerHandle>,
+}
+
+struct WorkerHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RelayHandle {
+    /// The bound listener addresses (port 0 resolved), one per configured address.
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.addrs.clone()
+    }
+
+    /// Stops every worker and waits for its thread to end.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        // Workers already joined (by `shutdown`, before `drop`) are skipped.
+        for w in self.workers.iter().filter(|w| w.thread.is_some()) {
+            w.stop.store(true, Ordering::Release);
+            if let Err(e) = w.waker.wake() {
+                tracing::warn!("cannot wake worker: {e}");
+            }
+        }
+        for w in &mut self.workers {
+            if let Some(thread) = w.thread.take() {
+                if thread.join().is_err() {
+                    tracing::error!("a worker thread panicked");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Everything one worker owns before its thread starts.
+struct Prepared {
+    poll: Poll,
+    io: Sockets,
+    waker: Arc<Waker>,
+    config: ServerConfig,
+}
+
+/// Binds every socket (so that a bad address fails here, not in a thread), then starts the
+/// workers.
+pub fn start(cfg: NetConfig) -> io::Result<RelayHandle> {
+    start_with(cfg, Server::new)
+}
+
+/// [`start`] with any core; `make_core(config, seed)` runs on each worker's thread, so the
+/// core never crosses threads.
+fn start_with<C, F>(cfg: NetConfig, make_core: F) -> io::Result<RelayHandle>
+where
+    C: Core,
+    F: Fn(ServerConfig, u64) -> C + Clone + Send + 'static,
+{
+    if cfg.workers == 0 {
+        return Err(invalid("at least one worker is required"));
+    }
+    if !cfg.tls.is_empty() && cfg.tls_config.is_none() {
+        return Err(invalid(
+            "TLS listen addresses need a TLS certificate and key",
+        ));
+    }
+    let slices = bind::split_ports(&cfg.server.ports, cfg.workers)?;
+    let relay_v4 = cfg.server.relay_v4.as_ref().map(|r| r.bind);
+    let relay_v6 = cfg.server.relay_v6.as_ref().map(|r| r.bind);
+
+    let mut prepared = Vec::with_capacity(cfg.workers);
+    for ports in slices {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
+        let io = Sockets::new(registry, relay_v4, relay_v6, cfg.tls_config.clone());
+        let mut config = cfg.server.clone();
+        config.ports = ports;
+        prepared.push(Prepared {
+            poll,
+            io,
+            waker,
+            config,
+        });
+    }
+
+    let mut addrs = Vec::new();
+    for &addr in &cfg.udp {
+        let bound = bind_all(addr, &mut prepared, |p, a| {
+            let sock = bind::udp_listener(a)?;
+            let local = sock.local_addr()?;
+            p.io.add_udp_listener(sock)?;
+            Ok(local)
+        })?;
+        addrs.push((Transport::Udp, bound));
+    }
+    for (transport, list) in [(Transport::Tcp, &cfg.tcp), (Transport::Tls, &cfg.tls)] {
+        for &addr in list {
+            let bound = bind_all(addr, &mut prepared, |p, a| {
+                let sock = bind::tcp_listener(a)?;
+                let local = sock.local_addr()?;
+                p.io.add_stream_listener(sock, transport)?;
+                Ok(local)
+            })?;
+            addrs.push((transport, bound));
+        }
+    }
+    for (transport, addr) in &addrs {
+        tracing::info!(transport = transport.as_str(), %addr, workers = cfg.workers, "listening");
+    }
+
+    let mut handle = RelayHandle {
+        addrs,
+        workers: Vec::with_capacity(cfg.workers),
+    };
+    for (index, p) in prepared.into_iter().enumerate() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seed = cfg.rng_seed.wrapping_add(index as u64);
+        let thread_stop = stop.clone();
+        let make_core = make_core.clone();
+        let Prepared {
+            poll,
+            io,
+            waker,
+            config,
+        } = p;
+        // On failure `handle` drops, stopping the workers already started.
+        let thread = std::thread::Builder::new()
+            .name(format!("turnpike-worker-{index}"))
+            .spawn(move || {
+                let core = make_core(config, seed);
+                Worker::new(index, poll, core, io, thread_stop).run();
+            })?;
+        handle.workers.push(WorkerHandle {
+            stop,
+            waker,
+            thread: Some(thread),
+        });
+    }
+    Ok(handle)
+}
+
+/// Binds `addr` on every worker. With port 0 the first worker's socket picks the port
+/// and the others bind that same port: SO_REUSEPORT shares one port, not "any" port.
+fn bind_all(
+    addr: SocketAddr,
+    prepared: &mut [Prepared],
+    mut bind_one: impl FnMut(&mut Prepared, SocketAddr) -> io::Result<SocketAddr>,
+) -> io::Result<SocketAddr> {
+    let mut target = addr;
+    for p in prepared.iter_mut() {
+        let local = bind_one(p, target)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {target}: {e}")))?;
+        target.set_port(local.port());
+    }
+    Ok(target)
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.to_string())
+}

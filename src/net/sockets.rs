@@ -1,0 +1,334 @@
+//! The sockets one worker owns, their poll tokens, and where an outgoing packet goes.
+//! Owned by exactly one thread: no locks.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Interest, Registry, Token};
+
+use super::bind;
+use super::stream::{Close, ReadStatus, SendStatus, StreamConn};
+use crate::metrics::ShellStats;
+use crate::proto::{ClientId, Family, RelayKey, Transport};
+
+/// A token is `kind << KIND_SHIFT | id`, so the kind of a ready socket is known without a
+/// lookup, and a relay token carries its `RelayKey` itself.
+const KIND_SHIFT: u32 = 24;
+const ID_MASK: usize = (1 << KIND_SHIFT) - 1;
+
+/// What a poll token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Waker,
+    UdpListener(usize),
+    StreamListener(usize),
+    Relay(RelayKey),
+    Conn(usize),
+}
+
+impl Source {
+    pub(crate) fn token(self) -> Token {
+        let (kind, id) = match self {
+            Source::Waker => (0, 0),
+            Source::UdpListener(i) => (1, i),
+            Source::StreamListener(i) => (2, i),
+            Source::Relay(key) => {
+                let family = match key.family {
+                    Family::V4 => 0,
+                    Family::V6 => 1,
+                };
+                (3, family << 16 | usize::from(key.port.0))
+            }
+            Source::Conn(slot) => (4, slot),
+        };
+        Token(kind << KIND_SHIFT | (id & ID_MASK))
+    }
+
+    pub(crate) fn of(token: Token) -> Option<Source> {
+        let id = token.0 & ID_MASK;
+        Some(match token.0 >> KIND_SHIFT {
+            0 => Source::Waker,
+            1 => Source::UdpListener(id),
+            2 => Source::StreamListener(id),
+            3 => Source::Relay(RelayKey {
+                family: if id >> 16 == 0 {
+                    Family::V4
+                } else {
+                    Family::V6
+                },
+                port: crate::proto::RelayPort((id & 0xFFFF) as u16),
+            }),
+            4 => Source::Conn(id),
+            _ => return None,
+        })
+    }
+}
+
+pub(crate) struct UdpListener {
+    pub(crate) sock: UdpSocket,
+    /// The bound address; the core sees it as `ClientId::local` and replies go out here.
+    pub(crate) local: SocketAddr,
+}
+
+pub(crate) struct StreamListener {
+    pub(crate) sock: TcpListener,
+    /// `Tcp` or `Tls`.
+    pub(crate) transport: Transport,
+}
+
+/// A worker's sockets. Methods never panic on socket errors: they count and move on.
+pub(crate) struct Sockets {
+    pub(crate) registry: Registry,
+    pub(crate) udp: Vec<UdpListener>,
+    pub(crate) listeners: Vec<StreamListener>,
+    pub(crate) relays: HashMap<RelayKey, UdpSocket>,
+    /// Stream connections by slot (the slot is in the poll token); `free` lists empty slots.
+    conns: Vec<Option<StreamConn>>,
+    free: Vec<usize>,
+    by_client: HashMap<ClientId, usize>,
+    /// Relay bind address per family (`None`: the family is not offered).
+    relay_v4: Option<IpAddr>,
+    relay_v6: Option<IpAddr>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Stream clients whose connection closed; the worker tells the core.
+    pub(crate) closed: Vec<ClientId>,
+    pub(crate) stats: ShellStats,
+}
+
+impl Sockets {
+    pub(crate) fn new(
+        registry: Registry,
+        relay_v4: Option<IpAddr>,
+        relay_v6: Option<IpAddr>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Sockets {
+        Sockets {
+            registry,
+            udp: Vec::new(),
+            listeners: Vec::new(),
+            relays: HashMap::new(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            by_client: HashMap::new(),
+            relay_v4,
+            relay_v6,
+            tls,
+            closed: Vec::new(),
+            stats: ShellStats::default(),
+        }
+    }
+
+    pub(crate) fn add_udp_listener(&mut self, mut sock: UdpSocket) -> io::Result<()> {
+        let local = sock.local_addr()?;
+        let token = Source::UdpListener(self.udp.len()).token();
+        self.registry
+            .register(&mut sock, token, Interest::READABLE)?;
+        self.udp.push(UdpListener { sock, local });
+        Ok(())
+    }
+
+    pub(crate) fn add_stream_listener(
+        &mut self,
+        mut sock: TcpListener,
+        transport: Transport,
+    ) -> io::Result<()> {
+        let token = Source::StreamListener(self.listeners.len()).token();
+        self.registry
+            .register(&mut sock, token, Interest::READABLE)?;
+        self.listeners.push(StreamListener { sock, transport });
+        Ok(())
+    }
+
+    /// Binds and registers the relay socket the core asked for.
+    pub(crate) fn open_relay(&mut self, key: RelayKey) -> io::Result<()> {
+        let ip = match key.family {
+            Family::V4 => self.relay_v4,
+            Family::V6 => self.relay_v6,
+        };
+        let ip = ip.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::Unsupported, "relay family not configured")
+        })?;
+        let mut sock = bind::relay_socket(SocketAddr::new(ip, key.port.0))?;
+        self.registry
+            .register(&mut sock, Source::Relay(key).token(), Interest::READABLE)?;
+        // A stale socket under the same key (the core reusing a port) is replaced.
+        if let Some(mut old) = self.relays.insert(key, sock) {
+            let _ = self.registry.deregister(&mut old);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn close_relay(&mut self, key: RelayKey) {
+        if let Some(mut sock) = self.relays.remove(&key) {
+            // Dropping closes the socket, which also leaves epoll; nothing to recover.
+            let _ = self.registry.deregister(&mut sock);
+        }
+    }
+
+    /// Client → peer: send `payload` from relay socket `relay` to `peer`.
+    pub(crate) fn send_to_peer(&mut self, relay: RelayKey, peer: SocketAddr, payload: &[u8]) {
+        let sent = send_on_relay(&self.relays, relay, peer, payload);
+        count_send(&mut self.stats, sent);
+    }
+
+    /// Sends one message to a client on the transport it reached us by.
+    pub(crate) fn send_to_client(&mut self, client: ClientId, msg: &[u8]) {
+        if client.transport == Transport::Udp {
+            match self.udp.iter().find(|l| l.local == client.local) {
+                Some(listener) => {
+                    count_send(&mut self.stats, listener.sock.send_to(msg, client.remote))
+                }
+                None => {
+                    tracing::trace!(%client, "no UDP listener for this client");
+                    self.stats.send_errors += 1;
+                }
+            }
+            return;
+        }
+        let Some(&slot) = self.by_client.get(&client) else {
+            // The connection closed after the core queued this message.
+            tracing::trace!(%client, "message for a closed stream connection");
+            self.stats.send_errors += 1;
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            self.stats.send_errors += 1;
+            return;
+        };
+        match conn.send(&self.registry, Source::Conn(slot).token(), msg) {
+            Ok(SendStatus::Queued) => {}
+            Ok(SendStatus::Backlog) => self.stats.send_backlog += 1,
+            Err(reason) => {
+                self.stats.send_errors += 1;
+                self.close_conn(slot, reason);
+            }
+        }
+    }
+
+    /// Registers an accepted connection and returns its slot.
+    pub(crate) fn add_conn(&mut self, mut conn: StreamConn) -> io::Result<usize> {
+        let slot = self.free.pop().unwrap_or(self.conns.len());
+        if slot > ID_MASK {
+            // The slot would not fit in a token; far beyond any file descriptor limit.
+            return Err(io::Error::other("too many stream connections"));
+        }
+        if let Err(e) = conn.register(&self.registry, Source::Conn(slot).token()) {
+            if slot < self.conns.len() {
+                self.free.push(slot);
+            }
+            return Err(e);
+        }
+        self.by_client.insert(conn.client, slot);
+        match self.conns.get_mut(slot) {
+            Some(entry) => *entry = Some(conn),
+            None => self.conns.push(Some(conn)),
+        }
+        self.stats.connections_accepted += 1;
+        Ok(slot)
+    }
+
+    pub(crate) fn conn(&self, slot: usize) -> Option<&StreamConn> {
+        self.conns.get(slot).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn conn_mut(&mut self, slot: usize) -> Option<&mut StreamConn> {
+        self.conns.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    /// Writes a connection's pending output. `false`: the connection is gone (closed now
+    /// or before).
+    pub(crate) fn flush_conn(&mut self, slot: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        match conn.flush(&self.registry, Source::Conn(slot).token()) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.close_conn(slot, reason);
+                false
+            }
+        }
+    }
+
+    /// One read on a connection (see [`StreamConn::read_some`]); `None` if it is gone.
+    pub(crate) fn read_conn(&mut self, slot: usize) -> Option<Result<ReadStatus, Close>> {
+        let conn = self.conns.get_mut(slot).and_then(Option::as_mut)?;
+        Some(conn.read_some(&self.registry, Source::Conn(slot).token()))
+    }
+
+    pub(crate) fn tls_config(&self) -> Option<&Arc<rustls::ServerConfig>> {
+        self.tls.as_ref()
+    }
+
+    /// Drops a connection and remembers its client so the core can free its allocation.
+    pub(crate) fn close_conn(&mut self, slot: usize, reason: Close) {
+        let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        tracing::debug!(client = %conn.client, %reason, "stream connection closed");
+        conn.deregister(&self.registry);
+        self.by_client.remove(&conn.client);
+        self.free.push(slot);
+        self.closed.push(conn.client);
+    }
+}
+
+/// Sends `payload` to `peer` from the relay socket `relay`.
+pub(crate) fn send_on_relay(
+    relays: &HashMap<RelayKey, UdpSocket>,
+    relay: RelayKey,
+    peer: SocketAddr,
+    payload: &[u8],
+) -> io::Result<usize> {
+    match relays.get(&relay) {
+        Some(sock) => sock.send_to(payload, peer),
+        None => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "forward on a relay socket that is not open",
+        )),
+    }
+}
+
+/// Counts the outcome of one datagram send.
+pub(crate) fn count_send(stats: &mut ShellStats, result: io::Result<usize>) {
+    match result {
+        Ok(_) => {}
+        // The socket buffer is full: drop the packet rather than wait (media is
+        // loss-tolerant, and waiting would stall every other client of this worker).
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => stats.send_backlog += 1,
+        Err(e) => {
+            tracing::trace!("send failed: {e}");
+            stats.send_errors += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::RelayPort;
+
+    #[test]
+    fn tokens_round_trip() {
+        let sources = [
+            Source::Waker,
+            Source::UdpListener(3),
+            Source::StreamListener(0),
+            Source::Relay(RelayKey {
+                family: Family::V6,
+                port: RelayPort(65535),
+            }),
+            Source::Relay(RelayKey {
+                family: Family::V4,
+                port: RelayPort(0),
+            }),
+            Source::Conn(123_456),
+        ];
+        for source in sources {
+            assert_eq!(Source::of(source.token()), Some(source));
+        }
+    }
+}

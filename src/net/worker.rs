@@ -1,0 +1,336 @@
+//! One worker thread: a `mio::Poll` loop that owns its sockets and its own core (the
+//! relay's `Server`, behind [`Core`]; DESIGN.md §3). Everything here is `&mut self`; the
+//! only things shared with other threads are the stop flag and the waker.
+//!
+//! The core decides all protocol behaviour. The worker only moves bytes: after each
+//! `handle_*` call it drains `poll_event` (open/close relay sockets) and `poll_transmit`
+//! (send), then sleeps until the earlier of `poll_timeout()` and the next metrics publish.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token};
+
+use super::core::Core;
+use super::sockets::{count_send, send_on_relay, Sockets, Source};
+use super::stream::{Close, ReadStatus, StreamConn};
+use crate::metrics::StatsPublisher;
+use crate::proto::server::{PEER_HEADROOM, PEER_TAILROOM};
+use crate::proto::{ClientId, Event, RelayKey, Transport};
+
+/// Reads per socket per wake-up before moving on to other sockets (fairness: one busy
+/// client must not starve the rest of the worker).
+const READ_BUDGET: usize = 256;
+/// How often the worker's counters are published to the metrics registry.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65535;
+
+pub(crate) struct Worker<C> {
+    pub(crate) index: usize,
+    pub(crate) poll: Poll,
+    pub(crate) core: C,
+    pub(crate) io: Sockets,
+    /// One receive buffer for the worker, allocated once. Peer datagrams land at
+    /// `PEER_HEADROOM` so the core can frame them for the client in place.
+    buf: Box<[u8]>,
+    /// Sockets that still had data when their read budget ran out: with edge-triggered
+    /// readiness no new event would come for them, so they are revisited next round.
+    again: Vec<Token>,
+    stop: Arc<AtomicBool>,
+    publisher: StatsPublisher,
+}
+
+impl<C: Core> Worker<C> {
+    pub(crate) fn new(
+        index: usize,
+        poll: Poll,
+        core: C,
+        io: Sockets,
+        stop: Arc<AtomicBool>,
+    ) -> Worker<C> {
+        Worker {
+            index,
+            poll,
+            core,
+            io,
+            buf: vec![0; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice(),
+            again: Vec::new(),
+            stop,
+            publisher: StatsPublisher::new(index),
+        }
+    }
+
+    /// Runs until the stop flag is set (and the waker rung).
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_publish = Instant::now() + PUBLISH_INTERVAL;
+        let mut ready: Vec<Token> = Vec::with_capacity(1024);
+        while !self.stop.load(Ordering::Acquire) {
+            let timeout = if self.again.is_empty() {
+                let deadline = match self.core.poll_timeout() {
+                    Some(t) => t.min(next_publish),
+                    None => next_publish,
+                };
+                Some(deadline.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(worker = self.index, "poll failed, worker stops: {e}");
+                    break;
+                }
+            }
+            // One clock read per wake-up (DESIGN.md §3).
+            let now = Instant::now();
+            ready.clear();
+            ready.append(&mut self.again);
+            ready.extend(events.iter().map(|e| e.token()));
+            // A token both requeued and freshly ready is dispatched twice; the second
+            // visit costs one read that finds nothing, cheaper than de-duplicating.
+            for &token in &ready {
+                self.dispatch(now, token);
+            }
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core.handle_timeout(now);
+                self.drain(now);
+            }
+            if now >= next_publish {
+                self.publish();
+                next_publish = now + PUBLISH_INTERVAL;
+            }
+        }
+        self.publish();
+        tracing::debug!(worker = self.index, "worker stopped");
+    }
+
+    fn publish(&mut self) {
+        self.publisher.publish(self.core.stats());
+        self.publisher.publish_shell(&self.io.stats);
+    }
+
+    fn dispatch(&mut self, now: Instant, token: Token) {
+        match Source::of(token) {
+            Some(Source::Waker) | None => {}
+            Some(Source::UdpListener(i)) => self.read_udp_listener(now, token, i),
+            Some(Source::StreamListener(i)) => self.accept(i),
+            Some(Source::Relay(key)) => self.read_relay(now, token, key),
+            Some(Source::Conn(slot)) => self.conn_ready(now, token, slot),
+        }
+    }
+
+    /// Client datagrams on a UDP listener.
+    fn read_udp_listener(&mut self, now: Instant, token: Token, i: usize) {
+        for _ in 0..READ_BUDGET {
+            let Some(listener) = self.io.udp.get(i) else {
+                return;
+            };
+            let local = listener.local;
+            let (n, remote) = match listener.sock.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // E.g. an ICMP error surfacing; the next datagram is unaffected.
+                    tracing::trace!("udp listener recv: {e}");
+                    self.io.stats.recv_errors += 1;
+                    continue;
+                }
+            };
+            let client = ClientId {
+                transport: Transport::Udp,
+                remote,
+                local,
+            };
+            let packet = self.buf.get(..n).unwrap_or_default();
+            if let Some(fwd) = self.core.handle_client_input(now, client, packet) {
+                self.io.send_to_peer(fwd.relay, fwd.peer, fwd.payload);
+            }
+            self.drain(now);
+        }
+        self.again.push(token);
+    }
+
+    /// Peer datagrams on a relay socket.
+    fn read_relay(&mut self, now: Instant, token: Token, key: RelayKey) {
+        for _ in 0..READ_BUDGET {
+            let Some(sock) = self.io.relays.get(&key) else {
+                // Closed while its event was pending.
+                return;
+            };
+            let Some(space) = self
+                .buf
+                .get_mut(PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM)
+            else {
+                return;
+            };
+            let (n, peer) = match sock.recv_from(space) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::trace!(?key, "relay recv: {e}");
+                    self.io.stats.recv_errors += 1;
+                    continue;
+                }
+            };
+            if let Some(out) = self
+                .core
+                .handle_peer_input(now, key, peer, &mut self.buf, n)
+            {
+                match self.buf.get(out.range.clone()) {
+                    Some(msg) => self.io.send_to_client(out.client, msg),
+                    None => {
+                        tracing::warn!(range = ?out.range, "core returned a range outside the buffer");
+                        self.io.stats.send_errors += 1;
+                    }
+                }
+            }
+            self.drain(now);
+        }
+        self.again.push(token);
+    }
+
+    /// Accepts every pending connection on a TCP or TLS listener.
+    fn accept(&mut self, i: usize) {
+        loop {
+            let Some(listener) = self.io.listeners.get(i) else {
+                return;
+            };
+            let transport = listener.transport;
+            let (stream, remote) = match listener.sock.accept() {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_transient_accept_error(&e) => continue,
+                Err(e) => {
+                    // E.g. out of file descriptors: the next connection event retries.
+                    tracing::warn!(worker = self.index, "accept failed: {e}");
+                    self.io.stats.recv_errors += 1;
+                    return;
+                }
+            };
+            if let Err(e) = self.add_connection(stream, remote, transport) {
+                tracing::debug!(%remote, "dropping new connection: {e}");
+            }
+        }
+    }
+
+    /// Registers a new connection. Bytes that arrived with it are reported by the
+    /// registration itself (epoll reports the current state on add).
+    fn add_connection(
+        &mut self,
+        stream: mio::net::TcpStream,
+        remote: SocketAddr,
+        transport: Transport,
+    ) -> io::Result<()> {
+        // Media and STUN transactions are small and latency-bound; never wait for Nagle.
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        let tls = match transport {
+            Transport::Tls => {
+                let config = self.io.tls_config().cloned().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "TLS listener without config")
+                })?;
+                Some(rustls::ServerConnection::new(config).map_err(io::Error::other)?)
+            }
+            Transport::Tcp | Transport::Udp => None,
+        };
+        let client = ClientId {
+            transport,
+            remote,
+            local,
+        };
+        self.io.add_conn(StreamConn::new(stream, client, tls))?;
+        tracing::debug!(%client, "stream connection accepted");
+        Ok(())
+    }
+
+    /// A stream connection is readable and/or writable: flush, then read and frame.
+    fn conn_ready(&mut self, now: Instant, token: Token, slot: usize) {
+        if !self.io.flush_conn(slot) {
+            return self.drain(now);
+        }
+        for _ in 0..READ_BUDGET {
+            let status = match self.io.read_conn(slot) {
+                None => return,
+                Some(Ok(status)) => status,
+                Some(Err(reason)) => return self.close(now, slot, reason),
+            };
+            if let Err(reason) = self.handle_messages(now, slot) {
+                return self.close(now, slot, reason);
+            }
+            if status == ReadStatus::Drained {
+                return;
+            }
+        }
+        self.again.push(token);
+    }
+
+    /// Hands every complete message in a connection's input to the core.
+    fn handle_messages(&mut self, now: Instant, slot: usize) -> Result<(), Close> {
+        loop {
+            let Some(conn) = self.io.conn(slot) else {
+                // Closed while draining (a send to it failed); already reported.
+                return Ok(());
+            };
+            let Some((range, consume)) = conn.next_message()? else {
+                return Ok(());
+            };
+            let client = conn.client;
+            if let Some(fwd) = self
+                .core
+                .handle_client_input(now, client, conn.input(range))
+            {
+                // Split borrows: the message lives in `conns`, the relay socket in `relays`.
+                let sent = send_on_relay(&self.io.relays, fwd.relay, fwd.peer, fwd.payload);
+                count_send(&mut self.io.stats, sent);
+            }
+            if let Some(conn) = self.io.conn_mut(slot) {
+                conn.consume(consume);
+            }
+            self.drain(now);
+        }
+    }
+
+    fn close(&mut self, now: Instant, slot: usize, reason: Close) {
+        self.io.close_conn(slot, reason);
+        self.drain(now);
+    }
+
+    /// Carries out everything the core queued: relay sockets to open or close, messages
+    /// to send, and closed stream connections to report (which may queue more).
+    fn drain(&mut self, now: Instant) {
+        loop {
+            while let Some(event) = self.core.poll_event() {
+                match event {
+                    Event::OpenRelay(key) => {
+                        let outcome = self.io.open_relay(key).map_err(|e| {
+                            tracing::debug!(?key, "cannot open relay socket: {e}");
+                        });
+                        self.core.handle_relay_opened(now, key, outcome);
+                    }
+                    Event::CloseRelay(key) => self.io.close_relay(key),
+                }
+            }
+            while let Some(t) = self.core.poll_transmit() {
+                self.io.send_to_client(t.dst, &t.payload);
+            }
+            match self.io.closed.pop() {
+                Some(client) => self.core.handle_client_closed(now, client),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Errors about one connection that died in the accept queue; others may follow it.
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
