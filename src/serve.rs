@@ -1,31 +1,204 @@
-//! `turnpike serve`: the entry point the lead wires to the relay, signaling and metrics.
+//! `turnpike serve`: validated [`Settings`] become running components — the relay
+//! workers (`crate::net`), the metrics and health endpoints, and signal handling.
 //!
-//! `main` hands over validated [`Settings`]; this is the place where they turn into
-//! running components. For now it only sets up logging and reports what it would run.
+//! Config flows one way (STYLE.md #9): this is the only place that turns settings into
+//! each component's plain config struct; nothing reads files or the environment later.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rand::RngCore;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, Settings};
+use crate::net::{self, NetConfig};
+use crate::proto::auth::mint_rest_credential;
+use crate::proto::peer_policy::PeerPolicy;
+use crate::proto::quota::Quotas;
+use crate::proto::{RelayIp, ServerConfig};
 
-/// Run the relay with `settings` until it is told to stop.
+/// Run the relay with `settings` until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     init_tracing(&settings)?;
     // `Settings`' Debug output redacts passwords and secrets (see `config::Secret`).
-    tracing::info!(settings = ?settings, "effective settings");
-    if settings.auth.users.is_empty() && settings.auth.secrets.is_empty() {
-        tracing::warn!(
-            "no auth.users and no auth.secrets: every TURN request will be refused \
-             (STUN binding still answers)"
-        );
+    tracing::debug!(settings = ?settings, "effective settings");
+    let prometheus = crate::metrics::install_recorder();
+
+    let net_config = net_config(&settings)?;
+    let relay = net::start(net_config).context("cannot start the relay")?;
+    for (transport, addr) in relay.local_addrs() {
+        tracing::info!("listening on {}://{addr}", transport.as_str());
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("turnpike-control")
+        .enable_all()
+        .build()
+        .context("cannot start the control-plane runtime")?;
+    let result = runtime.block_on(async {
+        let ready = Arc::new(AtomicBool::new(false));
+        if let Some(addr) = settings.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics.listen: cannot bind {addr}"))?;
+            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            let (handle, ready) = (prometheus.clone(), ready.clone());
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve_http(listener, handle, ready).await {
+                    tracing::error!("metrics endpoint stopped: {e}");
+                }
+            });
+        }
+        ready.store(true, Ordering::Release);
+        tracing::info!("ready");
+        wait_for_shutdown().await
+    });
+    tracing::info!("shutting down");
+    relay.shutdown();
+    result
+}
+
+async fn wait_for_shutdown() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// Settings → the shell's and the core's config.
+pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
+    let tls_config = match &settings.tls {
+        Some(tls) => Some(net::tls::load_server_config(
+            &tls.certificate,
+            &tls.private_key,
+        )?),
+        None => None,
+    };
+    let mut secrets: Vec<Vec<u8>> = settings
+        .auth
+        .secrets
+        .iter()
+        .map(|s| s.expose().as_bytes().to_vec())
+        .collect();
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if settings.auth.users.is_empty() && secrets.is_empty() {
+        // Nothing configured (the embedded default): rather than a relay nobody can
+        // use, make an ephemeral REST secret and show one short-lived credential, so
+        // `cargo run -- serve` works out of the box. It dies with the process.
+        let mut secret = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let secret = base64_encode(&secret);
+        let (username, password) = mint_rest_credential(secret.as_bytes(), "demo", unix_now + 3600);
+        tracing::warn!(
+            "no auth.users or auth.secrets configured: using an ephemeral shared secret; \
+             a credential valid for one hour: username={username} password={password}"
+        );
+        secrets.push(secret.into_bytes());
+    }
+    let mut nonce_key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut nonce_key);
+
+    let server = ServerConfig {
+        realm: settings.realm.clone(),
+        software: settings.software.clone(),
+        users: settings
+            .auth
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.password.expose().to_owned()))
+            .collect(),
+        secrets,
+        max_credential_lifetime: settings.auth.max_credential_lifetime,
+        nonce_lifetime: settings.auth.nonce_lifetime,
+        nonce_key,
+        default_lifetime: settings.relay.default_lifetime,
+        max_lifetime: settings.relay.max_lifetime,
+        relay_v4: settings.relay.ipv4.as_ref().map(|r| RelayIp {
+            bind: r.bind,
+            advertise: r.external,
+        }),
+        relay_v6: settings.relay.ipv6.as_ref().map(|r| RelayIp {
+            bind: r.bind,
+            advertise: r.external,
+        }),
+        ports: settings.relay.ports.clone().into(),
+        max_username_len: settings.limits.max_username_len,
+        peer_policy: peer_policy(settings),
+        quotas: Arc::new(Quotas::new(
+            settings.limits.user_quota.unwrap_or(0),
+            settings.limits.total_quota.unwrap_or(0),
+        )),
+        unix_anchor: (Instant::now(), unix_now),
+    };
+    Ok(NetConfig {
+        workers: settings.workers,
+        udp: settings.listen.udp.clone(),
+        tcp: settings.listen.tcp.clone(),
+        tls: settings.listen.tls.clone(),
+        tls_config,
+        server,
+        rng_seed: u64::from_le_bytes(nonce_key[..8].try_into().unwrap_or([0; 8])),
+    })
+}
+
+/// The configured allow/deny lists, plus our own addresses: a peer that is one of our
+/// listeners or relay ports would loop traffic through us, so it is refused even when
+/// the allow list covers it (DESIGN.md §5).
+fn peer_policy(settings: &Settings) -> PeerPolicy {
+    let listeners: Vec<&SocketAddr> = settings
+        .listen
+        .udp
+        .iter()
+        .chain(&settings.listen.tcp)
+        .chain(&settings.listen.tls)
+        .collect();
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let relay_ips = [&settings.relay.ipv4, &settings.relay.ipv6]
+        .into_iter()
+        .flatten()
+        .flat_map(|r| [Some(r.bind), r.external])
+        .flatten();
+    for ip in listeners.iter().map(|a| a.ip()).chain(relay_ips) {
+        if ip.is_unspecified() {
+            // Bound to every interface: loopback is certainly one of them.
+            ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            ips.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        } else {
+            ips.push(ip);
+        }
+    }
+    ips.sort();
+    ips.dedup();
+    let mut ports: Vec<std::ops::RangeInclusive<u16>> =
+        listeners.iter().map(|a| a.port()..=a.port()).collect();
+    ports.push(settings.relay.ports.clone());
+    PeerPolicy::new(settings.peers.allow.clone(), settings.peers.deny.clone())
+        .with_own_addresses(ips, ports)
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
 }
 
 fn init_tracing(settings: &Settings) -> anyhow::Result<()> {
     // `EnvFilter::try_new` parses the configured directives only; it does not read
     // RUST_LOG (config flows one way). `validate()` has already checked them.
     let filter = EnvFilter::try_new(&settings.log.level)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let installed = match settings.log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -37,8 +37,10 @@ fn server_config() -> ServerConfig {
             advertise: None,
         }),
         relay_v6: None,
-        ports: 50_000..=50_999,
+        ports: (50_000..=50_999).into(),
         max_username_len: 513,
+        peer_policy: Default::default(),
+        quotas: Default::default(),
         unix_anchor: (Instant::now(), 1_700_000_000),
     }
 }
@@ -114,13 +116,6 @@ fn each_worker_binds_the_same_listen_port() {
 
 #[test]
 fn start_rejects_impossible_configs() {
-    let mut few_ports = net_config(3);
-    few_ports.server.ports = 50_000..=50_001;
-    let err = start(few_ports)
-        .err()
-        .expect("2 ports cannot serve 3 workers");
-    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-
     let mut tls_without_cert = net_config(1);
     tls_without_cert.tls = vec![any_port()];
     assert!(start(tls_without_cert).is_err());

@@ -31,7 +31,7 @@ fn config(t0: Instant) -> ServerConfig {
         max_lifetime: Duration::from_secs(3600),
         relay_v4: Some(RelayIp { bind: "127.0.0.1".parse().unwrap(), advertise: None }),
         relay_v6: Some(RelayIp { bind: "::1".parse().unwrap(), advertise: None }),
-        ports: 50000..=50009,
+        ports: (50000..=50009).into(),
         max_username_len: 256,
         peer_policy: PeerPolicy::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()], vec![]),
         quotas: Arc::new(Quotas::new(0, 0)),

@@ -40,7 +40,7 @@ pub struct NetConfig {
     pub tls: Vec<SocketAddr>,
     /// Required iff `tls` is non-empty.
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
-    /// Core configuration; its `ports` is the whole relay range, which workers split.
+    /// Core configuration, cloned for every worker (its port pool and quotas are shared).
     pub server: ServerConfig,
     /// Worker `i` seeds its core with `rng_seed + i`.
     pub rng_seed: u64,
@@ -122,18 +122,17 @@ where
             "TLS listen addresses need a TLS certificate and key",
         ));
     }
-    let slices = bind::split_ports(&cfg.server.ports, cfg.workers)?;
     let relay_v4 = cfg.server.relay_v4.as_ref().map(|r| r.bind);
     let relay_v6 = cfg.server.relay_v6.as_ref().map(|r| r.bind);
 
     let mut prepared = Vec::with_capacity(cfg.workers);
-    for ports in slices {
+    for _ in 0..cfg.workers {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
         let io = Sockets::new(registry, relay_v4, relay_v6, cfg.tls_config.clone());
-        let mut config = cfg.server.clone();
-        config.ports = ports;
+        // The relay port pool is shared (see `proto::ports::RelayPorts`).
+        let config = cfg.server.clone();
         prepared.push(Prepared {
             poll,
             io,

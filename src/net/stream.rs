@@ -11,6 +11,7 @@ use std::ops::Range;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use crate::proto::framing::{next_frame, Frame};
 use crate::proto::ClientId;
 
 /// Pending output above which a new message for this connection is dropped instead of
@@ -24,60 +25,6 @@ const MAX_INPUT: usize = 128 * 1024;
 const INITIAL_INPUT: usize = 4096;
 /// When the output buffer empties and has grown past this, give the memory back.
 const KEEP_OUTPUT_CAPACITY: usize = 64 * 1024;
-
-// replaced by crate::proto::framing at merge
-/// Where the next message in a stream buffer ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Frame {
-    /// More bytes are needed.
-    Incomplete,
-    /// `buf[..message_len]` is one message; `consume` bytes (message plus padding) go.
-    Complete { consume: usize, message_len: usize },
-    /// Neither STUN nor ChannelData: the stream cannot be resynchronised.
-    Invalid,
-}
-
-// replaced by crate::proto::framing at merge
-/// Frames the start of `buf` (minimal version; see the `Frame` variants).
-pub(crate) fn next_frame(buf: &[u8]) -> Frame {
-    let (Some(&first), Some(len_bytes)) = (buf.first(), buf.get(2..4)) else {
-        return Frame::Incomplete;
-    };
-    let len = usize::from(u16::from_be_bytes([len_bytes[0], len_bytes[1]]));
-    match first {
-        // RFC 8489 §5: a STUN message starts with two zero bits, and its length (which
-        // excludes the 20-byte header) is a multiple of four.
-        0x00..=0x3F => {
-            if len % 4 != 0 {
-                return Frame::Invalid;
-            }
-            let total = 20 + len;
-            if buf.len() < total {
-                Frame::Incomplete
-            } else {
-                Frame::Complete {
-                    consume: total,
-                    message_len: total,
-                }
-            }
-        }
-        // RFC 8656 §12.5: over TCP/TLS, ChannelData is padded to a multiple of four bytes
-        // and the padding is not counted in its length field.
-        0x40..=0x4F => {
-            let message_len = 4 + len;
-            let consume = (message_len + 3) & !3;
-            if buf.len() < consume {
-                Frame::Incomplete
-            } else {
-                Frame::Complete {
-                    consume,
-                    message_len,
-                }
-            }
-        }
-        _ => Frame::Invalid,
-    }
-}
 
 /// Why a connection is being closed (for logs only).
 #[derive(Debug)]
@@ -353,35 +300,6 @@ impl StreamConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stun_frame_needs_header_and_body() {
-        let mut msg = vec![0x00, 0x01, 0x00, 0x08];
-        msg.extend_from_slice(&[0; 16 + 8]);
-        assert_eq!(next_frame(&msg[..3]), Frame::Incomplete);
-        assert_eq!(next_frame(&msg[..27]), Frame::Incomplete);
-        assert_eq!(
-            next_frame(&msg),
-            Frame::Complete {
-                consume: 28,
-                message_len: 28
-            }
-        );
-    }
-
-    #[test]
-    fn channel_data_is_padded_on_streams() {
-        // Channel 0x4000, 5 bytes of data, 3 bytes of padding.
-        let msg = [0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0];
-        assert_eq!(next_frame(&msg[..9]), Frame::Incomplete);
-        assert_eq!(
-            next_frame(&msg),
-            Frame::Complete {
-                consume: 12,
-                message_len: 9
-            }
-        );
-    }
 
     /// A client that stops reading: whole messages are queued up to the cap, then new ones
     /// are dropped whole, and what was queued still arrives intact and in order.

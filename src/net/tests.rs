@@ -34,8 +34,8 @@ struct Scripted {
 impl Scripted {
     fn new(config: ServerConfig, _seed: u64) -> Scripted {
         Scripted {
-            next_port: *config.ports.start(),
-            ports: config.ports,
+            next_port: *config.ports.range().start(),
+            ports: config.ports.range(),
             client: None,
             relay: None,
             events: VecDeque::new(),
@@ -165,8 +165,10 @@ fn config() -> NetConfig {
                 advertise: None,
             }),
             relay_v6: None,
-            ports: 47_000..=47_999,
+            ports: (47_000..=47_999).into(),
             max_username_len: 513,
+            peer_policy: Default::default(),
+            quotas: Default::default(),
             unix_anchor: (Instant::now(), 0),
         },
         rng_seed: 0,
@@ -272,7 +274,7 @@ fn relay_bind_failure_is_reported_to_the_core() {
     let mut cfg = config();
     let taken = UdpSocket::bind((LOOPBACK, 0)).unwrap();
     let port = taken.local_addr().unwrap().port();
-    cfg.server.ports = port..=port.saturating_add(1);
+    cfg.server.ports = (port..=port.saturating_add(1)).into();
     cfg.workers = 1;
     let relay = start_with(cfg, Scripted::new).unwrap();
     let listen = relay.local_addrs()[0].1;

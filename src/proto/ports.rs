@@ -132,3 +132,95 @@ mod tests {
         assert_eq!(pool.take_random(&mut rng, true, false), Some(50004));
     }
 }
+
+/// A port held by EVEN-PORT's R bit for a later Allocate carrying its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub port: u16,
+    pub family: super::addr::Family,
+    pub expires: std::time::Instant,
+}
+
+/// The relay port range and its reservations, shared by every worker.
+///
+/// DESIGN.md §3 first gave each worker a disjoint slice of the range. That breaks
+/// RESERVATION-TOKEN (RFC 8656 §7.2): the Allocate that redeems a token comes from
+/// another 5-tuple, which the kernel may hand to another worker, and that worker must
+/// find the reservation and may bind the reserved port. So the pool is shared. It is
+/// touched only when an allocation is created or deleted — never per packet — so a
+/// mutex costs nothing on the data path.
+#[derive(Debug, Clone)]
+pub struct RelayPorts(std::sync::Arc<std::sync::Mutex<SharedPorts>>);
+
+#[derive(Debug)]
+struct SharedPorts {
+    pool: PortPool,
+    reservations: std::collections::HashMap<u64, Reservation>,
+}
+
+impl RelayPorts {
+    pub fn new(range: RangeInclusive<u16>) -> RelayPorts {
+        RelayPorts(std::sync::Arc::new(std::sync::Mutex::new(SharedPorts {
+            pool: PortPool::new(range),
+            reservations: std::collections::HashMap::new(),
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedPorts> {
+        // Each critical section is a few field updates that leave the pool consistent,
+        // so a panic elsewhere while holding it cannot corrupt it: ignore poisoning.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// See [`PortPool::take_random`].
+    pub fn take_random(&self, rng: &mut impl Rng, even: bool, pair: bool) -> Option<u16> {
+        self.lock().pool.take_random(rng, even, pair)
+    }
+
+    pub fn release(&self, port: u16) {
+        self.lock().pool.release(port);
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.lock().pool.in_use()
+    }
+
+    /// The whole range this pool hands out.
+    pub fn range(&self) -> RangeInclusive<u16> {
+        let shared = self.lock();
+        let first = shared.pool.first;
+        let last = first.saturating_add(shared.pool.used.len().saturating_sub(1) as u16);
+        first..=last
+    }
+
+    pub fn is_free(&self, port: u16) -> bool {
+        self.lock().pool.is_free(port)
+    }
+
+    /// Remember a reservation; its port must already be taken.
+    pub fn reserve(&self, token: u64, reservation: Reservation) {
+        self.lock().reservations.insert(token, reservation);
+    }
+
+    /// Redeem a token: the reservation leaves the table, its port stays taken.
+    pub fn claim(&self, token: u64) -> Option<Reservation> {
+        self.lock().reservations.remove(&token)
+    }
+
+    /// Drop the reservation if it has lapsed by `now`, freeing its port.
+    pub fn expire(&self, token: u64, now: std::time::Instant) {
+        let mut shared = self.lock();
+        if let Some(r) = shared.reservations.get(&token).copied() {
+            if r.expires <= now {
+                shared.reservations.remove(&token);
+                shared.pool.release(r.port);
+            }
+        }
+    }
+}
+
+impl From<RangeInclusive<u16>> for RelayPorts {
+    fn from(range: RangeInclusive<u16>) -> RelayPorts {
+        RelayPorts::new(range)
+    }
+}

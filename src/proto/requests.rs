@@ -11,8 +11,9 @@ use rand::Rng;
 use super::addr::{ChannelNumber, ClientId, Family, RelayKey, RelayPort};
 use super::allocation::{Allocation, Relay};
 use super::auth::Credential;
+use super::ports::Reservation;
 use super::reject::Reject;
-use super::server::{Event, RequestInfo, Reservation, Server, Timer, Transmit};
+use super::server::{Event, RequestInfo, Server, Timer, Transmit};
 use super::stats::MethodLabel;
 use super::stun::{attr, Class, Message, MessageBuilder};
 
@@ -121,11 +122,11 @@ impl Server {
 
         let mut reserved_port = None;
         if let Some(token) = token {
-            // A token we do not hold (expired, or made by another worker) is a
-            // capacity failure, RFC 8656 §7.2.
+            // A token nobody holds (expired, or never issued) is a capacity failure,
+            // RFC 8656 §7.2.
             let reservation = self
-                .reservations
-                .remove(&token)
+                .ports
+                .claim(token)
                 .ok_or(Reject::InsufficientCapacity)?;
             if reservation.expires <= now {
                 self.ports.release(reservation.port);
@@ -194,7 +195,7 @@ impl Server {
                 // The successor is held for a later Allocate with this token.
                 let token = self.rng.gen::<u64>();
                 let expires = now + RESERVATION_LIFETIME;
-                self.reservations.insert(
+                self.ports.reserve(
                     token,
                     Reservation {
                         port: port + 1,
@@ -254,7 +255,7 @@ impl Server {
                 };
                 let give_up = was_reserved || pending.attempts >= MAX_BIND_ATTEMPTS;
                 self.ports.release(key.port.0);
-                if let Some(r) = token.and_then(|t| self.reservations.remove(&t)) {
+                if let Some(r) = token.and_then(|t| self.ports.claim(t)) {
                     self.ports.release(r.port);
                 }
                 if give_up {
@@ -336,10 +337,7 @@ impl Server {
         if let Some(port) = p.reserved_port {
             self.ports.release(port);
         }
-        if let Some(r) = p
-            .reservation_token
-            .and_then(|t| self.reservations.remove(&t))
-        {
+        if let Some(r) = p.reservation_token.and_then(|t| self.ports.claim(t)) {
             self.ports.release(r.port);
         }
         // A socket still being opened is released when its answer arrives.

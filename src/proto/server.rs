@@ -18,7 +18,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::ops::{Range, RangeInclusive};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use super::allocation::Allocation;
 use super::auth::{Authenticator, Credential, Integrity, OFFERED_ALGORITHMS};
 use super::channel_data;
 use super::peer_policy::PeerPolicy;
-use super::ports::PortPool;
+use super::ports::RelayPorts;
 use super::quota::Quotas;
 use super::reject::Reject;
 use super::stats::{Direction, DropReason, MethodLabel, Stats};
@@ -78,8 +78,8 @@ pub struct ServerConfig {
     pub max_lifetime: Duration,
     pub relay_v4: Option<RelayIp>,
     pub relay_v6: Option<RelayIp>,
-    /// This worker's slice of the relay port range (workers own disjoint slices).
-    pub ports: RangeInclusive<u16>,
+    /// The relay port range, shared by all workers (see [`RelayPorts`] for why).
+    pub ports: RelayPorts,
     /// Longest USERNAME accepted (bytes); longer ones get 400.
     pub max_username_len: usize,
     /// Which peers allocations may reach (403 otherwise).
@@ -166,13 +166,6 @@ pub(crate) enum Timer {
     Reservation(u64),
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Reservation {
-    pub port: u16,
-    pub family: Family,
-    pub expires: Instant,
-}
-
 pub struct Server {
     pub(crate) config: ServerConfig,
     pub(crate) auth: Authenticator,
@@ -185,8 +178,7 @@ pub struct Server {
     pub(crate) pending: HashMap<ClientId, Pending>,
     /// Relay sockets the shell is opening, and for whom.
     pub(crate) opening: HashMap<RelayKey, ClientId>,
-    pub(crate) reservations: HashMap<u64, Reservation>,
-    pub(crate) ports: PortPool,
+    pub(crate) ports: RelayPorts,
     /// Deadlines, lazily invalidated: an entry whose object was refreshed or deleted
     /// is skipped when it fires.
     pub(crate) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -207,7 +199,7 @@ impl Server {
             config.max_username_len,
         );
         Server {
-            ports: PortPool::new(config.ports.clone()),
+            ports: config.ports.clone(),
             auth,
             config,
             rng: StdRng::seed_from_u64(rng_seed),
@@ -215,7 +207,6 @@ impl Server {
             relays: HashMap::new(),
             pending: HashMap::new(),
             opening: HashMap::new(),
-            reservations: HashMap::new(),
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -486,15 +477,7 @@ impl Server {
                         self.delete_allocation(now, client);
                     }
                 }
-                Timer::Reservation(token) => {
-                    if let Some(r) = self.reservations.get(&token) {
-                        if r.expires <= now {
-                            let port = r.port;
-                            self.reservations.remove(&token);
-                            self.ports.release(port);
-                        }
-                    }
-                }
+                Timer::Reservation(token) => self.ports.expire(token, now),
             }
         }
     }
@@ -575,6 +558,13 @@ impl Server {
     ) {
         self.stats
             .count_request(method_label(info.method), reject.code());
+        tracing::debug!(
+            %client,
+            method = method_label(info.method).as_str(),
+            code = reject.code(),
+            "request refused: {}",
+            reject.reason()
+        );
         let mut payload = Vec::with_capacity(128);
         let mut b = MessageBuilder::new(&mut payload, Class::Error, info.method, info.tid);
         b.add_error_code(reject.code(), reject.reason());
