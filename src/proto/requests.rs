@@ -370,8 +370,13 @@ impl Server {
                 return Err(Reject::PeerAddressFamilyMismatch);
             }
         }
+        // RFC 8656 §7.3: the "desired lifetime" is 0 if asked for, else computed as for
+        // Allocate: min(requested, max), but never below the default.
         let lifetime = match requested {
-            Some(secs) => Duration::from_secs(u64::from(secs)).min(max_lifetime),
+            Some(0) => Duration::ZERO,
+            Some(secs) => Duration::from_secs(u64::from(secs))
+                .min(max_lifetime)
+                .max(default_lifetime),
             None => default_lifetime,
         };
         if lifetime.is_zero() {
