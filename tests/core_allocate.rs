@@ -251,7 +251,7 @@ fn even_port_with_r_bit_reserves_the_next_port_for_a_token() {
 #[test]
 fn reservation_token_misuse_and_expiry() {
     // Four ports: the pair, and two more, so reuse is observable.
-    let mut net = Net::with(|c| c.ports = 50000..=50003);
+    let mut net = Net::with(|c| c.ports = (50000..=50003).into());
     let even_r = |b: &mut MessageBuilder<'_>| b.add(attr::EVEN_PORT, &[0x80]);
     let (_, first) = new_client_allocate(&mut net, "alice", &even_r);
     let token = first.get(attr::RESERVATION_TOKEN).expect("token");
@@ -338,7 +338,7 @@ fn per_user_and_total_quotas() {
 
 #[test]
 fn port_exhaustion_gets_508_until_a_port_is_freed() {
-    let mut net = Net::with(|c| c.ports = 50000..=50001);
+    let mut net = Net::with(|c| c.ports = (50000..=50001).into());
     let (mut a, _) = new_client_allocate(&mut net, "alice", &no_attrs);
     new_client_allocate(&mut net, "bob", &no_attrs)
         .1
@@ -367,7 +367,7 @@ fn failed_bind_retries_another_port() {
 
 #[test]
 fn repeated_bind_failures_give_508_and_leak_nothing() {
-    let mut net = Net::with(|c| c.ports = 50000..=50003);
+    let mut net = Net::with(|c| c.ports = (50000..=50003).into());
     net.fail_next_binds = 100;
     let (_, reply) = new_client_allocate(&mut net, "alice", &no_attrs);
     reply.assert_error(508);
@@ -388,7 +388,7 @@ fn repeated_bind_failures_give_508_and_leak_nothing() {
 
 #[test]
 fn failed_bind_of_a_reserved_port_gives_508_and_frees_it() {
-    let mut net = Net::with(|c| c.ports = 50000..=50001);
+    let mut net = Net::with(|c| c.ports = (50000..=50001).into());
     let (_, first) = new_client_allocate(&mut net, "alice", &|b| b.add(attr::EVEN_PORT, &[0x80]));
     let token = first.get(attr::RESERVATION_TOKEN).expect("token");
     net.fail_next_binds = 1;
@@ -425,7 +425,7 @@ fn closing_a_stream_deletes_its_allocation() {
 
 #[test]
 fn stream_closed_while_its_socket_is_opening_leaks_nothing() {
-    let mut net = Net::with(|c| c.ports = 50000..=50000);
+    let mut net = Net::with(|c| c.ports = (50000..=50000).into());
     net.auto_ack = false;
     let id = net.id_on(Transport::Tcp, "198.51.100.9", LISTEN);
     let mut alice = Client::new(id, "alice", "alice-pw");

@@ -33,7 +33,7 @@ fn long_allocation(net: &mut Net) -> (Client, RelayKey) {
 
 #[test]
 fn allocation_expires_exactly_at_its_lifetime() {
-    let mut net = Net::with(|c| c.ports = 50000..=50000);
+    let mut net = Net::with(|c| c.ports = (50000..=50000).into());
     let mut alice = net.client("alice");
     let relayed = alice.allocate(&mut net);
     assert_eq!(net.server.poll_timeout(), Some(net.t0 + secs(600)));

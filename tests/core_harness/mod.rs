@@ -72,7 +72,7 @@ pub fn base_config(t0: Instant) -> ServerConfig {
             bind: "2001:db8::10".parse().expect("literal"),
             advertise: Some(ADVERTISED_V6.parse().expect("literal")),
         }),
-        ports: 50000..=50099,
+        ports: (50000..=50099).into(),
         max_username_len: 64,
         peer_policy: PeerPolicy::new(Vec::new(), Vec::new()),
         quotas: Arc::new(Quotas::new(0, 0)),
