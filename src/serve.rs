@@ -29,9 +29,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
     let net_config = net_config(&settings)?;
     let relay = net::start(net_config).context("cannot start the relay")?;
-    for (transport, addr) in relay.local_addrs() {
-        tracing::info!("listening on {}://{addr}", transport.as_str());
-    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -143,7 +140,11 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
     };
     Ok(NetConfig {
         workers: settings.workers,
-        udp: settings.listen.udp.clone(),
+        // UDP answers must leave from the address the client sent to, and the core
+        // advertises relayed addresses from it: a wildcard socket knows neither, so
+        // listen on each interface address instead (as coturn does). Streams learn
+        // their local address from the accepted socket, so they keep the wildcard.
+        udp: expand_wildcards(&settings.listen.udp),
         tcp: settings.listen.tcp.clone(),
         tls: settings.listen.tls.clone(),
         tls_config,
@@ -185,6 +186,41 @@ fn peer_policy(settings: &Settings) -> PeerPolicy {
     ports.push(settings.relay.ports.clone());
     PeerPolicy::new(settings.peers.allow.clone(), settings.peers.deny.clone())
         .with_own_addresses(ips, ports)
+}
+
+/// Replace each wildcard address (`0.0.0.0:p`, `[::]:p`) by the interface addresses of
+/// its family on the same port. IPv6 link-local addresses are skipped (they need a
+/// scope and are no use to a relay). Interfaces that appear later are not picked up.
+fn expand_wildcards(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let interfaces: Vec<IpAddr> = match if_addrs::get_if_addrs() {
+        Ok(list) => list.into_iter().map(|i| i.ip()).collect(),
+        Err(e) => {
+            tracing::warn!("cannot list interface addresses ({e}); listening on wildcards");
+            return addrs.to_vec();
+        }
+    };
+    let mut out = Vec::new();
+    for addr in addrs {
+        if !addr.ip().is_unspecified() {
+            out.push(*addr);
+            continue;
+        }
+        let before = out.len();
+        for ip in &interfaces {
+            let link_local_v6 =
+                matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+            if ip.is_ipv4() == addr.is_ipv4() && !link_local_v6 {
+                out.push(SocketAddr::new(*ip, addr.port()));
+            }
+        }
+        if out.len() == before {
+            // No address of this family (e.g. IPv6 disabled): nothing to listen on.
+            tracing::warn!("no interface address for {addr}; skipping it");
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

@@ -168,6 +168,44 @@ impl Sockets {
         }
     }
 
+    /// Sets the DF bit on everything relay socket `key` sends (path MTU discovery "do":
+    /// the kernel refuses oversize datagrams instead of fragmenting them).
+    pub(crate) fn set_dont_fragment(&mut self, key: RelayKey) {
+        use std::os::fd::AsRawFd;
+        let Some(sock) = self.relays.get(&key) else {
+            return;
+        };
+        let (level, name, value) = match key.family {
+            Family::V4 => (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DO,
+            ),
+            Family::V6 => (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_DO,
+            ),
+        };
+        // SAFETY: a valid fd we own, and a pointer to a c_int of the size we pass.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(
+                ?key,
+                "cannot set DONT-FRAGMENT: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+
     /// Client → peer: send `payload` from relay socket `relay` to `peer`.
     pub(crate) fn send_to_peer(&mut self, relay: RelayKey, peer: SocketAddr, payload: &[u8]) {
         let sent = send_on_relay(&self.relays, relay, peer, payload);

@@ -312,6 +312,7 @@ impl<C: Core> Worker<C> {
                         self.core.handle_relay_opened(now, key, outcome);
                     }
                     Event::CloseRelay(key) => self.io.close_relay(key),
+                    Event::DontFragment(key) => self.io.set_dont_fragment(key),
                 }
             }
             while let Some(t) = self.core.poll_transmit() {

@@ -12,6 +12,10 @@ use super::stun::TransactionId;
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 /// RFC 8656 §12: a channel binding lasts 600 s unless refreshed.
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// Permissions one allocation may hold. The RFC sets no limit, but every packet scans
+/// them, so a client must not be able to make its own forwarding arbitrarily slow (or
+/// our memory arbitrarily large): beyond this, CreatePermission gets 508.
+pub const MAX_PERMISSIONS: usize = 64;
 /// RFC 8656 §12: after a binding expires, neither its number nor its peer may be
 /// rebound to something else for another 5 minutes, so stale packets cannot be
 /// mistaken for the new binding's.
@@ -43,6 +47,10 @@ pub struct Allocation {
     pub relays: Vec<Relay>,
     pub credential: Credential,
     pub expires: Instant,
+    /// When the one expiry timer this allocation keeps queued fires. A Refresh that
+    /// extends the lifetime queues nothing: that timer re-arms itself at `expires`, so
+    /// a client refreshing in a loop cannot grow the timer heap.
+    pub timer_at: Instant,
     /// The Allocate that created this allocation and our answer, so a retransmission
     /// gets the same answer instead of 437 (RFC 8656 §7.2).
     pub created_by: TransactionId,
@@ -69,6 +77,21 @@ impl Allocation {
         self.permissions
             .iter()
             .any(|p| p.ip == ip && p.expires > now)
+    }
+
+    /// Would permitting these IPs (some perhaps already permitted) stay within
+    /// [`MAX_PERMISSIONS`]?
+    pub fn has_room_for(&self, ips: impl Iterator<Item = IpAddr>, now: Instant) -> bool {
+        let live = self.permissions.iter().filter(|p| p.expires > now).count();
+        let new = ips
+            .filter(|ip| {
+                !self
+                    .permissions
+                    .iter()
+                    .any(|p| p.ip == *ip && p.expires > now)
+            })
+            .count();
+        live + new <= MAX_PERMISSIONS
     }
 
     /// Install or refresh a permission (RFC 8656 §9: keyed by IP only, port ignored).

@@ -113,7 +113,9 @@ impl Server {
         let mut address_error = None;
         match additional {
             None => {}
-            Some(FAMILY_V6) if self.family_available(Family::V6) => families.push(Family::V6),
+            Some(FAMILY_V6) if self.relay_ip(Family::V6, &client).is_some() => {
+                families.push(Family::V6)
+            }
             Some(FAMILY_V6) => address_error = Some(Family::V6),
             // ADDITIONAL-ADDRESS-FAMILY may only ask for IPv6 (RFC 8656 §14.9).
             Some(_) => return Err(Reject::BadRequest),
@@ -135,7 +137,7 @@ impl Server {
             families = vec![reservation.family];
             reserved_port = Some(reservation.port);
         }
-        if !self.family_available(families[0]) {
+        if self.relay_ip(families[0], &client).is_none() {
             if let Some(port) = reserved_port {
                 self.ports.release(port);
             }
@@ -291,6 +293,9 @@ impl Server {
 
         for relay in &p.opened {
             self.relays.insert(relay.key, client);
+            if p.dont_fragment {
+                self.events.push_back(Event::DontFragment(relay.key));
+            }
         }
         let expires = now + p.lifetime;
         self.allocations.insert(
@@ -299,6 +304,7 @@ impl Server {
                 relays: p.opened,
                 credential: p.cred,
                 expires,
+                timer_at: expires,
                 created_by: p.info.tid,
                 created_response: payload.clone(),
                 permissions: Vec::new(),
@@ -395,7 +401,11 @@ impl Server {
             }
         } else {
             alloc.expires = now + lifetime;
-            self.set_timer(now + lifetime, Timer::Allocation(client));
+            if alloc.expires < alloc.timer_at {
+                // Shortened: the queued timer would fire too late.
+                alloc.timer_at = alloc.expires;
+                self.set_timer(now + lifetime, Timer::Allocation(client));
+            }
         }
         self.reply_success(client, info, cred, |b| {
             b.add_u32(attr::LIFETIME, lifetime.as_secs() as u32)
@@ -424,6 +434,9 @@ impl Server {
         for peer in &peers {
             check_peer(alloc, &self.config.peer_policy, *peer)?;
         }
+        if !alloc.has_room_for(peers.iter().map(|p| p.ip()), now) {
+            return Err(Reject::InsufficientCapacity);
+        }
         for peer in &peers {
             alloc.permit(peer.ip(), now);
         }
@@ -449,6 +462,9 @@ impl Server {
             .and_then(|v| attr::decode_xor_address(v, &tid).map_err(|_| Reject::BadRequest))?;
         let alloc = owned(&mut self.allocations, client, cred)?;
         check_peer(alloc, &self.config.peer_policy, peer)?;
+        if !alloc.has_room_for(std::iter::once(peer.ip()), now) {
+            return Err(Reject::InsufficientCapacity);
+        }
         if !alloc.bind_channel(number, peer, now) {
             return Err(Reject::BadRequest);
         }

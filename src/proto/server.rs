@@ -105,6 +105,9 @@ pub enum Event {
     OpenRelay(RelayKey),
     /// Close the relay socket; its allocation is gone.
     CloseRelay(RelayKey),
+    /// The client asked for DONT-FRAGMENT (RFC 8656 §14.8): set the DF bit on what
+    /// this relay socket sends (no fragmentation; oversize sends fail instead).
+    DontFragment(RelayKey),
 }
 
 /// Forward `payload` from relay socket `relay` to `peer` (client → peer hot path).
@@ -244,7 +247,8 @@ impl Server {
             self.stats.count_drop(DropReason::Malformed);
             return None;
         };
-        let Some(alloc) = self.allocations.get(&client) else {
+        // An allocation past its lifetime is gone even if the timer has not fired yet.
+        let Some(alloc) = self.allocations.get(&client).filter(|a| a.expires > now) else {
             self.stats.count_drop(DropReason::NoAllocation);
             return None;
         };
@@ -306,7 +310,7 @@ impl Server {
         client: ClientId,
         msg: &Message<'a>,
     ) -> Option<Forward<'a>> {
-        let Some(alloc) = self.allocations.get(&client) else {
+        let Some(alloc) = self.allocations.get(&client).filter(|a| a.expires > now) else {
             self.stats.count_drop(DropReason::NoAllocation);
             return None;
         };
@@ -323,7 +327,9 @@ impl Server {
             self.stats.count_drop(DropReason::Malformed);
             return None;
         }
-        if !alloc.permits(peer.ip(), now) {
+        // Permissions are per IP (RFC 8656 §9), so the port of a Send is unchecked so
+        // far: policy still refuses our own listeners and relay ports (no loops).
+        if !alloc.permits(peer.ip(), now) || self.config.peer_policy.check(peer).is_err() {
             self.stats.count_drop(DropReason::NoPermission);
             return None;
         }
@@ -374,6 +380,15 @@ impl Server {
             // RFC 8489 §6.3.1: a request with a method we do not know gets 400.
             return self.reply_error(now, client, info, &Reject::BadRequest, None);
         }
+        // An allocation past its lifetime whose timer has not fired yet is gone for
+        // every request too (a Refresh cannot revive it; an Allocate may replace it).
+        if self
+            .allocations
+            .get(&client)
+            .is_some_and(|a| a.expires <= now)
+        {
+            self.delete_allocation(now, client);
+        }
         let cred = match self.auth.authenticate(msg, self.unix_now(now), &client) {
             Ok(cred) => cred,
             Err(reject) => return self.reply_error(now, client, info, &reject, None),
@@ -412,7 +427,7 @@ impl Server {
             self.stats.count_drop(DropReason::NoAllocation);
             return None;
         };
-        let Some(alloc) = self.allocations.get(&client) else {
+        let Some(alloc) = self.allocations.get(&client).filter(|a| a.expires > now) else {
             self.stats.count_drop(DropReason::NoAllocation);
             return None;
         };
@@ -469,12 +484,16 @@ impl Server {
             self.timers.pop();
             match timer {
                 Timer::Allocation(client) => {
-                    let expired = self
-                        .allocations
-                        .get(&client)
-                        .is_some_and(|a| a.expires <= now);
-                    if expired {
+                    let Some(alloc) = self.allocations.get_mut(&client) else {
+                        continue;
+                    };
+                    if alloc.expires <= now {
                         self.delete_allocation(now, client);
+                    } else if alloc.timer_at == deadline {
+                        // Refreshed since this timer was queued: re-arm at the new expiry.
+                        alloc.timer_at = alloc.expires;
+                        let at = alloc.expires;
+                        self.set_timer(at, Timer::Allocation(client));
                     }
                 }
                 Timer::Reservation(token) => self.ports.expire(token, now),
@@ -596,36 +615,30 @@ impl Server {
         });
     }
 
-    pub(crate) fn family_available(&self, family: Family) -> bool {
-        match family {
-            Family::V4 => self.config.relay_v4.is_some(),
-            Family::V6 => self.config.relay_v6.is_some(),
+    /// The address we would advertise in XOR-RELAYED-ADDRESS for a relay socket of
+    /// `family` (RFC 8656 §7.2), or `None` if we serve no such family or know no
+    /// usable address of it: we never hand out a relayed address like `[::]:port`.
+    pub(crate) fn relay_ip(&self, family: Family, client: &ClientId) -> Option<IpAddr> {
+        let relay = match family {
+            Family::V4 => self.config.relay_v4.as_ref()?,
+            Family::V6 => self.config.relay_v6.as_ref()?,
+        };
+        if let Some(ip) = relay.advertise {
+            return Some(ip);
         }
+        if !relay.bind.is_unspecified() {
+            return Some(relay.bind);
+        }
+        // Bound to the wildcard with nothing configured: the address the client
+        // reached us on is the best guess of a reachable address of ours.
+        let local = client.local.ip();
+        (Family::of(&client.local) == family && !local.is_unspecified()).then_some(local)
     }
 
-    /// The relayed address we advertise for a relay socket (RFC 8656 §7.2 XOR-RELAYED-ADDRESS).
     pub(crate) fn advertised(&self, key: RelayKey, client: &ClientId) -> SocketAddr {
-        let relay_ip = match key.family {
-            Family::V4 => self.config.relay_v4.as_ref(),
-            Family::V6 => self.config.relay_v6.as_ref(),
-        };
-        let ip = match relay_ip {
-            Some(RelayIp {
-                advertise: Some(ip),
-                ..
-            }) => *ip,
-            Some(RelayIp { bind, .. }) if !bind.is_unspecified() => *bind,
-            // Bound to the wildcard with nothing configured: the address the client
-            // reached us on is the best guess of a reachable address of ours.
-            Some(RelayIp { bind, .. }) => {
-                if Family::of(&client.local) == key.family && !client.local.ip().is_unspecified() {
-                    client.local.ip()
-                } else {
-                    *bind
-                }
-            }
-            None => client.local.ip(),
-        };
+        let ip = self
+            .relay_ip(key.family, client)
+            .unwrap_or_else(|| client.local.ip());
         SocketAddr::new(ip, key.port.0)
     }
 

@@ -108,6 +108,8 @@ pub struct Net {
     pub open_requests: Vec<RelayKey>,
     /// Every CloseRelay, with the virtual time it was emitted at.
     pub closed: Vec<(Instant, RelayKey)>,
+    /// Relay sockets the core asked to set DONT-FRAGMENT on.
+    pub dont_fragment: Vec<RelayKey>,
     /// Answer this many upcoming OpenRelay events with `Err(())` (port taken elsewhere).
     pub fail_next_binds: usize,
     /// When false, OpenRelay events are parked in `unanswered` for the test to answer.
@@ -136,6 +138,7 @@ impl Net {
             open: BTreeSet::new(),
             open_requests: Vec::new(),
             closed: Vec::new(),
+            dont_fragment: Vec::new(),
             fail_next_binds: 0,
             auto_ack: true,
             unanswered: Vec::new(),
@@ -187,6 +190,10 @@ impl Net {
                 Event::CloseRelay(key) => {
                     assert!(self.open.remove(&key), "core closed {key:?}, never opened");
                     self.closed.push((self.now, key));
+                }
+                Event::DontFragment(key) => {
+                    assert!(self.open.contains(&key), "DF on {key:?}, never opened");
+                    self.dont_fragment.push(key);
                 }
             }
         }

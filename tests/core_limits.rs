@@ -1,0 +1,145 @@
+//! Limits and edge rules of the core: DONT-FRAGMENT, the per-allocation permission
+//! cap, expiry that is due but whose timer has not fired, relayed addresses we cannot
+//! name, Send indications aimed at the relay itself, and one timer per allocation.
+
+mod core_harness;
+
+use std::time::Duration;
+
+use core_harness::*;
+use turnpike::proto::allocation::MAX_PERMISSIONS;
+use turnpike::proto::peer_policy::PeerPolicy;
+use turnpike::proto::stun::attr;
+use turnpike::proto::RelayIp;
+
+#[test]
+fn dont_fragment_is_applied_to_the_relay_socket_only_when_asked() {
+    let mut net = Net::new();
+    let mut plain = net.client("alice");
+    let relayed = plain.allocate(&mut net);
+    assert!(net.dont_fragment.is_empty());
+
+    let mut df = net.client("bob");
+    let reply = df.allocate_with(&mut net, &|b| {
+        udp_transport(b);
+        b.add(attr::DONT_FRAGMENT, &[]);
+    });
+    reply.assert_ok();
+    let df_relay = relay_key(reply.xor(attr::XOR_RELAYED_ADDRESS).expect("relayed"));
+    assert_eq!(net.dont_fragment, vec![df_relay]);
+    assert_ne!(relay_key(relayed), df_relay);
+}
+
+#[test]
+fn permissions_per_allocation_are_capped() {
+    let mut net = Net::new();
+    let mut c = net.client("alice");
+    c.allocate(&mut net);
+    let peers: Vec<_> = (0..MAX_PERMISSIONS as u32)
+        .map(|i| std::net::SocketAddr::new(std::net::Ipv4Addr::from(0x0808_0000 + i).into(), 9))
+        .collect();
+    for chunk in peers.chunks(16) {
+        c.create_permission(&mut net, chunk).assert_ok();
+    }
+    // Refreshing existing ones is always fine; one more IP is not.
+    c.create_permission(&mut net, &peers[..4]).assert_ok();
+    c.create_permission(&mut net, &[addr("9.9.9.9:1")])
+        .assert_error(508);
+    c.channel_bind(&mut net, 0x4001, addr("9.9.9.9:1"))
+        .assert_error(508);
+    // Once permissions lapse there is room again.
+    net.advance(Duration::from_secs(301));
+    c.refresh(&mut net, None).assert_ok();
+    c.create_permission(&mut net, &[addr("9.9.9.9:1")])
+        .assert_ok();
+}
+
+#[test]
+fn an_allocation_past_its_lifetime_forwards_nothing_even_before_its_timer_fires() {
+    let mut net = Net::new();
+    let mut c = net.client("alice");
+    let relayed = c.allocate(&mut net);
+    let peer = addr(PEER_A);
+    c.channel_bind(&mut net, 0x4000, peer).assert_ok();
+    assert!(c.channel_data(&mut net, 0x4000, b"hi").is_some());
+    // Jump past the lifetime without running timers (a shell that is late to wake).
+    net.now += Duration::from_secs(601);
+    assert_eq!(c.channel_data(&mut net, 0x4000, b"late"), None);
+    assert_eq!(c.send_indication(&mut net, peer, b"late"), None);
+    assert_eq!(net.peer_send(relay_key(relayed), peer, b"late"), None);
+    // A Refresh cannot revive it...
+    c.refresh(&mut net, Some(600)).assert_error(437);
+    // ...and its relay socket is already closed.
+    assert_eq!(net.closed.len(), 1);
+    assert_eq!(net.server.allocation_count(), 0);
+}
+
+#[test]
+fn a_family_we_cannot_name_an_address_for_is_440_not_a_wildcard() {
+    // IPv6 relay sockets bound to `::` with no advertised address, and a client that
+    // reached us over IPv4: we know no IPv6 address of ours to hand out.
+    let mut net = Net::with(|c| {
+        c.relay_v6 = Some(RelayIp {
+            bind: "::".parse().expect("literal"),
+            advertise: None,
+        });
+    });
+    let mut c = net.client("alice");
+    let reply = c.allocate_with(&mut net, &|b| {
+        udp_transport(b);
+        b.add(attr::REQUESTED_ADDRESS_FAMILY, &[0x02, 0, 0, 0]);
+    });
+    reply.assert_error(440);
+    // Asked as the additional family, IPv4 is still granted, with ADDRESS-ERROR-CODE.
+    let mut d = net.client("bob");
+    let reply = d.allocate_with(&mut net, &|b| {
+        udp_transport(b);
+        b.add(attr::ADDITIONAL_ADDRESS_FAMILY, &[0x02, 0, 0, 0]);
+    });
+    reply.assert_ok();
+    assert_eq!(reply.xors(attr::XOR_RELAYED_ADDRESS).len(), 1);
+    assert!(reply.has(attr::ADDRESS_ERROR_CODE));
+}
+
+#[test]
+fn send_indications_cannot_target_the_relay_itself() {
+    // Permissions are per IP, so a client permitted to 127.0.0.1 could otherwise Send
+    // to our own listener port on it and loop traffic through the relay.
+    let mut net = Net::with(|c| {
+        c.peer_policy = PeerPolicy::new(vec!["127.0.0.1/32".parse().expect("cidr")], vec![])
+            .with_own_addresses(vec!["127.0.0.1".parse().expect("ip")], vec![3478..=3478]);
+    });
+    let mut c = net.client("alice");
+    c.allocate(&mut net);
+    c.create_permission(&mut net, &[addr("127.0.0.1:5000")])
+        .assert_ok();
+    assert!(c
+        .send_indication(&mut net, addr("127.0.0.1:5000"), b"ok")
+        .is_some());
+    assert_eq!(
+        c.send_indication(&mut net, addr("127.0.0.1:3478"), b"loop"),
+        None
+    );
+}
+
+#[test]
+fn refreshing_in_a_loop_keeps_one_timer_per_allocation() {
+    let mut net = Net::new();
+    let mut c = net.client("alice");
+    c.allocate(&mut net);
+    let first_deadline = net.server.poll_timeout().expect("expiry timer");
+    for _ in 0..1000 {
+        net.now += Duration::from_millis(10);
+        c.refresh(&mut net, Some(3600)).assert_ok();
+    }
+    // Still the original deadline queued (it re-arms when it fires), not 1000 more.
+    assert_eq!(net.server.poll_timeout(), Some(first_deadline));
+    net.advance(Duration::from_secs(700));
+    assert_eq!(
+        net.server.allocation_count(),
+        1,
+        "refreshed to 3600 s, still alive"
+    );
+    net.advance(Duration::from_secs(3600));
+    assert_eq!(net.server.allocation_count(), 0);
+}
