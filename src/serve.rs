@@ -131,6 +131,7 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
         }),
         ports: settings.relay.ports.clone().into(),
         max_username_len: settings.limits.max_username_len,
+        rfc5766_channel_numbers: settings.relay.rfc5766_channel_numbers,
         peer_policy: peer_policy(settings),
         quotas: Arc::new(Quotas::new(
             settings.limits.user_quota.unwrap_or(0),

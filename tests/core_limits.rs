@@ -143,3 +143,32 @@ fn refreshing_in_a_loop_keeps_one_timer_per_allocation() {
     net.advance(Duration::from_secs(3600));
     assert_eq!(net.server.allocation_count(), 0);
 }
+
+#[test]
+fn rfc5766_channel_numbers_only_when_configured() {
+    let peer = addr(PEER_A);
+    let mut strict = Net::new();
+    let mut c = strict.client("alice");
+    c.allocate(&mut strict);
+    c.channel_bind(&mut strict, 0x5000, peer).assert_error(400);
+    c.channel_bind(&mut strict, 0x7FFF, peer).assert_error(400);
+    // ChannelData on such a number is just an unbound channel.
+    assert_eq!(c.channel_data(&mut strict, 0x5000, b"x"), None);
+
+    let mut legacy = Net::with(|c| c.rfc5766_channel_numbers = true);
+    let mut c = legacy.client("alice");
+    let relayed = c.allocate(&mut legacy);
+    c.channel_bind(&mut legacy, 0x73A4, peer).assert_ok();
+    c.channel_bind(&mut legacy, 0x8000, addr(PEER_B))
+        .assert_error(400);
+    c.channel_bind(&mut legacy, 0x3FFF, addr(PEER_B))
+        .assert_error(400);
+    let out = c
+        .channel_data(&mut legacy, 0x73A4, b"media")
+        .expect("forwarded");
+    assert_eq!((out.peer, out.payload.as_slice()), (peer, &b"media"[..]));
+    let back = legacy
+        .peer_send(relay_key(relayed), peer, b"reply")
+        .expect("delivered");
+    assert_eq!(back.bytes, [&[0x73, 0xA4, 0, 5][..], b"reply"].concat());
+}

@@ -39,6 +39,7 @@ fn server_config() -> ServerConfig {
         relay_v6: None,
         ports: (50_000..=50_999).into(),
         max_username_len: 513,
+        rfc5766_channel_numbers: false,
         peer_policy: Default::default(),
         quotas: Default::default(),
         unix_anchor: (Instant::now(), 1_700_000_000),

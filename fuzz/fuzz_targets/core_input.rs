@@ -33,6 +33,7 @@ fn config(t0: Instant) -> ServerConfig {
         relay_v6: Some(RelayIp { bind: "::1".parse().unwrap(), advertise: None }),
         ports: (50000..=50009).into(),
         max_username_len: 256,
+        rfc5766_channel_numbers: false,
         peer_policy: PeerPolicy::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()], vec![]),
         quotas: Arc::new(Quotas::new(0, 0)),
         unix_anchor: (t0, 1_800_000_000),

@@ -82,6 +82,7 @@ pub struct RawRelay {
     pub port_max: u16,
     pub default_lifetime_secs: u64,
     pub max_lifetime_secs: u64,
+    pub rfc5766_channel_numbers: bool,
 }
 
 impl Default for RawRelay {
@@ -95,6 +96,7 @@ impl Default for RawRelay {
             port_max: 65535,
             default_lifetime_secs: 600,
             max_lifetime_secs: 3600,
+            rfc5766_channel_numbers: false,
         }
     }
 }

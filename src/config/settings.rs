@@ -72,12 +72,14 @@ pub struct Relay {
     pub ipv4: Option<RelayAddr>,
     /// IPv6 relay sockets (RFC 6156); `None` when `relay.bind_ipv6 = ""`.
     pub ipv6: Option<RelayAddr>,
-    /// Relay ports, split among workers (each owns a disjoint slice).
+    /// Relay ports, one pool shared by all workers.
     pub ports: RangeInclusive<u16>,
     /// Lifetime granted when a client asks for none (RFC 8656 §7.2: 600 s).
     pub default_lifetime: Duration,
     /// Cap on the lifetime a client may ask for.
     pub max_lifetime: Duration,
+    /// Accept ChannelBind numbers 0x5000..=0x7FFF (RFC 5766) besides RFC 8656's range.
+    pub rfc5766_channel_numbers: bool,
 }
 
 /// `[auth]`

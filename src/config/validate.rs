@@ -258,6 +258,7 @@ fn relay(ctx: &Ctx, raw: &RawRelay, workers: usize) -> Result<Relay, ConfigError
         ports: raw.port_min..=raw.port_max,
         default_lifetime,
         max_lifetime,
+        rfc5766_channel_numbers: raw.rfc5766_channel_numbers,
     })
 }
 

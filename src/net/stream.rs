@@ -362,7 +362,7 @@ mod tests {
     #[test]
     fn other_first_bytes_are_invalid() {
         assert_eq!(next_frame(&[0xFF, 0, 0, 0]), Frame::Invalid);
-        assert_eq!(next_frame(&[0x50, 0, 0, 4]), Frame::Invalid);
+        assert_eq!(next_frame(&[0x80, 0, 0, 4]), Frame::Invalid);
         assert_eq!(next_frame(&[0x00, 0x01, 0x00, 0x03]), Frame::Invalid);
     }
 }

@@ -167,6 +167,7 @@ fn config() -> NetConfig {
             relay_v6: None,
             ports: (47_000..=47_999).into(),
             max_username_len: 513,
+            rfc5766_channel_numbers: false,
             peer_policy: Default::default(),
             quotas: Default::default(),
             unix_anchor: (Instant::now(), 0),

@@ -5,6 +5,11 @@
 /// Smallest and largest channel numbers a client may bind (RFC 8656 §12).
 pub const MIN_CHANNEL: u16 = 0x4000;
 pub const MAX_CHANNEL: u16 = 0x4FFF;
+/// RFC 5766, which RFC 8656 replaced, allowed 0x4000..=0x7FFF, and clients of that era
+/// (coturn's own `turnutils_uclient` among them) still pick numbers up there. The wire
+/// format is the same, so the codec accepts the old range; whether such a number may
+/// be *bound* is the server's policy (`rfc5766_channel_numbers`).
+pub const MAX_LEGACY_CHANNEL: u16 = 0x7FFF;
 /// Size of the ChannelData header.
 pub const HEADER_LEN: usize = 4;
 
@@ -13,7 +18,7 @@ pub const HEADER_LEN: usize = 4;
 pub enum ChannelDataError {
     #[error("shorter than the 4-byte ChannelData header")]
     TooShort,
-    #[error("channel number {0:#06x} outside 0x4000..=0x4FFF")]
+    #[error("channel number {0:#06x} outside 0x4000..=0x7FFF")]
     BadChannel(u16),
     #[error("length field says {declared} bytes of data, {available} present")]
     Truncated { declared: usize, available: usize },
@@ -21,9 +26,10 @@ pub enum ChannelDataError {
     TooLong(usize),
 }
 
-/// RFC 7983 demultiplexing: a first byte in 64..=79 (0x40..=0x4F) is TURN ChannelData.
+/// RFC 7983 demultiplexing: a first byte in 64..=79 (0x40..=0x4F) is TURN ChannelData;
+/// up to 127 (0x7F) for RFC 5766 channel numbers.
 pub fn is_channel_data(buf: &[u8]) -> bool {
-    matches!(buf.first(), Some(0x40..=0x4F))
+    matches!(buf.first(), Some(0x40..=0x7F))
 }
 
 /// Returns (channel number, application data).
@@ -35,7 +41,7 @@ pub fn parse(buf: &[u8]) -> Result<(u16, &[u8]), ChannelDataError> {
         return Err(ChannelDataError::TooShort);
     };
     let channel = u16::from_be_bytes([*c0, *c1]);
-    if !(MIN_CHANNEL..=MAX_CHANNEL).contains(&channel) {
+    if !(MIN_CHANNEL..=MAX_LEGACY_CHANNEL).contains(&channel) {
         return Err(ChannelDataError::BadChannel(channel));
     }
     let declared = usize::from(u16::from_be_bytes([*l0, *l1]));
@@ -48,10 +54,10 @@ pub fn parse(buf: &[u8]) -> Result<(u16, &[u8]), ChannelDataError> {
 
 /// Writes the 4-byte header (channel, `len`) into `buf[0..4]`, typically in front of
 /// a peer's datagram received at offset 4. Never panics: a short buffer, a length
-/// beyond 16 bits or a channel outside 0x4000..=0x4FFF is an error.
+/// beyond 16 bits or a channel outside 0x4000..=0x7FFF is an error.
 pub fn write_header(buf: &mut [u8], channel: u16, len: usize) -> Result<(), ChannelDataError> {
     let len16 = u16::try_from(len).map_err(|_| ChannelDataError::TooLong(len))?;
-    if !(MIN_CHANNEL..=MAX_CHANNEL).contains(&channel) {
+    if !(MIN_CHANNEL..=MAX_LEGACY_CHANNEL).contains(&channel) {
         return Err(ChannelDataError::BadChannel(channel));
     }
     let header = buf
@@ -77,7 +83,8 @@ mod tests {
     fn demux_by_first_byte() {
         assert!(is_channel_data(&[0x40]));
         assert!(is_channel_data(&[0x4F, 0, 0, 0]));
-        assert!(!is_channel_data(&[0x50, 0, 0, 0]));
+        assert!(is_channel_data(&[0x7F, 0, 0, 0]));
+        assert!(!is_channel_data(&[0x80, 0, 0, 0]));
         assert!(!is_channel_data(&[0x3F, 0, 0, 0]));
         assert!(!is_channel_data(&[]));
     }
@@ -105,10 +112,11 @@ mod tests {
             Err(ChannelDataError::BadChannel(0x3FFF))
         );
         assert_eq!(
-            parse(&[0x50, 0x00, 0, 0]),
-            Err(ChannelDataError::BadChannel(0x5000))
+            parse(&[0x80, 0x00, 0, 0]),
+            Err(ChannelDataError::BadChannel(0x8000))
         );
         assert_eq!(parse(&[0x4F, 0xFF, 0, 0]), Ok((0x4FFF, &[][..])));
+        assert_eq!(parse(&[0x7F, 0xFF, 0, 0]), Ok((0x7FFF, &[][..])));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn next_frame(buf: &[u8]) -> Frame {
     };
     match first {
         0x00..=0x3F => stun_frame(buf),
-        0x40..=0x4F => channel_data_frame(buf),
+        0x40..=0x7F => channel_data_frame(buf),
         _ => Frame::Invalid,
     }
 }
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn invalid_first_bytes_and_lengths() {
-        for first in [0x50u8, 0x7F, 0x80, 0xC0, 0xFF] {
+        for first in [0x80u8, 0xA0, 0xC0, 0xFF] {
             assert_eq!(
                 next_frame(&[first]),
                 Frame::Invalid,

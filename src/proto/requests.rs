@@ -11,6 +11,7 @@ use rand::Rng;
 use super::addr::{ChannelNumber, ClientId, Family, RelayKey, RelayPort};
 use super::allocation::{Allocation, Relay};
 use super::auth::Credential;
+use super::channel_data;
 use super::ports::Reservation;
 use super::reject::Reject;
 use super::server::{Event, RequestInfo, Server, Timer, Transmit};
@@ -453,7 +454,12 @@ impl Server {
         cred: &Credential,
     ) -> Result<(), Reject> {
         let number = optional(msg, attr::CHANNEL_NUMBER, attr::decode_channel_number)?
-            .and_then(ChannelNumber::new)
+            .and_then(|n| {
+                // RFC 8656 §12: 0x4000..=0x4FFF; RFC 5766's 0x7FFF ceiling if configured.
+                let legacy = self.config.rfc5766_channel_numbers
+                    && (ChannelNumber::MAX..=channel_data::MAX_LEGACY_CHANNEL).contains(&n);
+                ChannelNumber::new(n).or(legacy.then_some(ChannelNumber(n)))
+            })
             .ok_or(Reject::BadRequest)?;
         let tid = msg.transaction_id();
         let peer = msg

@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub ports: RelayPorts,
     /// Longest USERNAME accepted (bytes); longer ones get 400.
     pub max_username_len: usize,
+    /// Also accept ChannelBind numbers 0x5000..=0x7FFF, as RFC 5766 did (RFC 8656
+    /// allows 0x4000..=0x4FFF only), for clients of that era such as coturn's uclient.
+    pub rfc5766_channel_numbers: bool,
     /// Which peers allocations may reach (403 otherwise).
     pub peer_policy: PeerPolicy,
     /// Allocation quotas, shared by all workers.
@@ -224,9 +227,10 @@ impl Server {
         client: ClientId,
         packet: &'a [u8],
     ) -> Option<Forward<'a>> {
-        // RFC 7983 demultiplexing on the first byte: 0–3 STUN, 64–79 ChannelData.
+        // RFC 7983 demultiplexing on the first byte: 0–3 STUN, 64–79 ChannelData
+        // (to 127 for RFC 5766 channel numbers; unbound numbers are dropped anyway).
         match packet.first() {
-            Some(0x40..=0x4F) => self.handle_channel_data(now, client, packet),
+            Some(0x40..=0x7F) => self.handle_channel_data(now, client, packet),
             Some(0x00..=0x03) => self.handle_stun(now, client, packet),
             _ => {
                 self.stats.count_drop(DropReason::Malformed);

@@ -76,6 +76,7 @@ fn every_key_is_read() {
     assert_eq!(s.relay.ports, 40000..=40999);
     assert_eq!(s.relay.default_lifetime, Duration::from_secs(300));
     assert_eq!(s.relay.max_lifetime, Duration::from_secs(1200));
+    assert!(s.relay.rfc5766_channel_numbers);
     let user = |n: &str, p: &str| User {
         name: n.into(),
         password: Secret::new(p),

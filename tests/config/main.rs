@@ -61,6 +61,7 @@ port_min = 40000
 port_max = 40999
 default_lifetime_secs = 300
 max_lifetime_secs = 1200
+rfc5766_channel_numbers = true
 [auth]
 users = ["alice:pa:ss", "bob:pw"]
 secrets = ["new", "old"]

@@ -74,6 +74,7 @@ pub fn base_config(t0: Instant) -> ServerConfig {
         }),
         ports: (50000..=50099).into(),
         max_username_len: 64,
+        rfc5766_channel_numbers: false,
         peer_policy: PeerPolicy::new(Vec::new(), Vec::new()),
         quotas: Arc::new(Quotas::new(0, 0)),
         unix_anchor: (t0, UNIX_T0),
