@@ -93,6 +93,10 @@ struct ServeArgs {
     /// Allocations per user, 0 = unlimited (limits.user_quota).
     #[arg(long, env = "TURNPIKE_USER_QUOTA", value_name = "N")]
     user_quota: Option<u32>,
+    /// Also accept RFC 5766 channel numbers 0x5000-0x7FFF, as coturn's turnutils_uclient
+    /// uses (relay.rfc5766_channel_numbers).
+    #[arg(long, env = "TURNPIKE_RFC5766_CHANNELS")]
+    rfc5766_channels: bool,
     /// Worker threads, 0 = one per core (server.workers).
     #[arg(long, env = "TURNPIKE_WORKERS", value_name = "N")]
     workers: Option<usize>,
@@ -180,6 +184,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         workers: args.workers,
         external_ips: args.external_ips,
         metrics: args.metrics,
+        rfc5766_channels: args.rfc5766_channels.then_some(true),
     };
     let settings = config::load(args.config.as_deref(), &overrides)?;
     turnpike::serve::run(settings)

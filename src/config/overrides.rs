@@ -37,6 +37,8 @@ pub struct Overrides {
     pub external_ips: Option<Vec<String>>,
     /// `--metrics ADDR` or `--metrics ""` (off) → `metrics.listen`.
     pub metrics: Option<String>,
+    /// `--rfc5766-channels` → `relay.rfc5766_channel_numbers`.
+    pub rfc5766_channels: Option<bool>,
 }
 
 fn flag_error(flag: &str, reason: String) -> ConfigError {
@@ -106,6 +108,10 @@ impl Overrides {
         if let Some(quota) = self.user_quota {
             raw.limits.user_quota = quota;
             flags.insert("limits.user_quota", "--user-quota");
+        }
+        if let Some(on) = self.rfc5766_channels {
+            raw.relay.rfc5766_channel_numbers = on;
+            flags.insert("relay.rfc5766_channel_numbers", "--rfc5766-channels");
         }
         if let Some(workers) = self.workers {
             raw.server.workers = workers;

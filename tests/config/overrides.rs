@@ -22,8 +22,11 @@ fn overrides_replace_scalars_and_whole_lists() {
         workers: Some(1),
         external_ips: strings(&["198.51.100.9"]),
         metrics: Some("0.0.0.0:9000".into()),
+        rfc5766_channels: Some(false),
     };
     let s = file.validate_with(&overrides).unwrap();
+    // The file turns it on; the override turns it off.
+    assert!(!s.relay.rfc5766_channel_numbers);
     assert_eq!(s.listen.udp, vec![sa("127.0.0.1:3478"), sa("[::1]:3478")]);
     assert_eq!(s.listen.tcp, vec![sa("127.0.0.1:3478")]);
     // No tls:// given: the file's TLS listeners stay.
