@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rand::RngCore;
@@ -85,10 +85,15 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
         .iter()
         .map(|s| s.expose().as_bytes().to_vec())
         .collect();
-    let unix_now = SystemTime::now()
+    // The core knows wall time as "unix second S began at Instant I": take I back to
+    // the start of the current second so the pair is exact, not up to a second off.
+    let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or_default();
+    let unix_now = since_epoch.as_secs();
+    let second_began = Instant::now()
+        .checked_sub(Duration::from_nanos(u64::from(since_epoch.subsec_nanos())))
+        .unwrap_or_else(Instant::now);
     if settings.auth.users.is_empty() && secrets.is_empty() {
         // Nothing configured (the embedded default): rather than a relay nobody can
         // use, make an ephemeral REST secret and show one short-lived credential, so
@@ -137,7 +142,7 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
             settings.limits.user_quota.unwrap_or(0),
             settings.limits.total_quota.unwrap_or(0),
         )),
-        unix_anchor: (Instant::now(), unix_now),
+        unix_anchor: (second_began, unix_now),
     };
     Ok(NetConfig {
         workers: settings.workers,

@@ -316,10 +316,11 @@ fn rest_credential_expiry_is_enforced() {
     // Expiring exactly now is expired too.
     let mut now = rest_client(&mut net, SECRET, "rachel", unix_now);
     assert_challenge(&now.allocate_with(&mut net, &no_attrs), 401);
-    // Claims a validity beyond max_credential_lifetime (86 400 s).
-    let mut far = rest_client(&mut net, SECRET, "rachel", unix_now + 86_401);
+    // Claims a validity beyond max_credential_lifetime (86 400 s), more than the 60 s of
+    // clock skew tolerated between the minter and us.
+    let mut far = rest_client(&mut net, SECRET, "rachel", unix_now + 86_461);
     assert_challenge(&far.allocate_with(&mut net, &no_attrs), 401);
-    let mut edge = rest_client(&mut net, SECRET, "rachel", unix_now + 86_400);
+    let mut edge = rest_client(&mut net, SECRET, "rachel", unix_now + 86_460);
     edge.allocate_with(&mut net, &no_attrs).assert_ok();
 
     // Valid now, then virtual time passes its expiry.

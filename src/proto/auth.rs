@@ -43,6 +43,9 @@ const NONCE_PREFIX: &str = "obMatJos2gAAA";
 /// Issue time (4 bytes) + truncated HMAC-SHA256 (12 bytes).
 const NONCE_BODY: usize = 16;
 
+/// Clock difference tolerated between us and whoever mints REST credentials.
+const CLOCK_SKEW_SECS: u64 = 60;
+
 /// The algorithms we offer, in preference order (RFC 8489 §14.11): SHA-256 first.
 pub const OFFERED_ALGORITHMS: [u16; 2] = [PASSWORD_ALGORITHM_SHA256, PASSWORD_ALGORITHM_MD5];
 
@@ -272,7 +275,10 @@ impl Authenticator {
         let Ok(expiry) = expiry.parse::<u64>() else {
             return Err(Reject::Unauthorized);
         };
-        if expiry <= unix_now || expiry - unix_now > self.max_credential_lifetime {
+        // Whoever minted the credential has its own clock; tolerate a little skew when
+        // it claims the longest lifetime allowed (coturn's client mints exactly now+1 day).
+        if expiry <= unix_now || expiry - unix_now > self.max_credential_lifetime + CLOCK_SKEW_SECS
+        {
             return Err(Reject::Unauthorized);
         }
         let quota_user = if user.is_empty() { username } else { user };
