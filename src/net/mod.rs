@@ -6,6 +6,7 @@
 //! allocations its core created, and a disjoint slice of the relay port range. So both
 //! directions of an allocation are handled by one thread with no lock.
 
+mod batch;
 mod bind;
 mod core;
 mod sockets;
@@ -130,7 +131,7 @@ where
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
-        let io = Sockets::new(registry, relay_v4, relay_v6, cfg.tls_config.clone());
+        let io = Sockets::new(registry, relay_v4, relay_v6, cfg.tls_config.clone())?;
         // The relay port pool is shared (see `proto::ports::RelayPorts`).
         let config = cfg.server.clone();
         prepared.push(Prepared {

@@ -69,6 +69,8 @@ impl Source {
 
 pub(crate) struct UdpListener {
     pub(crate) sock: UdpSocket,
+    /// quinn-udp's receive state: GRO and packet-info are enabled on this socket.
+    pub(crate) state: quinn_udp::UdpSocketState,
     /// The bound address; the core sees it as `ClientId::local` and replies go out here.
     pub(crate) local: SocketAddr,
 }
@@ -93,6 +95,10 @@ pub(crate) struct Sockets {
     relay_v4: Option<IpAddr>,
     relay_v6: Option<IpAddr>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// Receive state for relay sockets (no GRO there: see `batch::set_gro`).
+    pub(crate) relay_state: quinn_udp::UdpSocketState,
+    /// Whether the kernel takes UDP GSO sends; cleared if a GSO send ever fails.
+    pub(crate) gso: bool,
     /// Stream clients whose connection closed; the worker tells the core.
     pub(crate) closed: Vec<ClientId>,
     pub(crate) stats: ShellStats,
@@ -104,8 +110,12 @@ impl Sockets {
         relay_v4: Option<IpAddr>,
         relay_v6: Option<IpAddr>,
         tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Sockets {
-        Sockets {
+    ) -> io::Result<Sockets> {
+        let relay_state = super::batch::plain_state()?;
+        let gso = relay_state.max_gso_segments() > 1;
+        Ok(Sockets {
+            relay_state,
+            gso,
             registry,
             udp: Vec::new(),
             listeners: Vec::new(),
@@ -118,15 +128,17 @@ impl Sockets {
             tls,
             closed: Vec::new(),
             stats: ShellStats::default(),
-        }
+        })
     }
 
     pub(crate) fn add_udp_listener(&mut self, mut sock: UdpSocket) -> io::Result<()> {
         let local = sock.local_addr()?;
+        let state = quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&sock))?;
+        super::batch::restore_pmtu_default(&sock, local.is_ipv6());
         let token = Source::UdpListener(self.udp.len()).token();
         self.registry
             .register(&mut sock, token, Interest::READABLE)?;
-        self.udp.push(UdpListener { sock, local });
+        self.udp.push(UdpListener { sock, state, local });
         Ok(())
     }
 
@@ -204,12 +216,6 @@ impl Sockets {
                 io::Error::last_os_error()
             );
         }
-    }
-
-    /// Client → peer: send `payload` from relay socket `relay` to `peer`.
-    pub(crate) fn send_to_peer(&mut self, relay: RelayKey, peer: SocketAddr, payload: &[u8]) {
-        let sent = send_on_relay(&self.relays, relay, peer, payload);
-        count_send(&mut self.stats, sent);
     }
 
     /// Sends one message to a client on the transport it reached us by.

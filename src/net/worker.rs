@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
+use super::batch::{for_each_run, send_segments, Pending, RecvBatch, BATCH};
 use super::core::Core;
 use super::sockets::{count_send, send_on_relay, Sockets, Source};
 use super::stream::{Close, ReadStatus, StreamConn};
 use crate::metrics::StatsPublisher;
-use crate::proto::server::{PEER_HEADROOM, PEER_TAILROOM};
 use crate::proto::{ClientId, Event, RelayKey, Transport};
 
 /// Reads per socket per wake-up before moving on to other sockets (fairness: one busy
@@ -26,17 +26,19 @@ use crate::proto::{ClientId, Event, RelayKey, Transport};
 const READ_BUDGET: usize = 256;
 /// How often the worker's counters are published to the metrics registry.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
-/// The largest UDP payload.
-const MAX_DATAGRAM: usize = 65535;
 
 pub(crate) struct Worker<C> {
     pub(crate) index: usize,
     pub(crate) poll: Poll,
     pub(crate) core: C,
     pub(crate) io: Sockets,
-    /// One receive buffer for the worker, allocated once. Peer datagrams land at
-    /// `PEER_HEADROOM` so the core can frame them for the client in place.
-    buf: Box<[u8]>,
+    /// The worker's receive slots, allocated once (taken out while a batch is being
+    /// handled, so the core and the sockets can be borrowed alongside it).
+    batch: Option<Box<RecvBatch>>,
+    /// Forwards decided during one batch, sent as GSO runs after it. Allocated once;
+    /// they only grow during warm-up.
+    to_peer: Vec<Pending<RelayKey>>,
+    to_client: Vec<Pending<ClientId>>,
     /// Sockets that still had data when their read budget ran out: with edge-triggered
     /// readiness no new event would come for them, so they are revisited next round.
     again: Vec<Token>,
@@ -57,7 +59,9 @@ impl<C: Core> Worker<C> {
             poll,
             core,
             io,
-            buf: vec![0; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice(),
+            batch: Some(Box::new(RecvBatch::new())),
+            to_peer: Vec::with_capacity(4 * BATCH),
+            to_client: Vec::with_capacity(4 * BATCH),
             again: Vec::new(),
             stop,
             publisher: StatsPublisher::new(index),
@@ -123,16 +127,24 @@ impl<C: Core> Worker<C> {
         }
     }
 
-    /// Client datagrams on a UDP listener.
+    /// Client datagrams on a UDP listener, a batch per syscall. Forwards to peers are
+    /// collected for the whole batch and sent as GSO runs afterwards; STUN answers go
+    /// out as they are made.
     fn read_udp_listener(&mut self, now: Instant, token: Token, i: usize) {
-        for _ in 0..READ_BUDGET {
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
+        for _ in 0..READ_BUDGET / BATCH {
             let Some(listener) = self.io.udp.get(i) else {
-                return;
+                break;
             };
             let local = listener.local;
-            let (n, remote) = match listener.sock.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            let n = match batch.recv(&listener.state, &listener.sock) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.batch = Some(batch);
+                    return;
+                }
                 Err(e) => {
                     // E.g. an ICMP error surfacing; the next datagram is unaffected.
                     tracing::trace!("udp listener recv: {e}");
@@ -140,56 +152,112 @@ impl<C: Core> Worker<C> {
                     continue;
                 }
             };
-            let client = ClientId {
-                transport: Transport::Udp,
-                remote,
-                local,
-            };
-            let packet = self.buf.get(..n).unwrap_or_default();
-            if let Some(fwd) = self.core.handle_client_input(now, client, packet) {
-                self.io.send_to_peer(fwd.relay, fwd.peer, fwd.payload);
+            self.to_peer.clear();
+            for d in 0..n {
+                let meta = batch.meta[d];
+                let client = ClientId {
+                    transport: Transport::Udp,
+                    remote: meta.addr,
+                    local,
+                };
+                let data = batch.datagram(d);
+                let base = data.as_ptr() as usize - batch.slot(d).as_ptr() as usize;
+                // GRO may have coalesced several datagrams of one client: `stride` apart.
+                let stride = meta.stride.max(1);
+                for (k, packet) in data.chunks(stride).enumerate() {
+                    if let Some(fwd) = self.core.handle_client_input(now, client, packet) {
+                        let start = fwd.payload.as_ptr() as usize - packet.as_ptr() as usize
+                            + base
+                            + k * stride;
+                        self.to_peer.push(Pending {
+                            key: fwd.relay,
+                            dst: fwd.peer,
+                            slot: d,
+                            start,
+                            len: fwd.payload.len(),
+                        });
+                    }
+                    self.drain(now);
+                }
             }
-            self.drain(now);
+            let (relays, stats, gso) = (&self.io.relays, &mut self.io.stats, &mut self.io.gso);
+            for_each_run(&self.to_peer, &batch, *gso, |relay, peer, iovs, segment| {
+                let sent = match relays.get(&relay) {
+                    Some(sock) => send_run(sock, peer, iovs, segment, gso),
+                    None => Err(io::Error::from(io::ErrorKind::NotFound)),
+                };
+                count_send(stats, sent);
+            });
         }
+        self.batch = Some(batch);
         self.again.push(token);
     }
 
-    /// Peer datagrams on a relay socket.
+    /// Peer datagrams on a relay socket, a batch per syscall, each framed for its
+    /// client in place, then sent as GSO runs (one video frame to one client: one send).
     fn read_relay(&mut self, now: Instant, token: Token, key: RelayKey) {
-        for _ in 0..READ_BUDGET {
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
+        for _ in 0..READ_BUDGET / BATCH {
             let Some(sock) = self.io.relays.get(&key) else {
                 // Closed while its event was pending.
+                self.batch = Some(batch);
                 return;
             };
-            let Some(space) = self
-                .buf
-                .get_mut(PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM)
-            else {
-                return;
-            };
-            let (n, peer) = match sock.recv_from(space) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            let n = match batch.recv(&self.io.relay_state, sock) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.batch = Some(batch);
+                    return;
+                }
                 Err(e) => {
                     tracing::trace!(?key, "relay recv: {e}");
                     self.io.stats.recv_errors += 1;
                     continue;
                 }
             };
-            if let Some(out) = self
-                .core
-                .handle_peer_input(now, key, peer, &mut self.buf, n)
-            {
-                match self.buf.get(out.range.clone()) {
-                    Some(msg) => self.io.send_to_client(out.client, msg),
-                    None => {
-                        tracing::warn!(range = ?out.range, "core returned a range outside the buffer");
-                        self.io.stats.send_errors += 1;
+            self.to_client.clear();
+            for d in 0..n {
+                let meta = batch.meta[d];
+                let slot = batch.slot_mut(d);
+                if let Some(out) = self
+                    .core
+                    .handle_peer_input(now, key, meta.addr, slot, meta.len)
+                {
+                    self.to_client.push(Pending {
+                        key: out.client,
+                        dst: out.client.remote,
+                        slot: d,
+                        start: out.range.start,
+                        len: out.range.len(),
+                    });
+                }
+                self.drain(now);
+            }
+            let (io, to_client) = (&mut self.io, &self.to_client);
+            let gso = io.gso;
+            let mut gso_failed = false;
+            for_each_run(to_client, &batch, gso, |client, dst, iovs, segment| {
+                if client.transport == Transport::Udp {
+                    let sent = match io.udp.iter().find(|l| l.local == client.local) {
+                        Some(l) => send_run(&l.sock, dst, iovs, segment, &mut gso_failed),
+                        None => Err(io::Error::from(io::ErrorKind::NotFound)),
+                    };
+                    count_send(&mut io.stats, sent);
+                } else {
+                    // A stream has no datagrams: each segment of a run is one framed
+                    // message, appended to the connection in order.
+                    for iov in iovs {
+                        io.send_to_client(client, iov);
                     }
                 }
+            });
+            if gso_failed {
+                self.io.gso = false;
             }
-            self.drain(now);
         }
+        self.batch = Some(batch);
         self.again.push(token);
     }
 
@@ -334,4 +402,30 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
     )
+}
+
+/// Send one GSO run (or a single datagram). If the kernel refuses GSO (some NICs and
+/// virtual devices do), send the segments one by one and report it through
+/// `gso_failed` so the worker stops trying.
+fn send_run(
+    sock: &mio::net::UdpSocket,
+    dst: SocketAddr,
+    iovs: &[std::io::IoSlice<'_>],
+    segment: Option<u16>,
+    gso_failed: &mut bool,
+) -> io::Result<usize> {
+    match send_segments(sock, dst, iovs, segment) {
+        Err(e)
+            if segment.is_some()
+                && matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) =>
+        {
+            *gso_failed = true;
+            let mut total = 0;
+            for iov in iovs {
+                total += send_segments(sock, dst, std::slice::from_ref(iov), None)?;
+            }
+            Ok(total)
+        }
+        other => other,
+    }
 }

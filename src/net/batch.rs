@@ -1,0 +1,290 @@
+//! Batched UDP I/O for the packet path: many datagrams per receive syscall
+//! (`recvmmsg`, with GRO on client-facing sockets, via `quinn-udp`), and runs of
+//! equal-sized datagrams to one destination sent as a single UDP GSO `sendmsg`.
+//!
+//! The GSO send is hand-written rather than `quinn-udp`'s: its `Transmit` wants one
+//! contiguous buffer, but our segments are scattered — each is a slice of its own
+//! receive slot (a client's ChannelData payload, or a peer's datagram with the header
+//! written in front of it in place). An `iovec` per segment lets the kernel gather them,
+//! so nothing is copied on the way through the relay.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
+
+use crate::proto::server::{PEER_HEADROOM, PEER_TAILROOM};
+
+/// Datagrams per receive syscall.
+pub(crate) const BATCH: usize = quinn_udp::BATCH_SIZE;
+/// The largest UDP payload, and the largest GRO-coalesced receive.
+pub(crate) const MAX_DATAGRAM: usize = 65535;
+/// One receive slot: room for framing in front, the datagram, padding behind.
+pub(crate) const SLOT: usize = PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM;
+/// The kernel's cap on segments in one GSO send (`UDP_MAX_SEGMENTS`).
+const MAX_GSO_SEGMENTS: usize = 64;
+/// `UDP_SEGMENT` socket option / control message (linux/udp.h).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// A worker's receive slots, allocated once. Datagrams land at `PEER_HEADROOM` in their
+/// slot so the core can frame a peer's datagram for the client in place.
+pub(crate) struct RecvBatch {
+    slots: Box<[u8]>,
+    pub(crate) meta: [RecvMeta; BATCH],
+}
+
+impl RecvBatch {
+    pub(crate) fn new() -> RecvBatch {
+        RecvBatch {
+            slots: vec![0; SLOT * BATCH].into_boxed_slice(),
+            meta: [RecvMeta::default(); BATCH],
+        }
+    }
+
+    /// Receive up to [`BATCH`] datagrams from `sock`; returns how many arrived.
+    pub(crate) fn recv(
+        &mut self,
+        state: &UdpSocketState,
+        sock: &mio::net::UdpSocket,
+    ) -> io::Result<usize> {
+        let mut chunks = self.slots.chunks_exact_mut(SLOT);
+        let mut iovs: [IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| {
+            // `slots` holds exactly BATCH slots of SLOT bytes, so there is one per index.
+            let slot = chunks.next().expect("one slot per batch index");
+            IoSliceMut::new(&mut slot[PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM])
+        });
+        state.recv(UdpSockRef::from(sock), &mut iovs, &mut self.meta)
+    }
+
+    /// Slot `i` whole (headroom, datagram, tailroom).
+    pub(crate) fn slot(&self, i: usize) -> &[u8] {
+        self.slots.get(i * SLOT..(i + 1) * SLOT).unwrap_or_default()
+    }
+
+    pub(crate) fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        self.slots
+            .get_mut(i * SLOT..(i + 1) * SLOT)
+            .unwrap_or_default()
+    }
+
+    /// The received bytes of datagram `i` (possibly several GRO segments of `stride`).
+    pub(crate) fn datagram(&self, i: usize) -> &[u8] {
+        let len = self.meta.get(i).map_or(0, |m| m.len);
+        self.slot(i)
+            .get(PEER_HEADROOM..PEER_HEADROOM + len)
+            .unwrap_or_default()
+    }
+}
+
+/// Where a relay-bound or client-bound datagram lies: `slot[range]` of the batch.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending<K> {
+    /// Whom it goes to, via which socket (compared to form GSO runs).
+    pub(crate) key: K,
+    pub(crate) dst: SocketAddr,
+    pub(crate) slot: usize,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+}
+
+/// Send the `pending` datagrams, whose bytes live in `batch`, grouping consecutive
+/// ones with the same key and destination into GSO runs: every segment but the last
+/// must have the run's size (the last may be shorter). `send` is called once per run
+/// with the segments and the segment size (`None`: a single datagram).
+pub(crate) fn for_each_run<K: PartialEq + Copy>(
+    pending: &[Pending<K>],
+    batch: &RecvBatch,
+    gso: bool,
+    mut send: impl FnMut(K, SocketAddr, &[IoSlice<'_>], Option<u16>),
+) {
+    let mut i = 0;
+    while let Some(first) = pending.get(i) {
+        let size = first.len;
+        let mut end = i + 1;
+        if gso && size > 0 {
+            while let Some(next) = pending.get(end) {
+                let same_flow = next.key == first.key && next.dst == first.dst;
+                // A shorter datagram may close a run; a longer one cannot join it.
+                if !same_flow || next.len > size || end - i >= MAX_GSO_SEGMENTS {
+                    break;
+                }
+                end += 1;
+                if next.len < size {
+                    break;
+                }
+            }
+        }
+        let mut iovs: [IoSlice<'_>; MAX_GSO_SEGMENTS] = [IoSlice::new(&[]); MAX_GSO_SEGMENTS];
+        let mut total = 0usize;
+        let mut count = 0;
+        for p in pending.get(i..end).unwrap_or_default() {
+            let bytes = batch
+                .slot(p.slot)
+                .get(p.start..p.start + p.len)
+                .unwrap_or_default();
+            // GSO runs are capped at 64 KiB of payload too.
+            if count > 0 && total + bytes.len() > MAX_DATAGRAM {
+                end = i + count;
+                break;
+            }
+            iovs[count] = IoSlice::new(bytes);
+            total += bytes.len();
+            count += 1;
+        }
+        let segment = (count > 1).then_some(size as u16);
+        send(first.key, first.dst, &iovs[..count], segment);
+        i = end;
+    }
+}
+
+/// `sendmsg` of `iovs` to `dst`, as one datagram, or — with `segment` — as UDP GSO
+/// segments of that size (the kernel splits them; the last may be shorter).
+pub(crate) fn send_segments(
+    sock: &impl AsRawFd,
+    dst: SocketAddr,
+    iovs: &[IoSlice<'_>],
+    segment: Option<u16>,
+) -> io::Result<usize> {
+    let addr = socket2::SockAddr::from(dst);
+    // SAFETY: all-zero is a valid msghdr; every pointer set below outlives the call.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+    hdr.msg_namelen = addr.len();
+    hdr.msg_iov = iovs.as_ptr() as *mut libc::iovec; // IoSlice is ABI-compatible with iovec
+    hdr.msg_iovlen = iovs.len();
+    // Room for one cmsg carrying a u16, aligned as cmsghdr requires.
+    let mut control = [0u64; 4];
+    if let Some(size) = segment {
+        // SAFETY: `control` is large and aligned enough for CMSG_SPACE(2) bytes.
+        unsafe {
+            let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+            hdr.msg_control = control.as_mut_ptr().cast();
+            hdr.msg_controllen = space;
+            let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+        }
+    }
+    loop {
+        // SAFETY: `hdr` describes valid memory for the duration of the call.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &hdr, 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// quinn-udp sets "probe" path-MTU mode (DF on, local MTU only) for QUIC's sake; a TURN
+/// relay forwards whatever its clients send, so restore the kernel default ("want").
+pub(crate) fn restore_pmtu_default(sock: &impl AsRawFd, ipv6: bool) {
+    let (level, name, value) = if ipv6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_WANT,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_WANT,
+        )
+    };
+    // SAFETY: valid fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A receive state for sockets we do not configure through quinn-udp (relay sockets):
+/// its recv works on any UDP socket. Made once per worker from a throwaway socket, so
+/// relay sockets keep GRO off — each peer datagram needs its own headroom for in-place
+/// framing — and opening one costs no extra syscalls.
+pub(crate) fn plain_state() -> io::Result<UdpSocketState> {
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    UdpSocketState::new(UdpSockRef::from(&probe))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_runs_group_equal_sizes_to_one_destination() {
+        let batch = RecvBatch::new();
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+        let p = |key: u8, dst, len| Pending {
+            key,
+            dst,
+            slot: 0,
+            start: PEER_HEADROOM,
+            len,
+        };
+        let pending = [
+            p(1, a, 100),
+            p(1, a, 100),
+            p(1, a, 60), // a shorter last segment closes the run
+            p(1, a, 100),
+            p(1, b, 100), // another destination
+            p(2, b, 100), // another socket
+            p(2, b, 120), // longer: cannot join
+        ];
+        let mut runs = Vec::new();
+        for_each_run(&pending, &batch, true, |key, dst, iovs, seg| {
+            runs.push((key, dst, iovs.len(), seg));
+        });
+        assert_eq!(
+            runs,
+            vec![
+                (1, a, 3, Some(100)),
+                (1, a, 1, None),
+                (1, b, 1, None),
+                (2, b, 1, None),
+                (2, b, 1, None),
+            ]
+        );
+        let mut singles = 0;
+        for_each_run(&pending, &batch, false, |_, _, iovs, seg| {
+            assert_eq!((iovs.len(), seg), (1, None));
+            singles += 1;
+        });
+        assert_eq!(singles, pending.len());
+    }
+
+    #[test]
+    fn gso_send_arrives_as_separate_datagrams() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let segs = [[1u8; 50], [2u8; 50], [3u8; 50]];
+        let tail = [4u8; 20];
+        let iovs = [
+            IoSlice::new(&segs[0]),
+            IoSlice::new(&segs[1]),
+            IoSlice::new(&segs[2]),
+            IoSlice::new(&tail),
+        ];
+        let sent = send_segments(&tx, rx.local_addr().unwrap(), &iovs, Some(50)).unwrap();
+        assert_eq!(sent, 170);
+        let mut buf = [0u8; 200];
+        for expect in [&segs[0][..], &segs[1], &segs[2], &tail] {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], expect);
+        }
+    }
+}
