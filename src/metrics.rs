@@ -9,6 +9,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use ::metrics::{Counter, Gauge};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -29,6 +30,9 @@ pub struct ShellStats {
     pub recv_errors: u64,
     /// TCP/TLS connections accepted.
     pub connections_accepted: u64,
+    /// UDP GSO sends (one syscall for several datagrams) and the datagrams they carried.
+    pub gso_sends: u64,
+    pub gso_segments: u64,
 }
 
 /// Installs the Prometheus recorder as the global `metrics` recorder, once per process;
@@ -86,116 +90,133 @@ fn describe() {
 }
 
 /// Publishes one worker's counters as deltas since its previous call.
-#[derive(Debug)]
+///
+/// Every series is registered once, up front: publishing then only adds to handles it
+/// already holds, so the worker thread allocates nothing after start-up (label sets and
+/// keys are built here, not once a second), and every known label combination is
+/// exported from the start at 0, as Prometheus recommends, instead of appearing later.
 pub struct StatsPublisher {
     last: Stats,
     last_shell: ShellStats,
-    worker: usize,
+    /// `[method][result column]`, as `Stats::requests`.
+    requests: Vec<Vec<Counter>>,
+    packets: [Counter; 2],
+    bytes: [Counter; 2],
+    drops: Vec<Counter>,
+    created: Counter,
+    deleted: Counter,
+    allocations: Gauge,
+    send_errors: Counter,
+    send_backlog: Counter,
+    recv_errors: Counter,
+    connections: Counter,
+    gso_sends: Counter,
+    gso_segments: Counter,
 }
 
-/// Adds `now - last` to a counter; skips zero so idle label combinations stay absent.
-fn add(counter: impl FnOnce() -> ::metrics::Counter, now: u64, last: u64) {
+impl std::fmt::Debug for StatsPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsPublisher").finish_non_exhaustive()
+    }
+}
+
+/// Adds `now - last` to a counter.
+fn add(counter: &Counter, now: u64, last: u64) {
     // Counters are monotonic; saturate in case a core was replaced by a fresh one.
     let delta = now.saturating_sub(last);
     if delta > 0 {
-        counter().increment(delta);
+        counter.increment(delta);
     }
 }
 
 impl StatsPublisher {
     pub fn new(worker: usize) -> StatsPublisher {
+        use ::metrics::{counter, gauge};
+        let columns = Stats::default().requests.first().map_or(0, |row| row.len());
+        let requests = MethodLabel::ALL
+            .iter()
+            .map(|method| {
+                (0..columns)
+                    .map(|index| {
+                        counter!("turnpike_requests_total",
+                            "method" => method.as_str(), "result" => Stats::result_label(index))
+                    })
+                    .collect()
+            })
+            .collect();
+        let per_direction = |name: &'static str| {
+            Direction::ALL.map(|dir| counter!(name, "direction" => dir.as_str()))
+        };
         StatsPublisher {
             last: Stats::default(),
             last_shell: ShellStats::default(),
-            worker,
+            requests,
+            packets: per_direction("turnpike_relayed_packets_total"),
+            bytes: per_direction("turnpike_relayed_bytes_total"),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| counter!("turnpike_dropped_packets_total", "reason" => r.as_str()))
+                .collect(),
+            created: counter!("turnpike_allocations_created_total"),
+            deleted: counter!("turnpike_allocations_deleted_total"),
+            allocations: gauge!("turnpike_allocations", "worker" => worker.to_string()),
+            send_errors: counter!("turnpike_send_errors_total", "reason" => "io_error"),
+            send_backlog: counter!("turnpike_send_errors_total", "reason" => "backlog"),
+            recv_errors: counter!("turnpike_recv_errors_total"),
+            connections: counter!("turnpike_stream_connections_total"),
+            gso_sends: counter!("turnpike_gso_sends_total"),
+            gso_segments: counter!("turnpike_gso_segments_total"),
         }
     }
 
     /// Increments the registry counters by what `now_stats` counted since the last call
     /// and sets this worker's allocation gauge.
     pub fn publish(&mut self, now_stats: &Stats) {
-        use ::metrics::{counter, gauge};
         let last = &self.last;
-        for method in MethodLabel::ALL {
-            let (Some(row), Some(last_row)) = (
-                now_stats.requests.get(method as usize),
-                last.requests.get(method as usize),
-            ) else {
+        for (m, counters) in self.requests.iter().enumerate() {
+            let (Some(row), Some(last_row)) = (now_stats.requests.get(m), last.requests.get(m))
+            else {
                 continue;
             };
-            for (index, (&n, &l)) in row.iter().zip(last_row).enumerate() {
-                add(
-                    || {
-                        counter!("turnpike_requests_total",
-                            "method" => method.as_str(), "result" => Stats::result_label(index))
-                    },
-                    n,
-                    l,
-                );
+            for ((counter, &n), &l) in counters.iter().zip(row).zip(last_row) {
+                add(counter, n, l);
             }
         }
-        for dir in Direction::ALL {
-            let i = dir as usize;
-            let label = dir.as_str();
-            let get = |a: &[u64; 2]| a.get(i).copied().unwrap_or(0);
-            add(
-                || counter!("turnpike_relayed_packets_total", "direction" => label),
-                get(&now_stats.packets),
-                get(&last.packets),
-            );
-            add(
-                || counter!("turnpike_relayed_bytes_total", "direction" => label),
-                get(&now_stats.bytes),
-                get(&last.bytes),
-            );
+        for i in 0..2 {
+            add(&self.packets[i], now_stats.packets[i], last.packets[i]);
+            add(&self.bytes[i], now_stats.bytes[i], last.bytes[i]);
         }
-        for reason in DropReason::ALL {
-            let i = reason as usize;
-            add(
-                || counter!("turnpike_dropped_packets_total", "reason" => reason.as_str()),
-                now_stats.drops.get(i).copied().unwrap_or(0),
-                last.drops.get(i).copied().unwrap_or(0),
-            );
+        for (i, counter) in self.drops.iter().enumerate() {
+            let get = |s: &Stats| s.drops.get(i).copied().unwrap_or(0);
+            add(counter, get(now_stats), get(last));
         }
         add(
-            || counter!("turnpike_allocations_created_total"),
+            &self.created,
             now_stats.allocations_created,
             last.allocations_created,
         );
         add(
-            || counter!("turnpike_allocations_deleted_total"),
+            &self.deleted,
             now_stats.allocations_deleted,
             last.allocations_deleted,
         );
-        gauge!("turnpike_allocations", "worker" => self.worker.to_string())
-            .set(now_stats.allocations as f64);
+        self.allocations.set(now_stats.allocations as f64);
         self.last.clone_from(now_stats);
     }
 
     /// Same as [`Self::publish`] for the shell's own counters.
     pub fn publish_shell(&mut self, now: &ShellStats) {
-        use ::metrics::counter;
         let last = &self.last_shell;
+        add(&self.send_errors, now.send_errors, last.send_errors);
+        add(&self.send_backlog, now.send_backlog, last.send_backlog);
+        add(&self.recv_errors, now.recv_errors, last.recv_errors);
         add(
-            || counter!("turnpike_send_errors_total", "reason" => "io_error"),
-            now.send_errors,
-            last.send_errors,
-        );
-        add(
-            || counter!("turnpike_send_errors_total", "reason" => "backlog"),
-            now.send_backlog,
-            last.send_backlog,
-        );
-        add(
-            || counter!("turnpike_recv_errors_total"),
-            now.recv_errors,
-            last.recv_errors,
-        );
-        add(
-            || counter!("turnpike_stream_connections_total"),
+            &self.connections,
             now.connections_accepted,
             last.connections_accepted,
         );
+        add(&self.gso_sends, now.gso_sends, last.gso_sends);
+        add(&self.gso_segments, now.gso_segments, last.gso_segments);
         self.last_shell.clone_from(now);
     }
 }

@@ -186,7 +186,7 @@ impl<C: Core> Worker<C> {
                     Some(sock) => send_run(sock, peer, iovs, segment, gso),
                     None => Err(io::Error::from(io::ErrorKind::NotFound)),
                 };
-                count_send(stats, sent);
+                count_run(stats, segment, iovs.len(), sent);
             });
         }
         self.batch = Some(batch);
@@ -244,7 +244,7 @@ impl<C: Core> Worker<C> {
                         Some(l) => send_run(&l.sock, dst, iovs, segment, &mut gso_failed),
                         None => Err(io::Error::from(io::ErrorKind::NotFound)),
                     };
-                    count_send(&mut io.stats, sent);
+                    count_run(&mut io.stats, segment, iovs.len(), sent);
                 } else {
                     // A stream has no datagrams: each segment of a run is one framed
                     // message, appended to the connection in order.
@@ -402,6 +402,20 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
     )
+}
+
+/// Counts a run's outcome: one GSO syscall carrying `segments` datagrams, or one send.
+fn count_run(
+    stats: &mut crate::metrics::ShellStats,
+    segment: Option<u16>,
+    segments: usize,
+    sent: io::Result<usize>,
+) {
+    if segment.is_some() && sent.is_ok() {
+        stats.gso_sends += 1;
+        stats.gso_segments += segments as u64;
+    }
+    count_send(stats, sent);
 }
 
 /// Send one GSO run (or a single datagram). If the kernel refuses GSO (some NICs and
