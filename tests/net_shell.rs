@@ -49,6 +49,7 @@ fn server_config() -> ServerConfig {
 fn net_config(workers: usize) -> NetConfig {
     NetConfig {
         workers,
+        busy_poll: std::time::Duration::ZERO,
         udp: vec![any_port()],
         tcp: vec![any_port()],
         tls: vec![],

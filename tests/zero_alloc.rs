@@ -52,6 +52,7 @@ fn config() -> NetConfig {
     let loopback: std::net::IpAddr = "127.0.0.1".parse().expect("literal");
     NetConfig {
         workers: 1,
+        busy_poll: std::time::Duration::ZERO,
         udp: vec![SocketAddr::new(loopback, 0)],
         tcp: vec![],
         tls: vec![],

@@ -30,6 +30,7 @@ pub struct RawServer {
     pub realm: String,
     pub software: String,
     pub workers: usize,
+    pub busy_poll_us: u64,
 }
 
 impl Default for RawServer {
@@ -38,6 +39,7 @@ impl Default for RawServer {
             realm: "turnpike".into(),
             software: "Turnpike".into(),
             workers: 0,
+            busy_poll_us: 0,
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct Settings {
     pub software: Option<String>,
     /// Worker threads, at least 1 (`workers = 0` in the file resolves to the core count).
     pub workers: usize,
+    /// How long a worker keeps polling without sleeping after traffic (zero: off).
+    pub busy_poll: Duration,
     /// TURN listeners per transport.
     pub listen: Listen,
     /// Certificate for the TLS listeners; `Some` exactly when `listen.tls` is not empty.

@@ -70,6 +70,13 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    if raw.server.busy_poll_us > 100_000 {
+        return Err(ctx.err(
+            "server.busy_poll_us",
+            format!("{} is more than 100000 (0.1 s)", raw.server.busy_poll_us),
+        ));
+    }
+    let busy_poll = std::time::Duration::from_micros(raw.server.busy_poll_us);
     let listen = listen(ctx, &raw.listen)?;
     let tls = if listen.tls.is_empty() {
         None
@@ -127,6 +134,7 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
         realm: realm.clone(),
         software,
         workers,
+        busy_poll,
         listen,
         tls,
         relay,

@@ -43,6 +43,8 @@ pub struct NetConfig {
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
     /// Core configuration, cloned for every worker (its port pool and quotas are shared).
     pub server: ServerConfig,
+    /// Keep polling this long after traffic before blocking (zero: off).
+    pub busy_poll: std::time::Duration,
     /// Worker `i` seeds its core with `rng_seed + i`.
     pub rng_seed: u64,
 }
@@ -176,6 +178,7 @@ where
         let seed = cfg.rng_seed.wrapping_add(index as u64);
         let thread_stop = stop.clone();
         let make_core = make_core.clone();
+        let busy_poll = cfg.busy_poll;
         let Prepared {
             poll,
             io,
@@ -187,7 +190,9 @@ where
             .name(format!("turnpike-worker-{index}"))
             .spawn(move || {
                 let core = make_core(config, seed);
-                Worker::new(index, poll, core, io, thread_stop).run();
+                Worker::new(index, poll, core, io, thread_stop)
+                    .with_busy_poll(busy_poll)
+                    .run();
             })?;
         handle.workers.push(WorkerHandle {
             stop,

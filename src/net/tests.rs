@@ -146,6 +146,7 @@ fn config() -> NetConfig {
     let any = SocketAddr::new(LOOPBACK, 0);
     NetConfig {
         workers: 2,
+        busy_poll: std::time::Duration::ZERO,
         udp: vec![any],
         tcp: vec![any],
         tls: vec![],

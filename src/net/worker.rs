@@ -44,6 +44,8 @@ pub(crate) struct Worker<C> {
     again: Vec<Token>,
     stop: Arc<AtomicBool>,
     publisher: StatsPublisher,
+    /// Opt-in busy-poll: keep polling without sleeping this long after the last traffic.
+    busy_poll: Duration,
 }
 
 impl<C: Core> Worker<C> {
@@ -65,7 +67,13 @@ impl<C: Core> Worker<C> {
             again: Vec::new(),
             stop,
             publisher: StatsPublisher::new(index),
+            busy_poll: Duration::ZERO,
         }
+    }
+
+    pub(crate) fn with_busy_poll(mut self, busy_poll: Duration) -> Worker<C> {
+        self.busy_poll = busy_poll;
+        self
     }
 
     /// Runs until the stop flag is set (and the waker rung).
@@ -73,8 +81,11 @@ impl<C: Core> Worker<C> {
         let mut events = Events::with_capacity(1024);
         let mut next_publish = Instant::now() + PUBLISH_INTERVAL;
         let mut ready: Vec<Token> = Vec::with_capacity(1024);
+        // When traffic was last seen; busy-poll spins until `busy_poll` after it.
+        let mut last_traffic = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = if self.again.is_empty() {
+            let spinning = !self.busy_poll.is_zero() && last_traffic.elapsed() < self.busy_poll;
+            let timeout = if self.again.is_empty() && !spinning {
                 let deadline = match self.core.poll_timeout() {
                     Some(t) => t.min(next_publish),
                     None => next_publish,
@@ -91,6 +102,9 @@ impl<C: Core> Worker<C> {
             }
             // One clock read per wake-up (DESIGN.md §3).
             let now = Instant::now();
+            if !events.is_empty() {
+                last_traffic = now;
+            }
             ready.clear();
             ready.append(&mut self.again);
             ready.extend(events.iter().map(|e| e.token()));

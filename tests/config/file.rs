@@ -57,6 +57,7 @@ fn every_key_is_read() {
     assert_eq!(s.realm, "example.org");
     assert_eq!(s.software, None);
     assert_eq!(s.workers, 3);
+    assert_eq!(s.busy_poll, Duration::from_micros(50));
     assert_eq!(s.listen.udp, vec![sa("192.0.2.1:3478")]);
     assert_eq!(s.listen.tcp, vec![sa("192.0.2.1:3479")]);
     assert_eq!(s.listen.tls, vec![sa("[2001:db8::1]:5349")]);

@@ -45,6 +45,7 @@ pub const EVERY_KEY: &str = r#"
 realm = "example.org"
 software = ""
 workers = 3
+busy_poll_us = 50
 [listen]
 udp = ["192.0.2.1:3478"]
 tcp = ["192.0.2.1:3479"]
