@@ -14,11 +14,10 @@
 //!   peer itself, and creates permissions for both.
 //! - It draws each channel number at random from RFC 5766's range 0x4000–0x7FFF.
 //!   RFC 8656 §12 narrowed the range to 0x4000–0x4FFF (0x5000–0xFFFF are reserved to
-//!   keep ChannelData apart from DTLS-SRTP, RFC 7983), so Turnpike answers 400 to the
-//!   rest — and uclient then gives up: it prints `channel bind: error 400 (Bad Request)`
-//!   and exits with status 255. With two draws per session only one run in 16 gets
-//!   through, so channel-mode tests run a single session and retry (see
-//!   [`run_with_channels`]), checking every failed try was exactly that 400.
+//!   keep ChannelData apart from DTLS-SRTP, RFC 7983), so by default Turnpike answers
+//!   400 to the rest — and uclient then gives up: it prints `channel bind: error 400
+//!   (Bad Request)` and exits with status 255 (tested below). The channel-mode tests run
+//!   Turnpike with `relay.rfc5766_channel_numbers = true`, made for such clients.
 
 mod support;
 
@@ -284,11 +283,8 @@ fn assert_indication_mode(m: &Metrics) {
         "{}",
         m.text
     );
-    assert!(
-        !m.has("turnpike_requests_total", &[("method", "channel_bind")]),
-        "a ChannelBind in Send/Data mode:\n{}",
-        m.text
-    );
+    let binds = m.sum("turnpike_requests_total", &[("method", "channel_bind")]);
+    assert_eq!(binds, 0.0, "a ChannelBind in Send/Data mode:\n{}", m.text);
 }
 
 /// The transport really was the one under test.
@@ -312,47 +308,44 @@ fn assert_transport(m: &Metrics, out: &ToolOutput, transport: Transport, session
     }
 }
 
-/// Channel-mode runs of one session each until one draws two channel numbers Turnpike
-/// accepts (see the module comment). Only a run that failed on the 400 to an
-/// RFC 5766-only channel number is retried; any other outcome is returned, with the count
-/// of tries that failed before it, for the caller to judge. Bounded to 250 tries and 90 s:
-/// at 1 in 16 per try, 250 failing in a row has odds of about 1e-7.
-fn run_with_channels(uclient: &Uclient, server: &TurnpikeProcess) -> (ToolOutput, u32) {
-    assert!(!uclient.indications && uclient.sessions == 1);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut failed = 0;
-    loop {
-        let out = uclient.run(server);
-        let text = out.combined();
-        let refused_number = !out.success() && text.contains("channel bind: error 400");
-        if !refused_number || failed >= 250 || Instant::now() >= deadline {
-            return (out, failed);
-        }
-        failed += 1;
-    }
-}
-
-/// A channel-mode test: retried single-session runs, then the client's and the relay's
-/// accounts of the run.
+/// A channel-mode test: several sessions at once against a relay that accepts uclient's
+/// RFC 5766 channel numbers, then the client's and the relay's accounts of the run.
 fn channel_test(transport: Transport, auth: Auth) {
     let server = TurnpikeProcess::start(TurnpikeConfig::default());
     let peer = EchoPeer::start(V4);
     let mut uclient = Uclient::new(transport, false, &peer);
     uclient.auth = auth;
-    uclient.sessions = 1;
-    let (out, failed) = run_with_channels(&uclient, &server);
-    let summary = assert_all_echoed(&out, u64::from(MESSAGES), &server);
+    let out = uclient.run(&server);
+    let summary = assert_all_echoed(&out, u64::from(MESSAGES * SESSIONS), &server);
     assert_relay_addrs(&out, &server, V4);
     let m = assert_relayed(&server, summary);
     assert_channel_mode(&m);
-    // Every failed try ended at its first refused ChannelBind, and only those were 400.
-    assert_eq!(
-        m.requests("channel_bind", "400"),
-        f64::from(failed),
-        "{}",
-        m.text
+    assert_eq!(m.requests("channel_bind", "400"), 0.0, "{}", m.text);
+    assert_transport(&m, &out, transport, SESSIONS);
+}
+
+/// By default Turnpike follows RFC 8656 §12 (channels 0x4000–0x4FFF only): uclient's
+/// draws from 0x5000–0x7FFF get 400 and it gives up. With 4 sessions, 8 draws all
+/// landing in range has odds of 4^-8, so the refusal is certain in practice.
+#[test]
+fn strict_channel_numbers_refuse_rfc5766_only_numbers() {
+    let server = TurnpikeProcess::start(TurnpikeConfig {
+        rfc5766_channels: false,
+        ..TurnpikeConfig::default()
+    });
+    let peer = EchoPeer::start(V4);
+    let uclient = Uclient::new(Transport::Udp, false, &peer);
+    let out = uclient.run(&server);
+    let text = out.combined();
+    assert!(
+        !out.success(),
+        "uclient completed against strict channel numbers:\n{text}"
     );
-    assert_transport(&m, &out, transport, 1);
+    assert!(text.contains("channel bind: error 400"), "{text}");
+    let m = server.wait_for_metrics("a refused ChannelBind", |m| {
+        m.requests("channel_bind", "400") >= 1.0
+    });
+    assert!(m.requests("channel_bind", "400") >= 1.0, "{}", m.text);
 }
 
 /// A Send/Data-indication test with several sessions at once.
@@ -539,10 +532,10 @@ fn peer_outside_the_allow_list_gets_403_and_no_packets() {
     let text = out.combined();
     assert!(!out.success(), "{text}");
     assert!(text.contains("create permission error 403"), "{text}");
-    // Channel mode: a ChannelBind with a number Turnpike accepts reaches the peer check
-    // and gets 403 too (numbers uclient draws above 0x4FFF get 400 first: retried).
+    // Channel mode: the ChannelBind reaches the peer check and gets 403 too (the
+    // server accepts uclient's RFC 5766 channel numbers, so no 400 comes first).
     uclient.indications = false;
-    let (out, _) = run_with_channels(&uclient, &server);
+    let out = uclient.run(&server);
     let text = out.combined();
     assert!(!out.success(), "{text}");
     assert!(text.contains("channel bind: error 403"), "{text}");

@@ -89,6 +89,8 @@ pub struct TurnpikeConfig {
     pub user_quota: u32,
     /// `[server] workers`.
     pub workers: usize,
+    /// `[relay] rfc5766_channel_numbers`: accept uclient's RFC 5766 channel numbers.
+    pub rfc5766_channels: bool,
 }
 
 impl Default for TurnpikeConfig {
@@ -101,6 +103,7 @@ impl Default for TurnpikeConfig {
             // early frees none, so a per-user quota would fill up across attempts.
             user_quota: 0,
             workers: 2,
+            rfc5766_channels: true,
         }
     }
 }
@@ -162,6 +165,7 @@ bind_ipv4 = "127.0.0.1"
 bind_ipv6 = "::1"
 port_min = {min}
 port_max = {max}
+rfc5766_channel_numbers = {rfc5766}
 [auth]
 users = {users}
 secrets = {secrets}
@@ -177,6 +181,7 @@ level = "info"
             workers = config.workers,
             min = relay_ports.0,
             max = relay_ports.1,
+            rfc5766 = config.rfc5766_channels,
             users = toml_list(&config.users),
             secrets = toml_list(&config.secrets),
             quota = config.user_quota,
