@@ -24,6 +24,10 @@ use crate::proto::{ClientId, Event, RelayKey, Transport};
 /// Reads per socket per wake-up before moving on to other sockets (fairness: one busy
 /// client must not starve the rest of the worker).
 const READ_BUDGET: usize = 256;
+/// The kernel's cap on datagrams coalesced into one GRO receive (`UDP_GRO`).
+const MAX_GRO_SEGMENTS: usize = 64;
+/// Ready sockets handled per wake-up without growing the worker's lists.
+const READY_CAPACITY: usize = 1024;
 /// How often the worker's counters are published to the metrics registry.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -62,9 +66,12 @@ impl<C: Core> Worker<C> {
             core,
             io,
             batch: Some(Box::new(RecvBatch::new())),
-            to_peer: Vec::with_capacity(4 * BATCH),
-            to_client: Vec::with_capacity(4 * BATCH),
-            again: Vec::new(),
+            // Sized for the worst case up front, so no packet ever grows them: GRO may
+            // coalesce up to 64 datagrams into each of a batch's slots; relay sockets
+            // have no GRO.
+            to_peer: Vec::with_capacity(BATCH * MAX_GRO_SEGMENTS),
+            to_client: Vec::with_capacity(BATCH),
+            again: Vec::with_capacity(READY_CAPACITY),
             stop,
             publisher: StatsPublisher::new(index),
             busy_poll: Duration::ZERO,
@@ -78,9 +85,9 @@ impl<C: Core> Worker<C> {
 
     /// Runs until the stop flag is set (and the waker rung).
     pub(crate) fn run(mut self) {
-        let mut events = Events::with_capacity(1024);
+        let mut events = Events::with_capacity(READY_CAPACITY);
         let mut next_publish = Instant::now() + PUBLISH_INTERVAL;
-        let mut ready: Vec<Token> = Vec::with_capacity(1024);
+        let mut ready: Vec<Token> = Vec::with_capacity(2 * READY_CAPACITY);
         // When traffic was last seen; busy-poll spins until `busy_poll` after it.
         let mut last_traffic = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
