@@ -181,31 +181,50 @@ pub(crate) fn send_segments(
     }
 }
 
-/// quinn-udp sets "probe" path-MTU mode (DF on, local MTU only) for QUIC's sake; a TURN
-/// relay forwards whatever its clients send, so restore the kernel default ("want").
-pub(crate) fn restore_pmtu_default(sock: &impl AsRawFd, ipv6: bool) {
-    let (level, name, value) = if ipv6 {
-        (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_WANT,
-        )
-    } else {
-        (
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_WANT,
-        )
-    };
-    // SAFETY: valid fd and a c_int option value of the right size.
-    unsafe {
+/// `setsockopt` with an integer value.
+pub(crate) fn set_int_option(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a valid fd and a pointer to a c_int of the size we pass.
+    let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             level,
             name,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// quinn-udp sets "probe" path-MTU mode (DF on, local MTU only) for QUIC's sake; a TURN
+/// relay forwards whatever its clients send, so restore the kernel default ("want").
+pub(crate) fn restore_pmtu_default(sock: &impl AsRawFd, ipv6: bool) {
+    let result = if ipv6 {
+        set_int_option(
+            sock,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_WANT,
+        )
+    } else {
+        set_int_option(
+            sock,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_WANT,
+        )
+    };
+    if let Err(e) = result {
+        tracing::debug!("cannot restore path-MTU discovery default: {e}");
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Interest, Registry, Token};
 
+use super::batch::set_int_option;
 use super::bind;
 use super::stream::{Close, ReadStatus, SendStatus, StreamConn};
 use crate::metrics::ShellStats;
@@ -183,38 +184,25 @@ impl Sockets {
     /// Sets the DF bit on everything relay socket `key` sends (path MTU discovery "do":
     /// the kernel refuses oversize datagrams instead of fragmenting them).
     pub(crate) fn set_dont_fragment(&mut self, key: RelayKey) {
-        use std::os::fd::AsRawFd;
         let Some(sock) = self.relays.get(&key) else {
             return;
         };
-        let (level, name, value) = match key.family {
-            Family::V4 => (
+        let result = match key.family {
+            Family::V4 => set_int_option(
+                sock,
                 libc::IPPROTO_IP,
                 libc::IP_MTU_DISCOVER,
                 libc::IP_PMTUDISC_DO,
             ),
-            Family::V6 => (
+            Family::V6 => set_int_option(
+                sock,
                 libc::IPPROTO_IPV6,
                 libc::IPV6_MTU_DISCOVER,
                 libc::IPV6_PMTUDISC_DO,
             ),
         };
-        // SAFETY: a valid fd we own, and a pointer to a c_int of the size we pass.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(
-                ?key,
-                "cannot set DONT-FRAGMENT: {}",
-                io::Error::last_os_error()
-            );
+        if let Err(e) = result {
+            tracing::debug!(?key, "cannot set DONT-FRAGMENT: {e}");
         }
     }
 

@@ -262,21 +262,8 @@ impl Server {
         };
         let peer = channel.peer;
         // RFC 8656 §12.6: a channel does not outlive the permission for its peer.
-        if !alloc.permits(peer.ip(), now) {
-            self.stats.count_drop(DropReason::NoPermission);
-            return None;
-        }
-        let Some(relay) = alloc.relay_for(Family::of(&peer)) else {
-            self.stats.count_drop(DropReason::NoPermission);
-            return None;
-        };
-        let relay = relay.key;
-        self.stats.count_relayed(Direction::ToPeer, payload.len());
-        Some(Forward {
-            relay,
-            peer,
-            payload,
-        })
+        let permitted = alloc.permits(peer.ip(), now);
+        forward(&mut self.stats, alloc, permitted, peer, payload)
     }
 
     fn handle_stun<'a>(
@@ -333,21 +320,9 @@ impl Server {
         }
         // Permissions are per IP (RFC 8656 §9), so the port of a Send is unchecked so
         // far: policy still refuses our own listeners and relay ports (no loops).
-        if !alloc.permits(peer.ip(), now) || self.config.peer_policy.check(peer).is_err() {
-            self.stats.count_drop(DropReason::NoPermission);
-            return None;
-        }
-        let Some(relay) = alloc.relay_for(Family::of(&peer)) else {
-            self.stats.count_drop(DropReason::NoPermission);
-            return None;
-        };
-        let relay = relay.key;
-        self.stats.count_relayed(Direction::ToPeer, data.len());
-        Some(Forward {
-            relay,
-            peer,
-            payload: data,
-        })
+        let permitted =
+            alloc.permits(peer.ip(), now) && self.config.peer_policy.check(peer).is_ok();
+        forward(&mut self.stats, alloc, permitted, peer, data)
     }
 
     fn handle_request(&mut self, now: Instant, client: ClientId, msg: &Message<'_>) {
@@ -649,6 +624,29 @@ impl Server {
     pub(crate) fn set_timer(&mut self, at: Instant, timer: Timer) {
         self.timers.push(Reverse((at, timer)));
     }
+}
+
+/// The client → peer decision shared by ChannelData and Send: out of the allocation's
+/// relay socket of the peer's family, if the peer is permitted.
+#[inline]
+fn forward<'a>(
+    stats: &mut Stats,
+    alloc: &Allocation,
+    permitted: bool,
+    peer: SocketAddr,
+    payload: &'a [u8],
+) -> Option<Forward<'a>> {
+    let relay = alloc.relay_for(Family::of(&peer)).filter(|_| permitted);
+    let Some(relay) = relay else {
+        stats.count_drop(DropReason::NoPermission);
+        return None;
+    };
+    stats.count_relayed(Direction::ToPeer, payload.len());
+    Some(Forward {
+        relay: relay.key,
+        peer,
+        payload,
+    })
 }
 
 pub(crate) fn method_label(method: u16) -> MethodLabel {
