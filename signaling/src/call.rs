@@ -832,4 +832,4 @@ impl Switchboard {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests;
