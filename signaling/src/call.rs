@@ -3,10 +3,10 @@
 //! One [`Switchboard`] per signaling node. It knows the devices connected to this node and
 //! a *view* of every call that involves one of their users. Nodes share calls through the
 //! bus: what a local device asks for becomes an [`Event`] published to the channels of the
-//! users involved, and the switchboard changes a view only when an event arrives from the
-//! bus, including the events it published itself. So every node holding a view of a call
+//! users involved, and the switchboard changes a view only by applying events. So every node holding a view of a call
 //! sees the same events in the same order and reaches the same state; events that arrive
-//! twice (a node subscribed to both users' channels) are dropped by id.
+//! twice (a node subscribed to both users' channels, or its own events, which the node
+//! applies at once and then gets back from the bus) are dropped by id.
 //!
 //! Leaving the ringing state is decided by an atomic *claim* on the bus (`SET NX`): accept,
 //! reject, cancel, busy, glare and timeout each try to claim the call, exactly one wins,

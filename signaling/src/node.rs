@@ -605,6 +605,10 @@ impl<B: Bus> Node<B> {
                     Output::Publish { users, event } => {
                         // A struct of strings and numbers always serializes.
                         let json = serde_json::to_string(&event).expect("events serialize");
+                        // Apply our own event now, so this device's next message (ICE
+                        // right after an invite) finds the call; the copy that comes
+                        // back from the bus is dropped as already seen.
+                        work.push_back(Input::Event(event));
                         for user in users {
                             self.log_bus(self.bus.publish_user(&user, json.clone()).await);
                         }
