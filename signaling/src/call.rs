@@ -517,12 +517,12 @@ impl Switchboard {
                 continue;
             };
             match &call.state {
-                State::Ringing { .. } if call.timeout_claimed => {
-                    if now >= call.expires_at + STALE_RINGING_MS {
-                        self.calls.remove(&id);
-                    }
+                State::Ringing { .. }
+                    if call.timeout_claimed && now >= call.expires_at + STALE_RINGING_MS =>
+                {
+                    self.calls.remove(&id);
                 }
-                State::Ringing { .. } if now >= call.expires_at => {
+                State::Ringing { .. } if !call.timeout_claimed && now >= call.expires_at => {
                     let outcome = Outcome::End {
                         reason: EndReason::Timeout,
                         by: None,

@@ -433,7 +433,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
     }
     if object
         .get("id")
-        .is_some_and(|id| !id.as_str().is_some_and(|s| s.len() <= MAX_ID_BYTES))
+        .is_some_and(|id| id.as_str().is_none_or(|s| s.len() > MAX_ID_BYTES))
     {
         return Err(err(
             ErrorCode::BadMessage,
