@@ -9,14 +9,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
+mod session;
+
+use session::Session;
+
 use crate::bus::{Bus, Incoming};
 use crate::call::{DeviceId, Input, Millis, Output, Request, Switchboard};
 use crate::config::SignalingConfig;
 use crate::credentials::Credentials;
 use crate::presence::{Change, Watchers};
-use crate::protocol::{
-    close, valid_name, ClientBody, ClientMessage, ErrorCode, ServerBody, ServerMessage, VERSION,
-};
+use crate::protocol::{close, valid_name, ClientBody, ClientMessage, ErrorCode, ServerBody};
 use crate::push::{IncomingCall, Pusher};
 use crate::token::Claims;
 
@@ -73,71 +75,6 @@ pub(crate) fn now_ms() -> Millis {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-}
-
-struct Queued {
-    seq: u64,
-    origin: Millis,
-    body: ServerBody,
-}
-
-struct Session {
-    device: DeviceId,
-    resume_token: String,
-    conn: Option<(u64, ConnTx)>,
-    next_seq: u64,
-    /// Sent but not acknowledged, replayed on resume; oldest dropped past the cap.
-    queue: VecDeque<Queued>,
-    last_client_seq: u64,
-    recent_ids: VecDeque<String>,
-    detached_at: Option<Instant>,
-    region: Option<String>,
-}
-
-impl Session {
-    fn encode(seq: u64, body: &ServerBody) -> String {
-        let msg = ServerMessage {
-            v: VERSION,
-            seq,
-            body: body.clone(),
-        };
-        // Our own enums of strings and numbers always serialize.
-        serde_json::to_string(&msg).expect("server messages serialize")
-    }
-
-    /// Write to the live connection; a full or closed channel detaches it (the client
-    /// resumes and gets the queue replayed).
-    fn write(&mut self, text: String) {
-        if let Some((_, tx)) = &self.conn {
-            if tx.try_send(ConnOut::Text(text)).is_err() {
-                self.conn = None;
-                self.detached_at = Some(Instant::now());
-            }
-        }
-    }
-
-    fn transmit(&mut self, q_index: usize, now: Millis) {
-        let Some(q) = self.queue.get(q_index) else {
-            return;
-        };
-        let mut body = q.body.clone();
-        body.set_age(now.saturating_sub(q.origin));
-        let text = Self::encode(q.seq, &body);
-        self.write(text);
-    }
-
-    fn push(&mut self, body: ServerBody, origin: Millis, now: Millis, cap: usize) {
-        self.next_seq += 1;
-        self.queue.push_back(Queued {
-            seq: self.next_seq,
-            origin,
-            body,
-        });
-        while self.queue.len() > cap.max(1) {
-            self.queue.pop_front();
-        }
-        self.transmit(self.queue.len() - 1, now);
-    }
 }
 
 pub(crate) struct Node<B: Bus> {
@@ -394,7 +331,7 @@ impl<B: Bus> Node<B> {
             online,
             last_seen,
         };
-        // A struct of strings and numbers always serializes.
+        // A struct of strings, a bool and a number always serializes.
         let json = serde_json::to_string(&change).expect("presence serializes");
         self.log_bus(self.bus.publish_presence(json).await);
     }
@@ -644,6 +581,7 @@ impl<B: Bus> Node<B> {
                         callee,
                     } => self.maybe_push(call_id, caller, callee).await,
                     Output::Missed { user, call } => {
+                        // Strings and a number: always serializes.
                         let json = serde_json::to_string(&call).expect("missed calls serialize");
                         self.log_bus(self.bus.store_missed(&user, json, MISSED_TTL).await);
                     }

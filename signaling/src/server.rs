@@ -133,7 +133,8 @@ async fn dev_login(
     };
     let device = req
         .device
-        .unwrap_or_else(|| format!("dev-{}", &random_token()[..8]));
+        // random_token() is 32 ASCII hex digits, so the first 8 bytes are a char boundary.
+        .unwrap_or_else(|| format!("dev-{}", random_token().get(..8).unwrap_or("x")));
     if !valid_name(&req.user) || !valid_name(&device) {
         return http_error(
             StatusCode::BAD_REQUEST,
