@@ -1,5 +1,6 @@
 //! `turnpike serve`: validated [`Settings`] become running components — the relay
-//! workers (`crate::net`), the metrics and health endpoints, and signal handling.
+//! workers (`crate::net`), the metrics and health endpoints, the signaling service
+//! (`turnpike_signaling`), and signal handling.
 //!
 //! Config flows one way (STYLE.md #9): this is the only place that turns settings into
 //! each component's plain config struct; nothing reads files or the environment later.
@@ -28,6 +29,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = crate::metrics::install_recorder();
 
     let net_config = net_config(&settings)?;
+    // Signaling mints relay credentials with the secret the relay verifies first: the
+    // first configured one, or the ephemeral one `net_config` made.
+    let turn_secret = net_config.server.secrets.first().cloned();
     let relay = net::start(net_config).context("cannot start the relay")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -50,13 +54,118 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 }
             });
         }
+        let signaling = match &settings.signaling {
+            Some(sig) => Some(start_signaling(&settings, sig, turn_secret).await?),
+            None => None,
+        };
         ready.store(true, Ordering::Release);
         tracing::info!("ready");
-        wait_for_shutdown().await
+        let result = wait_for_shutdown().await;
+        if let Some((signaling, stop, server)) = signaling {
+            signaling.shutdown().await;
+            let _ = stop.send(());
+            // Connections were told to close (1001); don't wait long for stragglers.
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+        result
     });
     tracing::info!("shutting down");
     relay.shutdown();
     result
+}
+
+type SignalingHandle = (
+    turnpike_signaling::Signaling,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Start the signaling service on `sig.listen`, on the control-plane runtime.
+async fn start_signaling(
+    settings: &Settings,
+    sig: &crate::config::Signaling,
+    turn_secret: Option<Vec<u8>>,
+) -> anyhow::Result<SignalingHandle> {
+    let relays = if sig.relays.is_empty() {
+        vec![turnpike_signaling::RelayConfig {
+            region: "default".into(),
+            urls: own_relay_urls(settings),
+        }]
+    } else {
+        sig.relays
+            .iter()
+            .map(|r| turnpike_signaling::RelayConfig {
+                region: r.region.clone(),
+                urls: r.urls.clone(),
+            })
+            .collect()
+    };
+    let config = turnpike_signaling::SignalingConfig {
+        token_key: sig.token_key.expose().as_bytes().to_vec(),
+        dev_login: sig.dev_login,
+        invite_lifetime: sig.invite_lifetime,
+        connect_timeout: sig.connect_timeout,
+        resume_grace: sig.resume_grace,
+        relays,
+        turn_secret,
+        credential_ttl: sig.credential_ttl,
+        max_frame_bytes: sig.max_frame_bytes,
+        invites_per_minute: sig.invites_per_minute,
+        push_webhook: sig.push_webhook.clone(),
+        redis_url: sig.redis_url.as_ref().map(|u| u.expose().to_string()),
+        ..turnpike_signaling::SignalingConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(sig.listen)
+        .await
+        .with_context(|| format!("signaling.listen: cannot bind {}", sig.listen))?;
+    let signaling = turnpike_signaling::Signaling::start(config)
+        .await
+        .context("cannot start signaling")?;
+    tracing::info!(
+        "signaling on ws://{}/v1/signal{}",
+        listener.local_addr()?,
+        if sig.dev_login {
+            " (dev login on: POST /v1/dev/login issues tokens for any name)"
+        } else {
+            ""
+        }
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = signaling.router();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok((signaling, stop, server))
+}
+
+/// `turn:`/`turns:` URIs for this relay's own listeners (wildcards expanded to interface
+/// addresses; IPv4 replaced by `relay.external_ipv4` when set), for `hello_ok` when no
+/// relays are configured.
+fn own_relay_urls(settings: &Settings) -> Vec<String> {
+    let external_v4 = settings.relay.ipv4.and_then(|r| r.external);
+    let host = |addr: &SocketAddr| match (addr.ip(), external_v4) {
+        (IpAddr::V4(_), Some(ext)) => format!("{ext}:{}", addr.port()),
+        _ => addr.to_string(),
+    };
+    let mut urls: Vec<String> = Vec::new();
+    let lists = [
+        ("turn", "udp", &settings.listen.udp),
+        ("turn", "tcp", &settings.listen.tcp),
+        ("turns", "tcp", &settings.listen.tls),
+    ];
+    for (scheme, transport, addrs) in lists {
+        for addr in expand_wildcards(addrs) {
+            let url = format!("{scheme}:{}?transport={transport}", host(&addr));
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+    }
+    urls
 }
 
 async fn wait_for_shutdown() -> anyhow::Result<()> {

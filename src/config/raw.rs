@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub peers: RawPeers,
     pub metrics: RawMetrics,
     pub log: RawLog,
+    pub signaling: RawSignaling,
 }
 
 /// `[server]`
@@ -182,4 +183,49 @@ impl Default for RawLog {
             level: "info".into(),
         }
     }
+}
+
+/// `[signaling]`: the WebSocket signaling service (the `turnpike-signaling` crate).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSignaling {
+    pub listen: String,
+    pub token_key: String,
+    pub dev_login: bool,
+    pub invite_lifetime_secs: u64,
+    pub connect_timeout_secs: u64,
+    pub resume_grace_secs: u64,
+    pub credential_ttl_secs: u64,
+    pub max_frame_bytes: usize,
+    pub invites_per_minute: u32,
+    pub push_webhook: String,
+    pub redis_url: String,
+    pub relays: Vec<RawSignalingRelay>,
+}
+
+impl Default for RawSignaling {
+    fn default() -> Self {
+        RawSignaling {
+            listen: "127.0.0.1:8080".into(),
+            token_key: String::new(),
+            dev_login: true,
+            invite_lifetime_secs: 90,
+            connect_timeout_secs: 30,
+            resume_grace_secs: 30,
+            credential_ttl_secs: 3600,
+            max_frame_bytes: 65536,
+            invites_per_minute: 20,
+            push_webhook: String::new(),
+            redis_url: String::new(),
+            relays: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `signaling.relays`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignalingRelay {
+    pub region: String,
+    pub urls: Vec<String>,
 }

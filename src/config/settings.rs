@@ -39,6 +39,38 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Logging.
     pub log: Log,
+    /// The signaling service; `None` when `signaling.listen = ""`.
+    pub signaling: Option<Signaling>,
+}
+
+/// `[signaling]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signaling {
+    /// Where `GET /v1/signal` and friends listen.
+    pub listen: SocketAddr,
+    /// HS256 key for bearer tokens; empty: a random key per process (dev login only).
+    pub token_key: Secret,
+    /// `POST /v1/dev/login` issues tokens for any name.
+    pub dev_login: bool,
+    pub invite_lifetime: Duration,
+    pub connect_timeout: Duration,
+    pub resume_grace: Duration,
+    /// Lifetime of the TURN REST credentials handed to devices.
+    pub credential_ttl: Duration,
+    pub max_frame_bytes: usize,
+    pub invites_per_minute: u32,
+    pub push_webhook: Option<String>,
+    /// May hold a password, hence a `Secret`.
+    pub redis_url: Option<Secret>,
+    /// Relays to advertise; empty: this relay, from its listen addresses.
+    pub relays: Vec<SignalingRelay>,
+}
+
+/// One advertised relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalingRelay {
+    pub region: String,
+    pub urls: Vec<String>,
 }
 
 /// TURN listener addresses, one list per transport.
@@ -192,7 +224,7 @@ impl Settings {
             "realm: {}\nworkers: {}\nlisten udp: {}\nlisten tcp: {}\nlisten tls: {}\n\
              relay ipv4: {}\nrelay ipv6: {}\nrelay ports: {}-{}\n\
              users: {}, secrets: {}\nquota per user: {}, total: {}\n\
-             peers allow: {}, deny: {}\nmetrics: {}",
+             peers allow: {}, deny: {}\nmetrics: {}\nsignaling: {}",
             self.realm,
             self.workers,
             list(&self.listen.udp),
@@ -209,6 +241,12 @@ impl Settings {
             self.peers.allow.len(),
             self.peers.deny.len(),
             self.metrics.map_or("off".to_string(), |a| a.to_string()),
+            self.signaling
+                .as_ref()
+                .map_or("off".to_string(), |s| format!(
+                    "ws://{}/v1/signal",
+                    s.listen
+                )),
         )
     }
 }

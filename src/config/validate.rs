@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::error::{ConfigError, KeyIndex, Origin};
-use super::raw::{RawAuth, RawConfig, RawListen, RawRelay};
+use super::raw::{RawAuth, RawConfig, RawListen, RawRelay, RawSignaling};
 use super::settings::*;
 
 /// Keys that a command-line flag replaced, mapped to the flag, so that an error about
@@ -130,6 +130,7 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
         return Err(ctx.err("log.level", format!("{:?}: {e}", raw.log.level)));
     }
+    let signaling = signaling(ctx, &raw.signaling)?;
     Ok(Settings {
         realm: realm.clone(),
         software,
@@ -146,7 +147,107 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
             format,
             level: raw.log.level.clone(),
         },
+        signaling,
     })
+}
+
+/// Largest `signaling.max_frame_bytes` (16 MiB): SDP is a few KiB; more is abuse.
+const MAX_FRAME_BYTES: usize = 16 << 20;
+
+fn signaling(ctx: &Ctx, raw: &RawSignaling) -> Result<Option<Signaling>, ConfigError> {
+    // Dev login signs tokens for any name with the token key; with a real (shared) key
+    // that would let anyone sign in as anyone, so the two exclude each other.
+    if raw.dev_login && !raw.token_key.is_empty() {
+        return Err(ctx.err(
+            "signaling.dev_login",
+            "must be false when signaling.token_key is set (dev login would let anyone \
+             sign in as any user of your app)",
+        ));
+    }
+    if !raw.dev_login && raw.token_key.is_empty() {
+        return Err(ctx.err(
+            "signaling.token_key",
+            "required when dev_login = false (the key your app backend signs tokens with)",
+        ));
+    }
+    let listen = match raw.listen.as_str() {
+        "" => return Ok(None),
+        s => socket_addr(ctx, "signaling.listen", s)?,
+    };
+    if !(1024..=MAX_FRAME_BYTES).contains(&raw.max_frame_bytes) {
+        return Err(ctx.err(
+            "signaling.max_frame_bytes",
+            format!("must be 1024 to {MAX_FRAME_BYTES}"),
+        ));
+    }
+    if raw.invites_per_minute == 0 {
+        return Err(ctx.err("signaling.invites_per_minute", "must be at least 1"));
+    }
+    let push_webhook = match raw.push_webhook.as_str() {
+        "" => None,
+        url if url.starts_with("http://") || url.starts_with("https://") => Some(url.to_string()),
+        url => {
+            return Err(ctx.err(
+                "signaling.push_webhook",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ))
+        }
+    };
+    let redis_url = match raw.redis_url.as_str() {
+        "" => None,
+        url if ["redis://", "rediss://", "unix://"]
+            .iter()
+            .any(|p| url.starts_with(p)) =>
+        {
+            Some(Secret::new(url))
+        }
+        // The value may hold a password: don't quote it.
+        _ => {
+            return Err(ctx.err(
+                "signaling.redis_url",
+                "not a redis://, rediss:// or unix:// URL",
+            ))
+        }
+    };
+    let mut relays = Vec::with_capacity(raw.relays.len());
+    for (i, relay) in raw.relays.iter().enumerate() {
+        let key = format!("signaling.relays[{i}]");
+        if relay.region.is_empty() {
+            return Err(ctx.err(&key, "region must not be empty"));
+        }
+        if relay.urls.is_empty() {
+            return Err(ctx.err(&key, "urls must not be empty"));
+        }
+        if let Some(bad) = relay.urls.iter().find(|u| {
+            !["turn:", "turns:", "stun:"]
+                .iter()
+                .any(|p| u.starts_with(p))
+        }) {
+            return Err(ctx.err(
+                &key,
+                format!("{bad:?} is not a turn:, turns: or stun: URI (RFC 7065)"),
+            ));
+        }
+        relays.push(SignalingRelay {
+            region: relay.region.clone(),
+            urls: relay.urls.clone(),
+        });
+    }
+    let secs = |key: &str, v: u64| lifetime(ctx, key, v, MAX_LIFETIME_SECS);
+    Ok(Some(Signaling {
+        listen,
+        token_key: Secret::new(raw.token_key.as_str()),
+        dev_login: raw.dev_login,
+        invite_lifetime: secs("signaling.invite_lifetime_secs", raw.invite_lifetime_secs)?,
+        connect_timeout: secs("signaling.connect_timeout_secs", raw.connect_timeout_secs)?,
+        resume_grace: secs("signaling.resume_grace_secs", raw.resume_grace_secs)?,
+        credential_ttl: secs("signaling.credential_ttl_secs", raw.credential_ttl_secs)?,
+        max_frame_bytes: raw.max_frame_bytes,
+        invites_per_minute: raw.invites_per_minute,
+        push_webhook,
+        redis_url,
+        relays,
+    }))
 }
 
 /// REALM and SOFTWARE go on the wire as UTF-8 text of fewer than 128 characters.

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use turnpike::config::raw::RawConfig;
-use turnpike::config::{ConfigFile, LogFormat, RelayAddr, Secret, User, EMBEDDED_DEFAULT};
+use turnpike::config::{
+    ConfigFile, LogFormat, RelayAddr, Secret, SignalingRelay, User, EMBEDDED_DEFAULT,
+};
 
 use super::{ip, net, parse, sa, EVERY_KEY};
 
@@ -47,6 +49,19 @@ fn embedded_default_matches_the_documented_defaults() {
     assert_eq!(s.metrics, Some(sa("127.0.0.1:9641")));
     assert_eq!(s.log.format, LogFormat::Text);
     assert_eq!(s.log.level, "info");
+    let sig = s.signaling.clone().unwrap();
+    assert_eq!(sig.listen, sa("127.0.0.1:8080"));
+    assert_eq!(sig.token_key.expose(), "");
+    assert!(sig.dev_login);
+    assert_eq!(sig.invite_lifetime, Duration::from_secs(90));
+    assert_eq!(sig.connect_timeout, Duration::from_secs(30));
+    assert_eq!(sig.resume_grace, Duration::from_secs(30));
+    assert_eq!(sig.credential_ttl, Duration::from_secs(3600));
+    assert_eq!(sig.max_frame_bytes, 65536);
+    assert_eq!(sig.invites_per_minute, 20);
+    assert_eq!(sig.push_webhook, None);
+    assert_eq!(sig.redis_url, None);
+    assert!(sig.relays.is_empty());
     // An empty file means the same as the embedded one.
     assert_eq!(parse("").unwrap(), s);
 }
@@ -99,6 +114,41 @@ fn every_key_is_read() {
     assert_eq!(s.metrics, None);
     assert_eq!(s.log.format, LogFormat::Json);
     assert_eq!(s.log.level, "turnpike=debug,warn");
+    let sig = s.signaling.unwrap();
+    assert_eq!(sig.listen, sa("[::1]:9000"));
+    assert_eq!(sig.token_key.expose(), "app-key");
+    assert!(!sig.dev_login);
+    assert_eq!(sig.invite_lifetime, Duration::from_secs(60));
+    assert_eq!(sig.connect_timeout, Duration::from_secs(20));
+    assert_eq!(sig.resume_grace, Duration::from_secs(10));
+    assert_eq!(sig.credential_ttl, Duration::from_secs(600));
+    assert_eq!(sig.max_frame_bytes, 32768);
+    assert_eq!(sig.invites_per_minute, 5);
+    assert_eq!(
+        sig.push_webhook.as_deref(),
+        Some("https://push.example.com/hook")
+    );
+    assert_eq!(
+        sig.redis_url.as_ref().map(Secret::expose),
+        Some("redis://127.0.0.1:6379/")
+    );
+    let relay = SignalingRelay {
+        region: "eu".into(),
+        urls: vec!["turn:relay.example.com:3478?transport=udp".into()],
+    };
+    assert_eq!(sig.relays, vec![relay]);
+}
+
+#[test]
+fn signaling_key_and_dev_login_exclude_each_other() {
+    let e = super::parse_err("[signaling]\ntoken_key = \"k\"");
+    assert_eq!(e.key, "signaling.dev_login");
+    let e = super::parse_err("[signaling]\ndev_login = false");
+    assert_eq!(e.key, "signaling.token_key");
+    let s = parse("[signaling]\nlisten = \"\"").unwrap();
+    assert_eq!(s.signaling, None);
+    let e = super::parse_err("[signaling]\nrelays = [{ region = \"eu\", urls = [\"http://x\"] }]");
+    assert_eq!(e.key, "signaling.relays[0]");
 }
 
 #[test]

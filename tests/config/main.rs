@@ -80,4 +80,17 @@ listen = ""
 [log]
 format = "json"
 level = "turnpike=debug,warn"
+[signaling]
+listen = "[::1]:9000"
+token_key = "app-key"
+dev_login = false
+invite_lifetime_secs = 60
+connect_timeout_secs = 20
+resume_grace_secs = 10
+credential_ttl_secs = 600
+max_frame_bytes = 32768
+invites_per_minute = 5
+push_webhook = "https://push.example.com/hook"
+redis_url = "redis://127.0.0.1:6379/"
+relays = [{ region = "eu", urls = ["turn:relay.example.com:3478?transport=udp"] }]
 "#;

@@ -175,6 +175,8 @@ user_quota = {quota}
 allow = {allow}
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+[signaling]
+listen = ""
 [log]
 level = "info"
 "#,

@@ -1,0 +1,189 @@
+//! Relay credentials: the ICE servers a device is told about, with TURN REST credentials
+//! minted from the shared secret (username `"<expiry>:<user>"`, password
+//! `base64(HMAC-SHA1(secret, username))`, draft-uberti-behave-turn-rest-00 §2.2, the
+//! scheme of coturn and Turnpike's relay), ranked for the device.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha1::Sha1;
+
+use crate::protocol::IceServer;
+
+/// One relay (or relay pool behind one name) as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Where it is ("eu-west"); matched against the client's region hint.
+    pub region: String,
+    /// `turn:`/`turns:` URIs, e.g. `turn:relay.example.com:3478?transport=udp`,
+    /// `turn:relay.example.com:3478?transport=tcp`, `turns:relay.example.com:5349?transport=tcp`.
+    pub urls: Vec<String>,
+}
+
+/// The draft-uberti `GET /v1/turn-credentials` answer (as XMPP and Matrix servers use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestCredential {
+    pub username: String,
+    pub password: String,
+    pub ttl: u64,
+    pub uris: Vec<String>,
+}
+
+/// Mints credentials and ranks relays. Cheap to clone (shares the load table).
+#[derive(Clone)]
+pub struct Credentials {
+    relays: Arc<Vec<RelayConfig>>,
+    /// Reported load per relay (same order as `relays`); lower is preferred.
+    loads: Arc<Vec<AtomicU32>>,
+    secret: Option<Arc<Vec<u8>>>,
+    ttl: Duration,
+}
+
+/// `base64(HMAC-SHA1(secret, "<expiry>:<user>"))` and the username.
+pub fn mint(secret: &[u8], user: &str, expiry_unix: u64) -> (String, String) {
+    let username = format!("{expiry_unix}:{user}");
+    // HMAC accepts keys of any length (RFC 2104 §2).
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(username.as_bytes());
+    let password = STANDARD.encode(mac.finalize().into_bytes());
+    (username, password)
+}
+
+impl Credentials {
+    pub fn new(relays: Vec<RelayConfig>, secret: Option<Vec<u8>>, ttl: Duration) -> Credentials {
+        let loads = relays.iter().map(|_| AtomicU32::new(0)).collect();
+        Credentials {
+            relays: Arc::new(relays),
+            loads: Arc::new(loads),
+            secret: secret.map(Arc::new),
+            ttl,
+        }
+    }
+
+    /// Seconds minted credentials live.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl.as_secs()
+    }
+
+    pub fn has_secret(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    /// Record relay `index`'s load (any monotone measure: allocations, percent busy).
+    /// Unknown indexes are ignored.
+    pub fn report_load(&self, index: usize, load: u32) {
+        if let Some(slot) = self.loads.get(index) {
+            slot.store(load, Ordering::Relaxed);
+        }
+    }
+
+    /// Relay indexes, best first: relays in the client's region first, then by lower
+    /// reported load, then in configured order.
+    pub fn ranked(&self, region: Option<&str>) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.relays.len()).collect();
+        order.sort_by_key(|&i| {
+            let away = match (region, self.relays.get(i)) {
+                (Some(r), Some(relay)) => !relay.region.eq_ignore_ascii_case(r),
+                _ => false,
+            };
+            let load = self
+                .loads
+                .get(i)
+                .map_or(u32::MAX, |l| l.load(Ordering::Relaxed));
+            (away, load, i)
+        });
+        order
+    }
+
+    /// ICE servers for `user`, ranked for `region`, valid until `now_unix + ttl`.
+    pub fn ice_servers(&self, user: &str, region: Option<&str>, now_unix: u64) -> Vec<IceServer> {
+        let cred = self
+            .secret
+            .as_ref()
+            .map(|s| mint(s, user, now_unix + self.ttl.as_secs()));
+        self.ranked(region)
+            .into_iter()
+            .filter_map(|i| self.relays.get(i))
+            .map(|relay| IceServer {
+                urls: relay.urls.clone(),
+                username: cred.as_ref().map(|c| c.0.clone()),
+                credential: cred.as_ref().map(|c| c.1.clone()),
+                region: relay.region.clone(),
+            })
+            .collect()
+    }
+
+    /// The `GET /v1/turn-credentials` answer; `None` without a shared secret.
+    pub fn rest(&self, user: &str, region: Option<&str>, now_unix: u64) -> Option<RestCredential> {
+        let secret = self.secret.as_ref()?;
+        let (username, password) = mint(secret, user, now_unix + self.ttl.as_secs());
+        let uris = self
+            .ranked(region)
+            .into_iter()
+            .filter_map(|i| self.relays.get(i))
+            .flat_map(|r| r.urls.iter().cloned())
+            .collect();
+        Some(RestCredential {
+            username,
+            password,
+            ttl: self.ttl.as_secs(),
+            uris,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(region: &str) -> RelayConfig {
+        RelayConfig {
+            region: region.into(),
+            urls: vec![format!("turn:{region}.example.com:3478?transport=udp")],
+        }
+    }
+
+    #[test]
+    fn ranks_by_region_then_load() {
+        let c = Credentials::new(
+            vec![relay("us"), relay("eu"), relay("eu"), relay("ap")],
+            Some(b"s".to_vec()),
+            Duration::from_secs(600),
+        );
+        assert_eq!(c.ranked(None), vec![0, 1, 2, 3]);
+        assert_eq!(c.ranked(Some("EU")), vec![1, 2, 0, 3]);
+        c.report_load(1, 90);
+        c.report_load(2, 10);
+        c.report_load(0, 50);
+        c.report_load(9, 1); // unknown relay: ignored
+        assert_eq!(c.ranked(Some("eu")), vec![2, 1, 3, 0]);
+        assert_eq!(c.ranked(None), vec![3, 2, 0, 1]);
+    }
+
+    #[test]
+    fn mints_rest_credentials() {
+        let c = Credentials::new(
+            vec![relay("eu")],
+            Some(b"s3cret".to_vec()),
+            Duration::from_secs(600),
+        );
+        let servers = c.ice_servers("alice", None, 1000);
+        assert_eq!(servers[0].username.as_deref(), Some("1600:alice"));
+        // Known answer: base64(HMAC-SHA1("s3cret", "1600:alice")), computed with openssl.
+        assert_eq!(
+            servers[0].credential.as_deref(),
+            Some("YxC+nxqXg+YHLUm6U5r5bqiWs3k=")
+        );
+        let rest = c.rest("alice", None, 1000).unwrap();
+        assert_eq!(rest.ttl, 600);
+        assert_eq!(rest.uris, relay("eu").urls);
+        let none = Credentials::new(vec![relay("eu")], None, Duration::from_secs(1));
+        assert_eq!(none.rest("a", None, 0), None);
+        assert_eq!(none.ice_servers("a", None, 0)[0].username, None);
+    }
+}
