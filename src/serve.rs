@@ -288,9 +288,12 @@ fn peer_policy(settings: &Settings) -> PeerPolicy {
         .flatten();
     for ip in listeners.iter().map(|a| a.ip()).chain(relay_ips) {
         if ip.is_unspecified() {
-            // Bound to every interface: loopback is certainly one of them.
+            // Bound to every interface: each interface address is ours (relayed
+            // addresses are advertised from them), and loopback certainly is.
             ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
             ips.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+            let wildcard = [SocketAddr::new(ip, 0)];
+            ips.extend(expand_wildcards(&wildcard).iter().map(|a| a.ip()));
         } else {
             ips.push(ip);
         }

@@ -172,3 +172,66 @@ fn rfc5766_channel_numbers_only_when_configured() {
         .expect("delivered");
     assert_eq!(back.bytes, [&[0x73, 0xA4, 0, 5][..], b"reply"].concat());
 }
+
+/// Both parties of a call relaying through this same server (the common case with
+/// `iceTransportPolicy: "relay"`): each one's peer is the other's relayed address, one
+/// of our own addresses. That is allowed while the target allocation lives; our
+/// listeners, unallocated relay ports and deny-listed ranges stay refused.
+#[test]
+fn relay_to_relay_on_the_same_server_is_allowed_while_the_target_lives() {
+    let own: std::net::IpAddr = ADVERTISED_V4.parse().expect("literal");
+    let policy = |deny: Vec<ipnet::IpNet>| {
+        PeerPolicy::new(vec![], deny)
+            .with_own_addresses(vec![own], vec![3478..=3478, 50000..=50099])
+    };
+    let mut net = Net::with(|c| c.peer_policy = policy(vec![]));
+    let mut alice = net.client("alice");
+    let a = alice.allocate(&mut net);
+    let mut bob = net.client("bob");
+    let b = bob.allocate(&mut net);
+    assert_eq!((a.ip(), b.ip()), (own, own));
+
+    // Another live allocation of ours: allowed, though 203.0.113.0/24 is documentation
+    // space the default policy refuses.
+    alice.create_permission(&mut net, &[b]).assert_ok();
+    alice.channel_bind(&mut net, 0x4000, b).assert_ok();
+    bob.create_permission(&mut net, &[a]).assert_ok();
+    // Our listener, and a relay port nobody holds: refused.
+    let listener = std::net::SocketAddr::new(own, 3478);
+    alice
+        .create_permission(&mut net, &[listener])
+        .assert_error(403);
+    let free_port = (50000..=50099)
+        .map(|p| std::net::SocketAddr::new(own, p))
+        .find(|p| *p != a && *p != b)
+        .expect("a free relay port");
+    alice
+        .create_permission(&mut net, &[free_port])
+        .assert_error(403);
+
+    // Media flows: Alice's channel to Bob's relayed address, then into Bob's allocation.
+    let out = alice
+        .channel_data(&mut net, 0x4000, b"frame")
+        .expect("forwarded");
+    assert_eq!(out.peer, b);
+    let delivered = net
+        .peer_send(relay_key(b), a, b"frame")
+        .expect("delivered to bob");
+    assert_eq!(delivered.client, bob.id);
+
+    // Once Bob's allocation is gone, his old address is just an unheld port of ours.
+    bob.refresh(&mut net, Some(0)).assert_ok();
+    let mut carol = net.client("carol");
+    carol.allocate(&mut net);
+    carol.create_permission(&mut net, &[b]).assert_error(403);
+
+    // The deny list always wins.
+    let mut strict =
+        Net::with(|c| c.peer_policy = policy(vec!["203.0.113.0/24".parse().expect("cidr")]));
+    let mut x = strict.client("alice");
+    x.allocate(&mut strict);
+    let mut y = strict.client("bob");
+    let y_addr = y.allocate(&mut strict);
+    x.create_permission(&mut strict, &[y_addr])
+        .assert_error(403);
+}

@@ -197,6 +197,12 @@ impl RelayPorts {
         self.lock().pool.is_free(port)
     }
 
+    /// Is `port` one of ours and held by an allocation (or a reservation) right now?
+    pub fn is_taken(&self, port: u16) -> bool {
+        let shared = self.lock();
+        shared.pool.contains(port) && !shared.pool.is_free(port)
+    }
+
     /// Remember a reservation; its port must already be taken.
     pub fn reserve(&self, token: u64, reservation: Reservation) {
         self.lock().reservations.insert(token, reservation);

@@ -433,7 +433,7 @@ impl Server {
         // RFC 8656 §9.2: all or nothing — check every peer before installing any.
         let alloc = owned(&mut self.allocations, client, cred)?;
         for peer in &peers {
-            check_peer(alloc, &self.config.peer_policy, *peer)?;
+            check_peer(alloc, &self.config.peer_policy, &self.ports, *peer)?;
         }
         if !alloc.has_room_for(peers.iter().map(|p| p.ip()), now) {
             return Err(Reject::InsufficientCapacity);
@@ -467,7 +467,7 @@ impl Server {
             .ok_or(Reject::BadRequest)
             .and_then(|v| attr::decode_xor_address(v, &tid).map_err(|_| Reject::BadRequest))?;
         let alloc = owned(&mut self.allocations, client, cred)?;
-        check_peer(alloc, &self.config.peer_policy, peer)?;
+        check_peer(alloc, &self.config.peer_policy, &self.ports, peer)?;
         if !alloc.has_room_for(std::iter::once(peer.ip()), now) {
             return Err(Reject::InsufficientCapacity);
         }
@@ -517,16 +517,19 @@ fn owned<'s>(
 }
 
 /// 443 if the allocation has no relay of the peer's family (RFC 6156 §5), 403 if
-/// policy refuses the peer.
+/// policy refuses the peer (our own live relayed addresses are fine: relay-to-relay).
 fn check_peer(
     alloc: &Allocation,
     policy: &super::peer_policy::PeerPolicy,
+    ports: &super::ports::RelayPorts,
     peer: SocketAddr,
 ) -> Result<(), Reject> {
     if !alloc.has_family(Family::of(&peer)) {
         return Err(Reject::PeerAddressFamilyMismatch);
     }
-    policy.check(peer).map_err(|_| Reject::Forbidden)
+    policy
+        .check_relayed(peer, |port| ports.is_taken(port))
+        .map_err(|_| Reject::Forbidden)
 }
 
 /// Decode an optional attribute; present but malformed is 400.

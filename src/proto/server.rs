@@ -320,8 +320,13 @@ impl Server {
         }
         // Permissions are per IP (RFC 8656 §9), so the port of a Send is unchecked so
         // far: policy still refuses our own listeners and relay ports (no loops).
-        let permitted =
-            alloc.permits(peer.ip(), now) && self.config.peer_policy.check(peer).is_ok();
+        let ports = &self.ports;
+        let permitted = alloc.permits(peer.ip(), now)
+            && self
+                .config
+                .peer_policy
+                .check_relayed(peer, |port| ports.is_taken(port))
+                .is_ok();
         forward(&mut self.stats, alloc, permitted, peer, data)
     }
 
