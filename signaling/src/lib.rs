@@ -21,6 +21,7 @@ pub mod protocol;
 pub mod push;
 mod server;
 pub mod token;
+mod web;
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -113,7 +114,8 @@ impl Signaling {
         }
     }
 
-    /// `GET /v1/signal`, `GET /v1/turn-credentials`, `POST /v1/dev/login`.
+    /// `GET /v1/signal`, `GET /v1/turn-credentials`, `POST /v1/dev/login`, and the
+    /// browser demo at `/`.
     pub fn router(&self) -> axum::Router {
         server::router(self.state.clone())
     }

@@ -1,7 +1,8 @@
 //! HTTP and WebSocket: `GET /v1/signal` (one WebSocket per device),
-//! `GET /v1/turn-credentials`, `POST /v1/dev/login`. Each connection is a task that
-//! authenticates the `hello`, enforces frame and rate limits, and passes messages to the
-//! node task; the node writes back through the connection's channel.
+//! `GET /v1/turn-credentials`, `POST /v1/dev/login`, and the browser demo at `/`
+//! (`web`). Each connection is a task that authenticates the `hello`, enforces frame and
+//! rate limits, and passes messages to the node task; the node writes back through the
+//! connection's channel.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/signal", get(upgrade))
         .route("/v1/turn-credentials", get(turn_credentials))
         .route("/v1/dev/login", post(dev_login))
+        .merge(crate::web::routes())
         .with_state(state)
 }
 

@@ -32,6 +32,10 @@ pub struct Channel {
     pub number: ChannelNumber,
     pub peer: SocketAddr,
     pub expires: Instant,
+    /// The peer was allowed only as the relayed address of another live allocation of
+    /// this relay: each packet re-checks that it still is, because once that allocation
+    /// is gone its port may belong to any process on the host.
+    pub own_relay: bool,
 }
 
 /// A relayed transport address of the allocation (one per family: RFC 6156 dual allocation).
@@ -123,7 +127,13 @@ impl Allocation {
     /// Bind or refresh `number` ↔ `peer`; false (RFC 8656 §11.2: 400) when the number
     /// is bound to another peer or the peer to another number, including bindings
     /// that expired less than [`CHANNEL_QUARANTINE`] ago.
-    pub fn bind_channel(&mut self, number: ChannelNumber, peer: SocketAddr, now: Instant) -> bool {
+    pub fn bind_channel(
+        &mut self,
+        number: ChannelNumber,
+        peer: SocketAddr,
+        own_relay: bool,
+        now: Instant,
+    ) -> bool {
         self.channels
             .retain(|c| c.expires + CHANNEL_QUARANTINE > now);
         let conflict = self
@@ -135,11 +145,15 @@ impl Allocation {
         }
         let expires = now + CHANNEL_LIFETIME;
         match self.channels.iter_mut().find(|c| c.number == number) {
-            Some(c) => c.expires = expires,
+            Some(c) => {
+                c.expires = expires;
+                c.own_relay = own_relay;
+            }
             None => self.channels.push(Channel {
                 number,
                 peer,
                 expires,
+                own_relay,
             }),
         }
         true

@@ -141,36 +141,6 @@ impl PeerPolicy {
     }
 }
 
-impl PeerPolicy {
-    /// [`PeerPolicy::check`], except that one of our own relayed addresses whose port
-    /// belongs to a live allocation is allowed (unless deny-listed). That is relay-to-
-    /// relay traffic: both parties of a call relaying through this same server — the
-    /// usual case with `iceTransportPolicy: "relay"` — and the packets only ever reach
-    /// another allocation of ours, never a service on this host. Our listeners and the
-    /// relay ports nobody holds stay refused (no loops, nothing to reach).
-    pub fn check_relayed(
-        &self,
-        peer: SocketAddr,
-        is_live_relay_port: impl FnOnce(u16) -> bool,
-    ) -> Result<(), Denied> {
-        match self.check(peer) {
-            Err(denied)
-                if denied != Denied::DenyList
-                    && self.is_own_ip(peer.ip())
-                    && is_live_relay_port(peer.port()) =>
-            {
-                Ok(())
-            }
-            verdict => verdict,
-        }
-    }
-
-    /// Is `ip` (in any of its forms) one of the relay's own addresses?
-    pub fn is_own_ip(&self, ip: IpAddr) -> bool {
-        Forms::of(ip).iter().any(|f| self.own_ips.contains(&f))
-    }
-}
-
 /// The canonical address plus the IPv4 addresses embedded in it; fixed size, no heap.
 struct Forms([Option<IpAddr>; 3]);
 

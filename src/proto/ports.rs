@@ -1,5 +1,6 @@
 //! A worker's slice of the relay port range.
 
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
 use rand::Rng;
@@ -156,6 +157,13 @@ pub struct RelayPorts(std::sync::Arc<std::sync::Mutex<SharedPorts>>);
 struct SharedPorts {
     pool: PortPool,
     reservations: std::collections::HashMap<u64, Reservation>,
+    /// The relayed transport address we advertised for each port of a live allocation
+    /// (any worker's), canonical. Two clients of this relay calling each other relay to
+    /// relay: each one's peer is the other's relayed address, which the peer policy
+    /// refuses as our own address (and, on a loopback or private host address, as
+    /// loopback or private). Knowing the exact addresses of live allocations lets the
+    /// core tell that legitimate case from a relay loop or a probe of the host.
+    relayed: std::collections::HashMap<u16, SocketAddr>,
 }
 
 impl RelayPorts {
@@ -163,6 +171,7 @@ impl RelayPorts {
         RelayPorts(std::sync::Arc::new(std::sync::Mutex::new(SharedPorts {
             pool: PortPool::new(range),
             reservations: std::collections::HashMap::new(),
+            relayed: std::collections::HashMap::new(),
         })))
     }
 
@@ -177,8 +186,26 @@ impl RelayPorts {
         self.lock().pool.take_random(rng, even, pair)
     }
 
+    /// Free `port`; if it carried a live allocation's relayed address, that address
+    /// stops being one of ours (see [`RelayPorts::is_live_relayed`]).
     pub fn release(&self, port: u16) {
-        self.lock().pool.release(port);
+        let mut shared = self.lock();
+        shared.pool.release(port);
+        shared.relayed.remove(&port);
+    }
+
+    /// Record that a live allocation was told `advertised` (XOR-RELAYED-ADDRESS) for
+    /// its relay socket on `advertised.port()`; forgotten when that port is released.
+    pub fn publish_relayed(&self, advertised: SocketAddr) {
+        let canonical = SocketAddr::new(advertised.ip().to_canonical(), advertised.port());
+        self.lock().relayed.insert(advertised.port(), canonical);
+    }
+
+    /// Is `peer` exactly the relayed address of a live allocation of this relay (on any
+    /// worker)? IPv4-mapped IPv6 forms count as their IPv4 address.
+    pub fn is_live_relayed(&self, peer: SocketAddr) -> bool {
+        let canonical = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        self.lock().relayed.get(&peer.port()) == Some(&canonical)
     }
 
     pub fn in_use(&self) -> usize {
@@ -195,12 +222,6 @@ impl RelayPorts {
 
     pub fn is_free(&self, port: u16) -> bool {
         self.lock().pool.is_free(port)
-    }
-
-    /// Is `port` one of ours and held by an allocation (or a reservation) right now?
-    pub fn is_taken(&self, port: u16) -> bool {
-        let shared = self.lock();
-        shared.pool.contains(port) && !shared.pool.is_free(port)
     }
 
     /// Remember a reservation; its port must already be taken.

@@ -12,6 +12,7 @@ use super::addr::{ChannelNumber, ClientId, Family, RelayKey, RelayPort};
 use super::allocation::{Allocation, Relay};
 use super::auth::Credential;
 use super::channel_data;
+use super::peer_policy::Denied;
 use super::ports::Reservation;
 use super::reject::Reject;
 use super::server::{Event, RequestInfo, Server, Timer, Transmit};
@@ -294,6 +295,7 @@ impl Server {
 
         for relay in &p.opened {
             self.relays.insert(relay.key, client);
+            self.ports.publish_relayed(relay.advertised);
             if p.dont_fragment {
                 self.events.push_back(Event::DontFragment(relay.key));
             }
@@ -467,11 +469,11 @@ impl Server {
             .ok_or(Reject::BadRequest)
             .and_then(|v| attr::decode_xor_address(v, &tid).map_err(|_| Reject::BadRequest))?;
         let alloc = owned(&mut self.allocations, client, cred)?;
-        check_peer(alloc, &self.config.peer_policy, &self.ports, peer)?;
+        let via = check_peer(alloc, &self.config.peer_policy, &self.ports, peer)?;
         if !alloc.has_room_for(std::iter::once(peer.ip()), now) {
             return Err(Reject::InsufficientCapacity);
         }
-        if !alloc.bind_channel(number, peer, now) {
+        if !alloc.bind_channel(number, peer, via == PeerRoute::OwnRelay, now) {
             return Err(Reject::BadRequest);
         }
         // RFC 8656 §11.2: binding a channel installs or refreshes the permission.
@@ -516,20 +518,54 @@ fn owned<'s>(
     Ok(alloc)
 }
 
+/// How an allowed peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerRoute {
+    /// The peer policy allows the address itself.
+    Policy,
+    /// The policy refuses it, but it is the relayed address of one of our own live
+    /// allocations: relay to relay, as when both parties of a call use this relay.
+    OwnRelay,
+}
+
+/// May `alloc` send to `peer`? The policy decides, with one exception: a peer that is
+/// exactly the relayed address of *another* live allocation of this relay. Both ends of
+/// that path are our own allocations, each behind its own permissions, so it is not a
+/// relay loop (the datagram makes one hop and ends at the other allocation's client)
+/// nor a way into the host (nothing but our relay socket owns that address while the
+/// allocation lives). An allocation's own relayed address stays refused (a loop), and
+/// the operator's deny list still wins.
+pub(crate) fn peer_route(
+    policy: &super::peer_policy::PeerPolicy,
+    ports: &super::ports::RelayPorts,
+    alloc: &Allocation,
+    peer: SocketAddr,
+) -> Option<PeerRoute> {
+    match policy.check(peer) {
+        Ok(()) => Some(PeerRoute::Policy),
+        Err(Denied::DenyList) => None,
+        Err(_) => {
+            let canonical = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+            let own = alloc.relays.iter().any(|r| {
+                SocketAddr::new(r.advertised.ip().to_canonical(), r.advertised.port()) == canonical
+            });
+            (!own && ports.is_live_relayed(peer)).then_some(PeerRoute::OwnRelay)
+        }
+    }
+}
+
 /// 443 if the allocation has no relay of the peer's family (RFC 6156 §5), 403 if
-/// policy refuses the peer (our own live relayed addresses are fine: relay-to-relay).
+/// policy refuses the peer (RFC 8656 §9.1, §11.1).
 fn check_peer(
     alloc: &Allocation,
     policy: &super::peer_policy::PeerPolicy,
     ports: &super::ports::RelayPorts,
     peer: SocketAddr,
-) -> Result<(), Reject> {
+) -> Result<PeerRoute, Reject> {
     if !alloc.has_family(Family::of(&peer)) {
         return Err(Reject::PeerAddressFamilyMismatch);
     }
-    policy
-        .check_relayed(peer, |port| ports.is_taken(port))
-        .map_err(|_| Reject::Forbidden)
+    peer_route(policy, ports, alloc, peer).ok_or(Reject::Forbidden)
 }
 
 /// Decode an optional attribute; present but malformed is 400.

@@ -262,7 +262,9 @@ impl Server {
         };
         let peer = channel.peer;
         // RFC 8656 §12.6: a channel does not outlive the permission for its peer.
-        let permitted = alloc.permits(peer.ip(), now);
+        // A channel to another allocation of ours lasts only as long as that one.
+        let permitted = alloc.permits(peer.ip(), now)
+            && (!channel.own_relay || self.ports.is_live_relayed(peer));
         forward(&mut self.stats, alloc, permitted, peer, payload)
     }
 
@@ -319,14 +321,11 @@ impl Server {
             return None;
         }
         // Permissions are per IP (RFC 8656 §9), so the port of a Send is unchecked so
-        // far: policy still refuses our own listeners and relay ports (no loops).
-        let ports = &self.ports;
+        // far: policy still refuses our own listeners and relay ports (no loops), except
+        // the relayed address of a live allocation (relay to relay, `peer_route`).
         let permitted = alloc.permits(peer.ip(), now)
-            && self
-                .config
-                .peer_policy
-                .check_relayed(peer, |port| ports.is_taken(port))
-                .is_ok();
+            && super::requests::peer_route(&self.config.peer_policy, &self.ports, alloc, peer)
+                .is_some();
         forward(&mut self.stats, alloc, permitted, peer, data)
     }
 

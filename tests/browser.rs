@@ -1,0 +1,88 @@
+//! The browser end-to-end test: headless Chromium (Debian `chromium`, driven by
+//! playwright-core) opens the demo page that `turnpike serve` serves at `/` as two users,
+//! calls from one to the other relay-only through Turnpike, and checks the selected
+//! candidate pair, decoded video, received audio and hangup on both pages. The test
+//! itself is `tests/browser/call.test.mjs`; this file runs it under `cargo test` with the
+//! binary cargo just built.
+//!
+//! It fails (never skips) when Node.js, Chromium or `tests/browser/node_modules` is
+//! missing: `.ci/run` installs all three (`apt-get install -y chromium nodejs npm`,
+//! `npm ci --prefix tests/browser`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longer than the script's own 150 s limit, so the script normally reports (and
+/// cleans up its server and browsers) itself; this only catches a hung Node.js.
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// Panics with what to install when a prerequisite is missing.
+fn check_prerequisites(dir: &Path) {
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        matches!(&node, Ok(out) if out.status.success()),
+        "Node.js is missing (`node --version` failed: {node:?}); install it: apt-get install -y nodejs npm"
+    );
+    assert!(
+        chromium().exists(),
+        "Chromium is missing at {}; install it: apt-get install -y chromium (or set CHROMIUM)",
+        chromium().display()
+    );
+    assert!(
+        dir.join("node_modules/playwright-core/package.json")
+            .exists(),
+        "playwright-core is not installed in {}; run: npm ci --prefix tests/browser",
+        dir.display()
+    );
+}
+
+#[test]
+fn two_chromium_pages_call_each_other_through_turnpike() {
+    let dir = browser_dir();
+    check_prerequisites(&dir);
+    let out_dir = tempfile::tempdir().expect("a temporary directory");
+    let stdout_path = out_dir.path().join("stdout");
+    let stderr_path = out_dir.path().join("stderr");
+    let stdout = std::fs::File::create(&stdout_path).expect("create stdout file");
+    let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
+    let started = Instant::now();
+    let mut child = Command::new("node")
+        .arg(dir.join("call.test.mjs"))
+        .env("TURNPIKE_BIN", env!("CARGO_BIN_EXE_turnpike"))
+        .env("CHROMIUM", chromium())
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("start node tests/browser/call.test.mjs");
+    let status = loop {
+        match child.try_wait().expect("wait for node") {
+            Some(status) => break Some(status),
+            None if started.elapsed() > TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let out = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    println!("{out}");
+    match status {
+        Some(s) if s.success() => {}
+        Some(s) => panic!("the browser test failed ({s}):\n{out}\n{err}"),
+        None => panic!("the browser test hung for {TIMEOUT:?} and was killed:\n{out}\n{err}"),
+    }
+}
