@@ -12,6 +12,7 @@ pub mod peer_policy;
 pub mod ports;
 pub mod quota;
 pub mod reject;
+mod relaying;
 mod requests;
 pub mod server;
 pub mod stats;

@@ -23,18 +23,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 
 use super::addr::{ClientId, Family, RelayKey};
 use super::allocation::Allocation;
 use super::auth::{Authenticator, Credential, Integrity, OFFERED_ALGORITHMS};
-use super::channel_data;
 use super::peer_policy::PeerPolicy;
 use super::ports::RelayPorts;
 use super::quota::Quotas;
 use super::reject::Reject;
-use super::stats::{Direction, DropReason, MethodLabel, Stats};
-use super::stun::{attr, method, Class, Message, MessageBuilder, TransactionId, MAGIC_COOKIE};
+use super::stats::{DropReason, MethodLabel, Stats};
+use super::stun::{attr, method, Class, Message, MessageBuilder, TransactionId};
 
 pub(crate) use super::requests::Pending;
 
@@ -130,7 +129,7 @@ pub struct ToClient {
 
 /// Comprehension-required attributes we understand (RFC 8489 §14: anything else in
 /// 0x0000–0x7FFF earns a 420 listing it).
-const KNOWN_REQUIRED: &[u16] = &[
+pub(crate) const KNOWN_REQUIRED: &[u16] = &[
     attr::MAPPED_ADDRESS,
     attr::USERNAME,
     attr::MESSAGE_INTEGRITY,
@@ -239,35 +238,6 @@ impl Server {
         }
     }
 
-    /// The client → peer hot path for channels: a lookup and a slice, no allocation.
-    #[inline]
-    fn handle_channel_data<'a>(
-        &mut self,
-        now: Instant,
-        client: ClientId,
-        packet: &'a [u8],
-    ) -> Option<Forward<'a>> {
-        let Ok((number, payload)) = channel_data::parse(packet) else {
-            self.stats.count_drop(DropReason::Malformed);
-            return None;
-        };
-        // An allocation past its lifetime is gone even if the timer has not fired yet.
-        let Some(alloc) = self.allocations.get(&client).filter(|a| a.expires > now) else {
-            self.stats.count_drop(DropReason::NoAllocation);
-            return None;
-        };
-        let Some(channel) = alloc.channel(number, now) else {
-            self.stats.count_drop(DropReason::NoChannel);
-            return None;
-        };
-        let peer = channel.peer;
-        // RFC 8656 §12.6: a channel does not outlive the permission for its peer.
-        // A channel to another allocation of ours lasts only as long as that one.
-        let permitted = alloc.permits(peer.ip(), now)
-            && (!channel.own_relay || self.ports.is_live_relayed(peer));
-        forward(&mut self.stats, alloc, permitted, peer, payload)
-    }
-
     fn handle_stun<'a>(
         &mut self,
         now: Instant,
@@ -294,39 +264,6 @@ impl Server {
                 None
             }
         }
-    }
-
-    /// Send indication (RFC 8656 §10.2): client → peer without a channel.
-    fn handle_send<'a>(
-        &mut self,
-        now: Instant,
-        client: ClientId,
-        msg: &Message<'a>,
-    ) -> Option<Forward<'a>> {
-        let Some(alloc) = self.allocations.get(&client).filter(|a| a.expires > now) else {
-            self.stats.count_drop(DropReason::NoAllocation);
-            return None;
-        };
-        let peer = msg
-            .get(attr::XOR_PEER_ADDRESS)
-            .and_then(|v| attr::decode_xor_address(v, &msg.transaction_id()).ok());
-        let (Some(peer), Some(data)) = (peer, msg.get(attr::DATA)) else {
-            self.stats.count_drop(DropReason::Malformed);
-            return None;
-        };
-        // Indications with unknown comprehension-required attributes are dropped
-        // (RFC 8489 §6.3.2).
-        if !msg.unknown_required(KNOWN_REQUIRED).is_empty() {
-            self.stats.count_drop(DropReason::Malformed);
-            return None;
-        }
-        // Permissions are per IP (RFC 8656 §9), so the port of a Send is unchecked so
-        // far: policy still refuses our own listeners and relay ports (no loops), except
-        // the relayed address of a live allocation (relay to relay, `peer_route`).
-        let permitted = alloc.permits(peer.ip(), now)
-            && super::requests::peer_route(&self.config.peer_policy, &self.ports, alloc, peer)
-                .is_some();
-        forward(&mut self.stats, alloc, permitted, peer, data)
     }
 
     fn handle_request(&mut self, now: Instant, client: ClientId, msg: &Message<'_>) {
@@ -393,59 +330,6 @@ impl Server {
         if let Err(reject) = result {
             self.reply_error(now, client, info, &reject, Some(&cred));
         }
-    }
-
-    /// One datagram from `peer` on relay socket `relay`. It sits at
-    /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`; `buf` has PEER_TAILROOM more bytes.
-    /// On success the framed message to send is `buf[range]`.
-    pub fn handle_peer_input(
-        &mut self,
-        now: Instant,
-        relay: RelayKey,
-        peer: SocketAddr,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Option<ToClient> {
-        let Some(client) = self.relays.get(&relay).copied() else {
-            self.stats.count_drop(DropReason::NoAllocation);
-            return None;
-        };
-        let Some(alloc) = self.allocations.get(&client).filter(|a| a.expires > now) else {
-            self.stats.count_drop(DropReason::NoAllocation);
-            return None;
-        };
-        // RFC 8656 §10.3: only permitted peers reach the client.
-        if !alloc.permits(peer.ip(), now) {
-            self.stats.count_drop(DropReason::NoPermission);
-            return None;
-        }
-        let start = PEER_HEADROOM;
-        let end = start + len;
-        let padding = (4 - len % 4) % 4;
-        if len > usize::from(u16::MAX) - 64 || buf.len() < end + padding {
-            self.stats.count_drop(DropReason::Malformed);
-            return None;
-        }
-        let range = if let Some(channel) = alloc.channel_to(peer, now) {
-            // ChannelData (RFC 8656 §12.4): 4-byte header in front, padded over streams.
-            let header = start - 4;
-            // `len` was checked to fit a u16 and `buf` to hold the header.
-            let _ = channel_data::write_header(&mut buf[header..], channel.number.0, len);
-            let padding = if client.transport.is_stream() {
-                padding
-            } else {
-                0
-            };
-            buf[end..end + padding].fill(0);
-            header..end + padding
-        } else {
-            let mut tid = [0u8; 12];
-            self.rng.fill_bytes(&mut tid);
-            let begin = write_data_indication(buf, peer, len, TransactionId(tid));
-            begin..end + padding
-        };
-        self.stats.count_relayed(Direction::ToClient, len);
-        Some(ToClient { client, range })
     }
 
     /// A stream client's connection closed: its allocation goes with it (RFC 8656 §3.1).
@@ -630,29 +514,6 @@ impl Server {
     }
 }
 
-/// The client → peer decision shared by ChannelData and Send: out of the allocation's
-/// relay socket of the peer's family, if the peer is permitted.
-#[inline]
-fn forward<'a>(
-    stats: &mut Stats,
-    alloc: &Allocation,
-    permitted: bool,
-    peer: SocketAddr,
-    payload: &'a [u8],
-) -> Option<Forward<'a>> {
-    let relay = alloc.relay_for(Family::of(&peer)).filter(|_| permitted);
-    let Some(relay) = relay else {
-        stats.count_drop(DropReason::NoPermission);
-        return None;
-    };
-    stats.count_relayed(Direction::ToPeer, payload.len());
-    Some(Forward {
-        relay: relay.key,
-        peer,
-        payload,
-    })
-}
-
 pub(crate) fn method_label(method: u16) -> MethodLabel {
     match method {
         method::BINDING => MethodLabel::Binding,
@@ -662,57 +523,4 @@ pub(crate) fn method_label(method: u16) -> MethodLabel {
         method::CHANNEL_BIND => MethodLabel::ChannelBind,
         _ => MethodLabel::Other,
     }
-}
-
-/// Write a Data indication (RFC 8656 §10.3) in front of the payload at
-/// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`, padding after it; returns where the
-/// message starts. Hand-written rather than via `MessageBuilder` because it must
-/// frame the payload in place, without copying it.
-fn write_data_indication(
-    buf: &mut [u8],
-    peer: SocketAddr,
-    len: usize,
-    tid: TransactionId,
-) -> usize {
-    let addr_len = if peer.is_ipv4() { 8 } else { 20 };
-    let prefix = 20 + 4 + addr_len + 4;
-    let begin = PEER_HEADROOM - prefix;
-    let padding = (4 - len % 4) % 4;
-    let body_len = prefix - 20 + len + padding;
-    let end = PEER_HEADROOM + len;
-    buf[end..end + padding].fill(0);
-
-    let out = &mut buf[begin..PEER_HEADROOM];
-    // Header: Data indication (class 0b01 → 0x0010 | method 0x007).
-    out[0..2].copy_from_slice(&0x0017u16.to_be_bytes());
-    out[2..4].copy_from_slice(&(body_len as u16).to_be_bytes());
-    out[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-    out[8..20].copy_from_slice(&tid.0);
-    // XOR-PEER-ADDRESS (RFC 8489 §14.2).
-    out[20..22].copy_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
-    out[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
-    out[24] = 0;
-    let xport = peer.port() ^ (MAGIC_COOKIE >> 16) as u16;
-    out[26..28].copy_from_slice(&xport.to_be_bytes());
-    match peer.ip() {
-        IpAddr::V4(ip) => {
-            out[25] = 0x01;
-            let x = u32::from(ip) ^ MAGIC_COOKIE;
-            out[28..32].copy_from_slice(&x.to_be_bytes());
-        }
-        IpAddr::V6(ip) => {
-            out[25] = 0x02;
-            let mut mask = [0u8; 16];
-            mask[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-            mask[4..].copy_from_slice(&tid.0);
-            for (i, byte) in ip.octets().iter().enumerate() {
-                out[28 + i] = byte ^ mask[i];
-            }
-        }
-    }
-    // DATA attribute header; the payload already follows it.
-    let data_at = 24 + addr_len;
-    out[data_at..data_at + 2].copy_from_slice(&attr::DATA.to_be_bytes());
-    out[data_at + 2..data_at + 4].copy_from_slice(&(len as u16).to_be_bytes());
-    begin
 }
