@@ -11,7 +11,7 @@ use turnpike_signaling::protocol::{ClientBody, IceCandidate, ServerBody};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::{RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription};
 
-use crate::media::{Payload, PayloadSource, PCMU_PAYLOAD_TYPE, SAMPLES_PER_PACKET};
+use crate::media::{Payload, PayloadSource, PCMU_PAYLOAD_TYPE, SAMPLES_PER_PACKET, SILENCE};
 use crate::peer::{Peer, PeerEvent};
 use crate::report::{Report, Sent};
 use crate::signal::{self, Session, SignalClient, SignalError};
@@ -111,6 +111,9 @@ struct Call {
     /// Candidates that arrived before the remote description was set.
     early_candidates: Vec<IceCandidate>,
     remote_set: bool,
+    /// RTP sequence number and timestamp of the next packet.
+    sequence_number: u16,
+    timestamp: u32,
 }
 
 impl Call {
@@ -151,6 +154,26 @@ impl Call {
         }
         self.sig.ack().await?;
         Ok(None)
+    }
+
+    /// Hand one 20 ms packet to webrtc-rs, which encrypts it (SRTP) and sends it.
+    async fn send_rtp(&mut self, payload: Vec<u8>, marker: bool) -> Result<(), CallError> {
+        let packet = rtc::rtp::packet::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker,
+                payload_type: PCMU_PAYLOAD_TYPE,
+                sequence_number: self.sequence_number,
+                timestamp: self.timestamp,
+                ssrc: self.peer.ssrc,
+                ..Default::default()
+            },
+            payload: payload.into(),
+        };
+        self.sequence_number = self.sequence_number.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(SAMPLES_PER_PACKET as u32);
+        self.peer.track.write_rtp(packet).await?;
+        Ok(())
     }
 
     async fn add_candidate(&self, candidate: IceCandidate) -> Result<(), CallError> {
@@ -215,8 +238,19 @@ impl Call {
         options: &CallOptions,
     ) -> Result<Report, CallError> {
         let deadline = started + options.setup_timeout;
+        // webrtc-rs 0.21.1 flushes a DTLS flight only when its driver task wakes up, which
+        // over a relay took 150-250 ms per flight (2.3 s to connect). Writing to the track
+        // wakes it, so send silence every 20 ms while connecting: 0.4 s. Until DTLS-SRTP
+        // has keys the SRTP layer drops these packets ("local_srtp_context is not set
+        // yet"); nothing leaves unencrypted.
+        let mut nudge = tokio::time::interval(Duration::from_millis(20));
         loop {
             tokio::select! {
+                _ = nudge.tick() => {
+                    if let Err(e) = self.send_rtp(vec![SILENCE; SAMPLES_PER_PACKET], false).await {
+                        tracing::debug!("silence before connecting: {e}");
+                    }
+                }
                 event = self.peer.events.recv() => match event {
                     Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => break,
                     Some(PeerEvent::State(state @ (RTCPeerConnectionState::Failed
@@ -250,9 +284,6 @@ impl Call {
             payload_type: PCMU_PAYLOAD_TYPE,
             ..Sent::default()
         };
-        // RFC 3550 §5.1: sequence number and timestamp start at random values.
-        let mut sequence_number: u16 = rand::random();
-        let mut timestamp: u32 = rand::random();
         let mut ticker = tokio::time::interval(Duration::from_millis(20));
         let mut ended_by_peer = None;
         loop {
@@ -260,28 +291,14 @@ impl Call {
                 _ = ticker.tick() => {
                     let payload = source.next_packet();
                     let payload_len = payload.len() as u64;
-                    let packet = rtc::rtp::packet::Packet {
-                        header: rtc::rtp::header::Header {
-                            version: 2,
-                            // RFC 3551 §4.1: the marker bit flags the first packet of a talkspurt.
-                            marker: sent.packets == 0,
-                            payload_type: PCMU_PAYLOAD_TYPE,
-                            sequence_number,
-                            timestamp,
-                            ssrc: self.peer.ssrc,
-                            ..Default::default()
-                        },
-                        payload: payload.into(),
-                    };
-                    match self.peer.track.write_rtp(packet).await {
+                    // RFC 3551 §4.1: the marker bit flags the first packet of a talkspurt.
+                    match self.send_rtp(payload, sent.packets == 0).await {
                         Ok(()) => {
                             sent.packets += 1;
                             sent.payload_bytes += payload_len;
                         }
                         Err(e) => tracing::warn!("cannot send RTP: {e}"),
                     }
-                    sequence_number = sequence_number.wrapping_add(1);
-                    timestamp = timestamp.wrapping_add(SAMPLES_PER_PACKET as u32);
                 }
                 message = self.sig.recv() => {
                     if let Some(reason) = self.on_signal(message?).await? {
@@ -363,6 +380,9 @@ async fn place(
         other: to.clone(),
         early_candidates: Vec::new(),
         remote_set: false,
+        // RFC 3550 §5.1: sequence number and timestamp start at random values.
+        sequence_number: rand::random(),
+        timestamp: rand::random(),
     };
     let offer = call.peer.pc.create_offer(None).await?;
     call.peer.pc.set_local_description(offer).await?;
@@ -427,6 +447,9 @@ async fn answer(
         other: from,
         early_candidates: Vec::new(),
         remote_set: false,
+        // RFC 3550 §5.1: sequence number and timestamp start at random values.
+        sequence_number: rand::random(),
+        timestamp: rand::random(),
     };
     call.set_remote(RTCSessionDescription::offer(offer)?)
         .await?;

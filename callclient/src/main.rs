@@ -51,7 +51,9 @@ struct Cli {
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
     /// Log filter for stderr, e.g. "info" or "turnpike_callclient=debug,webrtc=info".
-    #[arg(long, default_value = "warn")]
+    /// The default hides webrtc-rs's warning for each silent packet it drops (by design)
+    /// before DTLS-SRTP is up.
+    #[arg(long, default_value = "warn,rtc::peer_connection::handler=error")]
     log: String,
 }
 

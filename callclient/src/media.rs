@@ -15,6 +15,9 @@ pub const PCMU_CLOCK_RATE: u32 = 8000;
 /// 20 ms of 8 kHz audio, the usual packet time (RFC 3551 §4.2 default `ptime`).
 pub const SAMPLES_PER_PACKET: usize = 160;
 
+/// μ-law of a zero sample.
+pub const SILENCE: u8 = 0xFF;
+
 /// ITU-T G.711 μ-law: linear samples above this are clipped before the bias is added.
 const CLIP: i32 = 32635;
 /// ITU-T G.711 μ-law bias (33 << 2), which makes the segment boundaries powers of two.
@@ -98,7 +101,7 @@ impl PayloadSource {
                 .take(SAMPLES_PER_PACKET)
                 .collect(),
             // An empty marker: silence.
-            Payload::Marker(_) => vec![0xFF; SAMPLES_PER_PACKET],
+            Payload::Marker(_) => vec![SILENCE; SAMPLES_PER_PACKET],
         }
     }
 }
