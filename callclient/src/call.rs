@@ -85,7 +85,9 @@ pub async fn run(options: CallOptions) -> Result<Report, CallError> {
         SignalClient::connect(&options.signal, &token, watch),
     )
     .await??;
-    tracing::info!(user = %session.user, device = %session.device, servers = ?session.ice_servers, "signed in");
+    // URLs only: the credentials are secrets until they expire.
+    let relays: Vec<&String> = session.ice_servers.iter().flat_map(|s| &s.urls).collect();
+    tracing::info!(user = %session.user, device = %session.device, ?relays, "signed in");
     match options.role.clone() {
         Role::Call { to } => place(sig, session, to, &options).await,
         Role::Answer => answer(sig, session, &options).await,
