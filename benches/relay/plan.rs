@@ -1,0 +1,527 @@
+//! What is measured on each server, in which order, for how long (issue 3 §4).
+
+use std::net::{SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use rand::RngCore;
+
+use crate::bare::Bare;
+use crate::results::{Direction, Kind, LatencyPoint, Ramp, ServerResult, SetupRun};
+use crate::servers::{self, ServerProcess, LISTEN};
+use crate::srtp_pool::Pool;
+use crate::sys::{self, PortAllocator};
+use crate::traffic::{self, CpuProbe, Engine, Flows, Mix, StepResult, Stream};
+use crate::turn::{self, Allocation, Creds};
+
+/// Durations and sizes of one run; `--smoke` shrinks everything to seconds.
+pub struct Plan {
+    pub smoke: bool,
+    pub step_secs: f64,
+    pub ramp_start: f64,
+    pub ramp_factor: f64,
+    pub ramp_max_steps: usize,
+    /// (requests in flight, allocations) for the setup-rate runs.
+    pub setup_runs: Vec<(usize, usize)>,
+    /// Allocations carrying traffic, and peer sockets (= channels per allocation).
+    pub traffic_allocations: usize,
+    pub peers: usize,
+    pub cpu_rates: Vec<f64>,
+    pub cpu_secs: f64,
+    pub latency_secs: f64,
+    /// "Idle": one packet every 5 ms, so every packet meets a sleeping relay.
+    pub idle_rate: f64,
+    pub relay_cpus: Vec<usize>,
+    pub both_cpus: Vec<usize>,
+}
+
+impl Plan {
+    pub fn new(smoke: bool, relay_cpu: usize, generator_cpu: usize) -> Plan {
+        let mut both = vec![relay_cpu, generator_cpu];
+        both.dedup();
+        if smoke {
+            Plan {
+                smoke,
+                step_secs: 0.3,
+                ramp_start: 2_000.0,
+                ramp_factor: 2.5,
+                ramp_max_steps: 2,
+                setup_runs: vec![(1, 5), (16, 20), (64, 40)],
+                traffic_allocations: 4,
+                peers: 4,
+                cpu_rates: vec![10_000.0],
+                cpu_secs: 0.5,
+                latency_secs: 0.3,
+                idle_rate: 200.0,
+                relay_cpus: vec![relay_cpu],
+                both_cpus: both,
+            }
+        } else {
+            Plan {
+                smoke,
+                step_secs: 1.0,
+                ramp_start: 25_000.0,
+                ramp_factor: 1.3,
+                ramp_max_steps: 11,
+                setup_runs: vec![(1, 250), (16, 1000), (64, 2000)],
+                traffic_allocations: 128,
+                peers: 32,
+                cpu_rates: vec![10_000.0, 50_000.0, 100_000.0],
+                cpu_secs: 3.0,
+                latency_secs: 2.0,
+                idle_rate: 200.0,
+                relay_cpus: vec![relay_cpu],
+                both_cpus: both,
+            }
+        }
+    }
+
+    /// Steps the progress bar is sized for (an upper bound on ramps, plus points).
+    pub fn estimated_steps(&self, servers: usize) -> u64 {
+        let per = 7 * self.ramp_max_steps + self.cpu_rates.len() + 4;
+        (servers * per) as u64
+    }
+}
+
+/// Runs every measurement on one server; errors end up in `status`, never a panic.
+pub fn measure(
+    kind: Kind,
+    plan: &Plan,
+    pools: &[(Mix, Pool)],
+    dir: &Path,
+    bar: &ProgressBar,
+) -> ServerResult {
+    let mut result = ServerResult {
+        server: kind.name().into(),
+        status: "ok".into(),
+        ..Default::default()
+    };
+    if kind == Kind::Coturn && !servers::coturn_available() {
+        result.status = "missing".into();
+        return result;
+    }
+    bar.set_message(kind.name());
+    let outcome = match kind {
+        Kind::Turnpike | Kind::Coturn => measure_turn(kind, plan, pools, dir, bar, &mut result),
+        Kind::BarePlain | Kind::BareBatched => measure_bare(kind, plan, pools, bar, &mut result),
+    };
+    if let Err(e) = outcome {
+        result.status = format!("error: {e}");
+    }
+    result
+}
+
+fn start_turn(
+    kind: Kind,
+    workers: usize,
+    cpus: &[usize],
+    dir: &Path,
+) -> Result<ServerProcess, String> {
+    match kind {
+        Kind::Coturn => servers::start_coturn(workers, cpus, dir),
+        _ => servers::start_turnpike(workers, cpus, dir),
+    }
+}
+
+fn creds() -> Creds {
+    Creds {
+        user: servers::USER.into(),
+        password: servers::PASSWORD.into(),
+    }
+}
+
+fn measure_turn(
+    kind: Kind,
+    plan: &Plan,
+    pools: &[(Mix, Pool)],
+    dir: &Path,
+    bar: &ProgressBar,
+    result: &mut ServerResult,
+) -> Result<(), String> {
+    let server = start_turn(kind, 1, &plan.relay_cpus, dir)?;
+    result.command = Some(server.command.clone());
+    let mut ports = PortAllocator::new();
+    let e = |e: std::io::Error| e.to_string();
+
+    // Allocation setup rate, and RSS growth over all the allocations it leaves behind.
+    let rss_before = sys::rss_kib(server.pid).map_err(e)?;
+    let mut made = 0;
+    let mut setup_sockets = Vec::new();
+    for &(window, n) in &plan.setup_runs {
+        let out = turn::setup(
+            LISTEN,
+            &creds(),
+            &mut ports,
+            n,
+            window,
+            &[],
+            Duration::from_secs(30),
+        )
+        .map_err(e)?;
+        made += out.allocations.len();
+        let secs = out.elapsed.as_secs_f64();
+        result.setup.push(SetupRun {
+            in_flight: window,
+            allocations: out.allocations.len(),
+            failures: out.failures,
+            retransmits: out.retransmits,
+            secs,
+            per_sec: out.allocations.len() as f64 / secs.max(1e-9),
+            errors: out.errors,
+        });
+        // Kept open: a closed client socket would not free the server's allocation,
+        // but keeping them makes the bench's fd use explicit until the server stops.
+        setup_sockets.extend(out.allocations);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_after = sys::rss_kib(server.pid).map_err(e)?;
+    if made > 0 {
+        result.rss_kib_per_1000_allocations =
+            Some((rss_after.saturating_sub(rss_before)) as f64 * 1000.0 / made as f64);
+    }
+
+    let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;
+    let allocs = traffic_allocations(plan, &mut ports, &peer_addrs)?;
+    let probe = CpuProbe {
+        dir: server.proc_dir(),
+        threads: true,
+    };
+    let dirs = [
+        Direction::ChannelData,
+        Direction::SendIndication,
+        Direction::PeerToClient,
+    ];
+    run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |mix, d| {
+        turn_flows(mix, d, &allocs, &peers, &peer_addrs)
+    })?;
+    drop(server);
+    drop(setup_sockets);
+
+    // pps with 1 and 2 relay threads; with 2 the relay may use both cores, so it
+    // shares the generator's.
+    let one = result
+        .ramp(Mix::Audio, Direction::ChannelData)
+        .and_then(|r| r.pps_le_0_1pct);
+    result.workers.push((1, one));
+    let server = start_turn(kind, 2, &plan.both_cpus, dir)?;
+    let mut ports = PortAllocator::new();
+    let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;
+    let allocs = traffic_allocations(plan, &mut ports, &peer_addrs)?;
+    let probe = CpuProbe {
+        dir: server.proc_dir(),
+        threads: true,
+    };
+    let flows = turn_flows(
+        Mix::Audio,
+        Direction::ChannelData,
+        &allocs,
+        &peers,
+        &peer_addrs,
+    );
+    let ramp = run_ramp(
+        plan,
+        pools,
+        Mix::Audio,
+        Direction::ChannelData,
+        &flows,
+        &probe,
+        bar,
+    )?;
+    result.workers.push((2, ramp.pps_le_0_1pct));
+    result.notes.push(format!(
+        "2 workers: relay allowed on cpus {:?}, sharing the generator's core",
+        plan.both_cpus
+    ));
+    drop(server);
+    Ok(())
+}
+
+fn bind_peers(
+    ports: &mut PortAllocator,
+    n: usize,
+) -> Result<(Vec<UdpSocket>, Vec<SocketAddrV4>), String> {
+    let mut socks = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..n.max(1) {
+        let s = ports.bind().map_err(|e| e.to_string())?;
+        let Ok(std::net::SocketAddr::V4(a)) = s.local_addr() else {
+            return Err("peer socket without an IPv4 address".into());
+        };
+        socks.push(s);
+        addrs.push(a);
+    }
+    Ok((socks, addrs))
+}
+
+fn traffic_allocations(
+    plan: &Plan,
+    ports: &mut PortAllocator,
+    peers: &[SocketAddrV4],
+) -> Result<Vec<Allocation>, String> {
+    let out = turn::setup(
+        LISTEN,
+        &creds(),
+        ports,
+        plan.traffic_allocations,
+        64,
+        peers,
+        Duration::from_secs(30),
+    )
+    .map_err(|e| e.to_string())?;
+    if out.allocations.is_empty() {
+        return Err(format!(
+            "no traffic allocation could be set up: {:?}",
+            out.errors
+        ));
+    }
+    Ok(out.allocations)
+}
+
+fn turn_flows(
+    mix: Mix,
+    dir: Direction,
+    allocs: &[Allocation],
+    peers: &[UdpSocket],
+    peer_addrs: &[SocketAddrV4],
+) -> Flows {
+    let size = mix.packet_size();
+    let alloc_fds = allocs.iter().map(|a| a.sock.as_raw_fd()).collect();
+    let peer_fds = peers.iter().map(|p| p.as_raw_fd()).collect();
+    let mut streams = Vec::new();
+    let mut rng = rand::thread_rng();
+    match dir {
+        Direction::ChannelData | Direction::SendIndication => {
+            for a in 0..allocs.len() {
+                for (j, peer) in peer_addrs.iter().enumerate() {
+                    let (prefix, pad) = if dir == Direction::ChannelData {
+                        (traffic::channel_prefix(0x4000 + j as u16, size), 0)
+                    } else {
+                        let mut tid = [0u8; 12];
+                        rng.fill_bytes(&mut tid);
+                        traffic::send_indication_prefix(*peer, size, tid)
+                    };
+                    streams.push(Stream {
+                        tx: a,
+                        dest: sys::sockaddr(LISTEN),
+                        prefix,
+                        pad,
+                    });
+                }
+            }
+            Flows {
+                tx: alloc_fds,
+                rx: peer_fds,
+                streams,
+            }
+        }
+        Direction::PeerToClient => {
+            for j in 0..peers.len() {
+                for a in allocs {
+                    streams.push(Stream {
+                        tx: j,
+                        dest: sys::sockaddr(a.relayed),
+                        prefix: Vec::new(),
+                        pad: 0,
+                    });
+                }
+            }
+            Flows {
+                tx: peer_fds,
+                rx: alloc_fds,
+                streams,
+            }
+        }
+    }
+}
+
+fn measure_bare(
+    kind: Kind,
+    plan: &Plan,
+    pools: &[(Mix, Pool)],
+    bar: &ProgressBar,
+    result: &mut ServerResult,
+) -> Result<(), String> {
+    let e = |e: std::io::Error| e.to_string();
+    let mut ports = PortAllocator::new();
+    let client = ports.bind().map_err(e)?;
+    let peer = ports.bind().map_err(e)?;
+    let addr = |s: &UdpSocket| match s.local_addr() {
+        Ok(std::net::SocketAddr::V4(a)) => Ok(a),
+        _ => Err("expected an IPv4 socket".to_string()),
+    };
+    let bare = Bare::start(
+        kind == Kind::BareBatched,
+        addr(&client)?,
+        addr(&peer)?,
+        plan.relay_cpus.clone(),
+    )
+    .map_err(e)?;
+    result.command = Some(format!(
+        "in-process forwarder thread pinned to cpus {:?} ({})",
+        plan.relay_cpus,
+        if kind == Kind::BareBatched {
+            "recvmmsg/sendmmsg ×64"
+        } else {
+            "recvfrom/sendto"
+        }
+    ));
+    result
+        .notes
+        .push("no TURN framing: client→peer carries the bare SRTP packet".into());
+    let probe = CpuProbe {
+        dir: bare.proc_dir(),
+        threads: false,
+    };
+    let stream = |dest| Stream {
+        tx: 0,
+        dest: sys::sockaddr(dest),
+        prefix: Vec::new(),
+        pad: 0,
+    };
+    let dirs = [Direction::ChannelData, Direction::PeerToClient];
+    run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |_, d| match d {
+        Direction::PeerToClient => Flows {
+            tx: vec![peer.as_raw_fd()],
+            rx: vec![client.as_raw_fd()],
+            streams: vec![stream(bare.peer_facing)],
+        },
+        _ => Flows {
+            tx: vec![client.as_raw_fd()],
+            rx: vec![peer.as_raw_fd()],
+            streams: vec![stream(bare.client_facing)],
+        },
+    })
+}
+
+/// The ramps of every mix × direction, then CPU per packet and latency on the audio
+/// ChannelData path (the common case of a call relay).
+fn run_ramps_and_points(
+    plan: &Plan,
+    pools: &[(Mix, Pool)],
+    dirs: &[Direction],
+    probe: &CpuProbe,
+    bar: &ProgressBar,
+    result: &mut ServerResult,
+    flows_for: impl Fn(Mix, Direction) -> Flows,
+) -> Result<(), String> {
+    for (mix, _) in pools {
+        for &d in dirs {
+            let flows = flows_for(*mix, d);
+            result
+                .ramps
+                .push(run_ramp(plan, pools, *mix, d, &flows, probe, bar)?);
+        }
+    }
+    let flows = flows_for(Mix::Audio, Direction::ChannelData);
+    let pool = pool_of(pools, Mix::Audio)?;
+    let mut engine = Engine::new(&flows).map_err(|e| e.to_string())?;
+    for &rate in &plan.cpu_rates {
+        let r = engine
+            .run_step(&flows, pool, Mix::Audio, rate, plan.cpu_secs, Some(probe))
+            .map_err(|e| e.to_string())?;
+        bar.inc(1);
+        result.cpu.push(r);
+    }
+    let capacity = result
+        .ramp(Mix::Audio, Direction::ChannelData)
+        .and_then(|r| r.pps_le_0_1pct)
+        .unwrap_or(plan.ramp_start);
+    let mut points = vec![("idle".to_string(), plan.idle_rate)];
+    let fractions: &[f64] = if plan.smoke { &[0.5] } else { &[0.1, 0.5, 0.9] };
+    for f in fractions {
+        points.push((format!("{}%", (f * 100.0).round()), capacity * f));
+    }
+    for (load, rate) in points {
+        let r = engine
+            .run_step(&flows, pool, Mix::Audio, rate, plan.latency_secs, None)
+            .map_err(|e| e.to_string())?;
+        bar.inc(1);
+        let h = &engine.histogram;
+        let curve = if h.is_empty() {
+            Vec::new()
+        } else {
+            [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99]
+                .iter()
+                .map(|&p| (p, h.value_at_percentile(p) as f64 / 1000.0))
+                .collect()
+        };
+        result.latency.push(LatencyPoint {
+            load,
+            offered_pps: rate,
+            loss: r.loss,
+            latency: r.latency,
+            curve,
+        });
+    }
+    Ok(())
+}
+
+fn pool_of(pools: &[(Mix, Pool)], mix: Mix) -> Result<&Pool, String> {
+    pools
+        .iter()
+        .find(|(m, _)| *m == mix)
+        .map(|(_, p)| p)
+        .ok_or_else(|| format!("no {} pool", mix.name()))
+}
+
+/// Steps the offered rate up geometrically until a step loses more than 0.1%, the
+/// generator cannot keep up, or the step budget is spent.
+///
+/// The machine is shared (FIELD-NOTES): a step that loses packets or overran its time
+/// (the generator itself was held up) is run once more and the better of the two kept,
+/// so one burst of someone else's work does not end the ramp.
+fn run_ramp(
+    plan: &Plan,
+    pools: &[(Mix, Pool)],
+    mix: Mix,
+    direction: Direction,
+    flows: &Flows,
+    probe: &CpuProbe,
+    bar: &ProgressBar,
+) -> Result<Ramp, String> {
+    let pool = pool_of(pools, mix)?;
+    let mut engine = Engine::new(flows).map_err(|e| e.to_string())?;
+    let mut steps: Vec<StepResult> = Vec::new();
+    let mut rate = plan.ramp_start;
+    let suspicious = |r: &StepResult| r.loss > 0.001 || r.secs > plan.step_secs * 1.2;
+    for _ in 0..plan.ramp_max_steps {
+        let mut step = || {
+            engine
+                .run_step(flows, pool, mix, rate, plan.step_secs, Some(probe))
+                .map_err(|e| e.to_string())
+        };
+        let mut r = step()?;
+        if suspicious(&r) {
+            let again = step()?;
+            if again.loss < r.loss || (again.loss == r.loss && again.received_pps > r.received_pps)
+            {
+                r = again;
+            }
+        }
+        bar.inc(1);
+        let stop = r.generator_limited || r.loss > 0.001;
+        steps.push(r);
+        if stop {
+            break;
+        }
+        rate *= plan.ramp_factor;
+    }
+    let best = |max_loss: f64| {
+        steps
+            .iter()
+            .filter(|s| s.loss <= max_loss && s.received > 0)
+            .max_by(|a, b| a.received_pps.total_cmp(&b.received_pps))
+    };
+    let le = best(0.001);
+    Ok(Ramp {
+        mix,
+        direction,
+        packet_bytes: mix.packet_size(),
+        pps_zero_loss: best(0.0).map(|s| s.received_pps),
+        pps_le_0_1pct: le.map(|s| s.received_pps),
+        lower_bound: le.is_some() && steps.iter().all(|s| s.loss <= 0.001),
+        steps,
+    })
+}

@@ -1,0 +1,104 @@
+//! What a run found, per server: the types behind the table, the JSON and the charts.
+
+use crate::traffic::{Latency, Mix, StepResult};
+
+/// How the generator's packets reach the relay, and which way they go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize)]
+pub enum Direction {
+    /// Client → peer in ChannelData (for the bare forwarder: the plain packet).
+    ChannelData,
+    /// Client → peer in Send indications.
+    SendIndication,
+    /// Peer → client (the relay frames it as ChannelData: channels are bound).
+    PeerToClient,
+}
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::ChannelData => "client→peer ChannelData",
+            Direction::SendIndication => "client→peer Send",
+            Direction::PeerToClient => "peer→client",
+        }
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct SetupRun {
+    pub in_flight: usize,
+    pub allocations: usize,
+    pub failures: usize,
+    pub retransmits: usize,
+    pub secs: f64,
+    pub per_sec: f64,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Ramp {
+    pub mix: Mix,
+    pub direction: Direction,
+    pub packet_bytes: usize,
+    pub steps: Vec<StepResult>,
+    /// Highest forwarded rate of a step without any loss.
+    pub pps_zero_loss: Option<f64>,
+    /// Highest forwarded rate of a step with at most 0.1% loss.
+    pub pps_le_0_1pct: Option<f64>,
+    /// No step lost more than 0.1% (the ramp ended on the generator's limit or the
+    /// step budget): the relay's capacity is at least `pps_le_0_1pct`.
+    pub lower_bound: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct LatencyPoint {
+    pub load: String,
+    pub offered_pps: f64,
+    pub loss: f64,
+    pub latency: Option<Latency>,
+    /// Latency histogram (ns) as (percentile, µs) pairs for the chart.
+    pub curve: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ServerResult {
+    pub server: String,
+    /// "ok", "missing" (not installed) or "error: …".
+    pub status: String,
+    pub command: Option<String>,
+    pub setup: Vec<SetupRun>,
+    pub rss_kib_per_1000_allocations: Option<f64>,
+    pub ramps: Vec<Ramp>,
+    pub cpu: Vec<StepResult>,
+    pub latency: Vec<LatencyPoint>,
+    /// (worker threads, pps at ≤0.1% loss, audio ChannelData).
+    pub workers: Vec<(usize, Option<f64>)>,
+    pub notes: Vec<String>,
+}
+
+impl ServerResult {
+    pub fn ramp(&self, mix: Mix, dir: Direction) -> Option<&Ramp> {
+        self.ramps
+            .iter()
+            .find(|r| r.mix == mix && r.direction == dir)
+    }
+}
+
+/// The servers a run can compare.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Turnpike,
+    Coturn,
+    BarePlain,
+    BareBatched,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Turnpike => "turnpike",
+            Kind::Coturn => "coturn",
+            Kind::BarePlain => "bare-plain",
+            Kind::BareBatched => "bare-batched",
+        }
+    }
+}

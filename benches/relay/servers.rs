@@ -1,0 +1,206 @@
+//! Starting and stopping the servers under test: Turnpike (this crate's release
+//! binary) and coturn as child processes pinned with `taskset`, each on
+//! 127.0.0.1:3478 with the same long-term user and realm.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::turn;
+
+pub const LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 3478);
+pub const USER: &str = "bench";
+pub const PASSWORD: &str = "bench-password";
+pub const REALM: &str = "turnpike.bench";
+
+/// A relay process under test.
+pub struct ServerProcess {
+    child: Child,
+    pub pid: u32,
+    pub command: String,
+}
+
+impl ServerProcess {
+    pub fn proc_dir(&self) -> String {
+        format!("/proc/{}", self.pid)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // SIGTERM first (both servers shut down cleanly on it), then SIGKILL.
+        // SAFETY: kill on our own child's pid, which we have not reaped yet.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Turnpike binary the bench was built with (Cargo builds the package's binaries
+/// for benches, in the bench profile, which inherits `release`).
+pub fn turnpike_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_turnpike"))
+}
+
+/// The `taskset -c` CPU list.
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Writes Turnpike's config for the bench and starts it with `workers` threads.
+pub fn start_turnpike(workers: usize, cpus: &[usize], dir: &Path) -> Result<ServerProcess, String> {
+    let config = dir.join("turnpike-bench.toml");
+    // Every key the bench depends on is spelled out; the rest keep their defaults.
+    let text = format!(
+        r#"# Written by benches/relay.rs.
+[server]
+realm = "{REALM}"
+workers = {workers}
+
+[listen]
+udp = ["{LISTEN}"]
+tcp = []
+
+[relay]
+bind_ipv4 = "127.0.0.1"
+bind_ipv6 = ""
+port_min = 20000
+port_max = 29999
+
+[auth]
+users = ["{USER}:{PASSWORD}"]
+
+[limits]
+user_quota = 0
+total_quota = 0
+
+[metrics]
+listen = ""
+
+[log]
+level = "warn"
+"#
+    );
+    std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+    let bin = turnpike_binary();
+    let args: Vec<String> = vec![
+        "serve".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--allow-peer".into(),
+        "127.0.0.1".into(),
+    ];
+    spawn("turnpike", &bin.display().to_string(), &args, cpus, dir)
+}
+
+/// True when coturn's `turnserver` is installed.
+pub fn coturn_available() -> bool {
+    Command::new("turnserver")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Starts coturn with the equivalent setup (issue 3 §5): `-n` (no config file),
+/// `-m workers` relay threads, UDP only, same user and realm, loopback peers allowed.
+pub fn start_coturn(workers: usize, cpus: &[usize], dir: &Path) -> Result<ServerProcess, String> {
+    let args: Vec<String> = [
+        "-n",
+        "-m",
+        &workers.to_string(),
+        "--no-tcp",
+        "--no-tls",
+        "--no-dtls",
+        "--no-cli",
+        "--no-tcp-relay",
+        "--allow-loopback-peers",
+        "--listening-ip",
+        "127.0.0.1",
+        "--listening-port",
+        "3478",
+        "--relay-ip",
+        "127.0.0.1",
+        "--min-port",
+        "30000",
+        "--max-port",
+        "39999",
+        "--lt-cred-mech",
+        "--user",
+        &format!("{USER}:{PASSWORD}"),
+        "--realm",
+        REALM,
+        "--pidfile",
+        &dir.join("coturn.pid").display().to_string(),
+        "--log-file",
+        "stdout",
+        "--simple-log",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    spawn("coturn", "turnserver", &args, cpus, dir)
+}
+
+fn spawn(
+    name: &str,
+    program: &str,
+    args: &[String],
+    cpus: &[usize],
+    dir: &Path,
+) -> Result<ServerProcess, String> {
+    // FIELD-NOTES: coturn binds with SO_REUSEPORT, so a leftover server would silently
+    // share the port and the numbers. Refuse to start on a port that answers.
+    if turn::binding_ok(LISTEN, Duration::from_millis(150)) {
+        return Err(format!(
+            "{LISTEN} already answers STUN: another server is running"
+        ));
+    }
+    let log_path = dir.join(format!("{name}.log"));
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let command = format!("taskset -c {} {program} {}", cpu_list(cpus), args.join(" "));
+    let child = Command::new("taskset")
+        .arg("-c")
+        .arg(cpu_list(cpus))
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| format!("cannot start {command}: {e}"))?;
+    // taskset execs the program, so the child's pid is the server's.
+    let mut server = ServerProcess {
+        pid: child.id(),
+        child,
+        command,
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            return Err(format!("{name} exited ({status}): {tail}"));
+        }
+        if turn::binding_ok(LISTEN, Duration::from_millis(200)) {
+            return Ok(server);
+        }
+    }
+    Err(format!(
+        "{name} did not answer STUN on {LISTEN} within 10 s"
+    ))
+}
