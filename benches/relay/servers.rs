@@ -61,12 +61,19 @@ fn cpu_list(cpus: &[usize]) -> String {
 /// Writes Turnpike's config for the bench and starts it with `workers` threads.
 pub fn start_turnpike(workers: usize, cpus: &[usize], dir: &Path) -> Result<ServerProcess, String> {
     let config = dir.join("turnpike-bench.toml");
+    // Opt-in busy-poll (server.busy_poll_us) for measuring its latency and idle cost:
+    // TURNPIKE_BENCH_BUSY_POLL_US=50 cargo bench --bench relay -- --servers turnpike
+    let busy_poll_us: u64 = std::env::var("TURNPIKE_BENCH_BUSY_POLL_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     // Every key the bench depends on is spelled out; the rest keep their defaults.
     let text = format!(
         r#"# Written by benches/relay.rs.
 [server]
 realm = "{REALM}"
 workers = {workers}
+busy_poll_us = {busy_poll_us}
 
 [listen]
 udp = ["{LISTEN}"]

@@ -8,10 +8,14 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Backlog of each TCP/TLS listener: a burst of call set-ups must not be refused.
 const LISTEN_BACKLOG: i32 = 1024;
 /// Socket buffers of a client-facing UDP listener. Every client of a worker sends into
-/// this one socket, so the kernel's default (about 208 KiB, a millisecond or two of
-/// media at 100 kpps) overflows under bursts long before the worker is busy: the
-/// benchmark lost 22% of audio at 25 kpps with the default, as did a bare forwarder.
-const LISTENER_BUFFER: usize = 8 << 20;
+/// this one socket, so the kernel's default (about 208 KiB, a few hundred small
+/// datagrams counted at their in-kernel size) overflows under bursts long before the
+/// worker is busy: the benchmark lost 22% of audio at 25 kpps with the default, as did
+/// a bare forwarder. Bigger is not better either: a buffer that holds tens of
+/// milliseconds of media turns an overload into a standing queue (bufferbloat) instead
+/// of loss, and late audio is as useless as lost audio. 2 MiB holds about 3000 small
+/// datagrams: over 10 ms at 250 kpps.
+const LISTENER_BUFFER: usize = 2 << 20;
 /// Relay sockets carry one allocation each (a peer or two): a video frame's burst.
 const RELAY_BUFFER: usize = 512 << 10;
 
