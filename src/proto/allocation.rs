@@ -32,10 +32,12 @@ pub struct Channel {
     pub number: ChannelNumber,
     pub peer: SocketAddr,
     pub expires: Instant,
-    /// The peer was allowed only as the relayed address of another live allocation of
-    /// this relay: each packet re-checks that it still is, because once that allocation
-    /// is gone its port may belong to any process on the host.
-    pub own_relay: bool,
+    /// `Some` when the peer was allowed only as the relayed address of another live
+    /// allocation of this relay: once that allocation is gone its port may belong to
+    /// any process on the host, so the channel must die with it. Holds the
+    /// [`RelayPorts::retired`](super::ports::RelayPorts::retired) count at the last
+    /// check; the packet path re-checks only when that count has moved.
+    pub own_relay: Option<u64>,
 }
 
 /// A relayed transport address of the allocation (one per family: RFC 6156 dual allocation).
@@ -116,6 +118,14 @@ impl Allocation {
             .find(|c| c.number.0 == number && c.expires > now)
     }
 
+    /// [`Allocation::channel`], mutable.
+    #[inline]
+    pub fn channel_mut(&mut self, number: u16, now: Instant) -> Option<&mut Channel> {
+        self.channels
+            .iter_mut()
+            .find(|c| c.number.0 == number && c.expires > now)
+    }
+
     /// The live channel bound to this peer, if any.
     #[inline]
     pub fn channel_to(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
@@ -131,7 +141,7 @@ impl Allocation {
         &mut self,
         number: ChannelNumber,
         peer: SocketAddr,
-        own_relay: bool,
+        own_relay: Option<u64>,
         now: Instant,
     ) -> bool {
         self.channels

@@ -151,7 +151,14 @@ pub struct Reservation {
 /// touched only when an allocation is created or deleted — never per packet — so a
 /// mutex costs nothing on the data path.
 #[derive(Debug, Clone)]
-pub struct RelayPorts(std::sync::Arc<std::sync::Mutex<SharedPorts>>);
+pub struct RelayPorts {
+    shared: std::sync::Arc<std::sync::Mutex<SharedPorts>>,
+    /// How many published relayed addresses have been retired so far. A channel to
+    /// another allocation of ours remembers the value it last checked against, so the
+    /// packet path compares one atomic instead of taking the lock per packet: only
+    /// when some relayed address went away since does it look again.
+    retired: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
 
 #[derive(Debug)]
 struct SharedPorts {
@@ -168,17 +175,21 @@ struct SharedPorts {
 
 impl RelayPorts {
     pub fn new(range: RangeInclusive<u16>) -> RelayPorts {
-        RelayPorts(std::sync::Arc::new(std::sync::Mutex::new(SharedPorts {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(SharedPorts {
             pool: PortPool::new(range),
             reservations: std::collections::HashMap::new(),
             relayed: std::collections::HashMap::new(),
-        })))
+        }));
+        RelayPorts {
+            shared,
+            retired: Default::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SharedPorts> {
         // Each critical section is a few field updates that leave the pool consistent,
         // so a panic elsewhere while holding it cannot corrupt it: ignore poisoning.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// See [`PortPool::take_random`].
@@ -191,7 +202,19 @@ impl RelayPorts {
     pub fn release(&self, port: u16) {
         let mut shared = self.lock();
         shared.pool.release(port);
-        shared.relayed.remove(&port);
+        if shared.relayed.remove(&port).is_some() {
+            // Inside the lock, so a reader that saw the old count and then checks
+            // `is_live_relayed` sees the removal.
+            self.retired
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// See [`RelayPorts::retired`]'s field: a counter that moves whenever a live
+    /// allocation's relayed address stops being one.
+    #[inline]
+    pub fn retired(&self) -> u64 {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Record that a live allocation was told `advertised` (XOR-RELAYED-ADDRESS) for

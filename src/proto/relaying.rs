@@ -28,20 +28,35 @@ impl Server {
             self.stats.count_drop(DropReason::Malformed);
             return None;
         };
+        let retired = self.ports.retired();
         // An allocation past its lifetime is gone even if the timer has not fired yet.
-        let Some(alloc) = self.allocations.get(&client).filter(|a| a.expires > now) else {
+        let Some(alloc) = self
+            .allocations
+            .get_mut(&client)
+            .filter(|a| a.expires > now)
+        else {
             self.stats.count_drop(DropReason::NoAllocation);
             return None;
         };
-        let Some(channel) = alloc.channel(number, now) else {
+        let Some(channel) = alloc.channel_mut(number, now) else {
             self.stats.count_drop(DropReason::NoChannel);
             return None;
         };
         let peer = channel.peer;
+        // A channel to another allocation of ours lasts only as long as that one. The
+        // lock-free counter says whether any relayed address was retired since the
+        // last look; only then is the shared table consulted.
+        let mut target_lives = true;
+        if let Some(seen) = channel.own_relay {
+            if seen != retired {
+                target_lives = self.ports.is_live_relayed(peer);
+                if target_lives {
+                    channel.own_relay = Some(retired);
+                }
+            }
+        }
         // RFC 8656 §12.6: a channel does not outlive the permission for its peer.
-        // A channel to another allocation of ours lasts only as long as that one.
-        let permitted = alloc.permits(peer.ip(), now)
-            && (!channel.own_relay || self.ports.is_live_relayed(peer));
+        let permitted = target_lives && alloc.permits(peer.ip(), now);
         forward(&mut self.stats, alloc, permitted, peer, payload)
     }
 

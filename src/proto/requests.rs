@@ -468,12 +468,15 @@ impl Server {
             .get(attr::XOR_PEER_ADDRESS)
             .ok_or(Reject::BadRequest)
             .and_then(|v| attr::decode_xor_address(v, &tid).map_err(|_| Reject::BadRequest))?;
+        // Read before the check, so a retirement racing with it is seen by the packet path.
+        let retired = self.ports.retired();
         let alloc = owned(&mut self.allocations, client, cred)?;
         let via = check_peer(alloc, &self.config.peer_policy, &self.ports, peer)?;
         if !alloc.has_room_for(std::iter::once(peer.ip()), now) {
             return Err(Reject::InsufficientCapacity);
         }
-        if !alloc.bind_channel(number, peer, via == PeerRoute::OwnRelay, now) {
+        let own_relay = (via == PeerRoute::OwnRelay).then_some(retired);
+        if !alloc.bind_channel(number, peer, own_relay, now) {
             return Err(Reject::BadRequest);
         }
         // RFC 8656 §11.2: binding a channel installs or refreshes the permission.
