@@ -121,9 +121,9 @@ async fn start_signaling(
     let signaling = turnpike_signaling::Signaling::start(config)
         .await
         .context("cannot start signaling")?;
+    let local = listener.local_addr()?;
     tracing::info!(
-        "signaling on ws://{}/v1/signal{}",
-        listener.local_addr()?,
+        "signaling on ws://{local}/v1/signal, call demo page on http://{local}/{}",
         if sig.dev_login {
             " (dev login on: POST /v1/dev/login issues tokens for any name)"
         } else {
