@@ -64,7 +64,7 @@ impl Plan {
                 step_secs: 1.0,
                 ramp_start: 25_000.0,
                 ramp_factor: 1.3,
-                ramp_max_steps: 11,
+                ramp_max_steps: 13,
                 setup_runs: vec![(1, 250), (16, 1000), (64, 2000)],
                 traffic_allocations: 128,
                 peers: 32,
