@@ -80,6 +80,14 @@ pub struct Flows {
     pub tx: Vec<RawFd>,
     pub rx: Vec<RawFd>,
     pub streams: Vec<Stream>,
+    /// Send video frames as UDP GSO messages. Only for a relay whose receiving sockets
+    /// have `UDP_GRO` on (Turnpike): on loopback they get the frame as one coalesced
+    /// buffer, as stack GRO would hand it over on a real interface. A relay without
+    /// `UDP_GRO` (coturn, bare) would get the GSO skb segmented by the kernel, which
+    /// measurably hurts it (coturn's Send/peer→client video fell from 204k to 93k pps
+    /// in one run) and is not how datagrams reach it on a real network, so it gets
+    /// one datagram per `sendmmsg` entry, as before.
+    pub gso: bool,
 }
 
 /// ChannelData framing (RFC 8656 §12.4) for `size`-byte packets on `channel`.
@@ -201,7 +209,9 @@ impl Engine {
             epoll,
             sender: MmsgSender::new(),
             gso_sender: GsoSender::new(),
-            gso: true,
+            // TURNPIKE_BENCH_NO_GSO=1 sends video one datagram per sendmmsg entry, as
+            // before GSO, to compare how a relay fares with either arrival pattern.
+            gso: std::env::var_os("TURNPIKE_BENCH_NO_GSO").is_none(),
             receiver: MmsgReceiver::with_slot(GRO_BUF),
             send_ns: vec![0; POOL_LEN],
             ready: Vec::new(),
@@ -231,7 +241,7 @@ impl Engine {
         for &fd in &flows.rx {
             let _ = gso::set_gro(fd, mix == Mix::Video);
         }
-        let use_gso = mix == Mix::Video;
+        let use_gso = mix == Mix::Video && flows.gso;
         let streams = ((rate / mix.stream_pps()).round() as usize).clamp(1, flows.streams.len());
         self.cursor = 0;
         let cpu0 = probe.map(CpuProbe::ns).transpose()?;
