@@ -17,6 +17,8 @@
 
 #[path = "relay/bare.rs"]
 mod bare;
+#[path = "relay/gso.rs"]
+mod gso;
 #[path = "relay/plan.rs"]
 mod plan;
 #[path = "relay/report.rs"]

@@ -64,7 +64,7 @@ impl Plan {
                 step_secs: 1.0,
                 ramp_start: 25_000.0,
                 ramp_factor: 1.3,
-                ramp_max_steps: 11,
+                ramp_max_steps: 15,
                 setup_runs: vec![(1, 250), (16, 1000), (64, 2000)],
                 traffic_allocations: 128,
                 peers: 32,
@@ -193,8 +193,18 @@ fn measure_turn(
         Direction::SendIndication,
         Direction::PeerToClient,
     ];
+    if kind == Kind::Turnpike {
+        result.notes.push(
+            "video sent as one UDP GSO message per frame and received with UDP_GRO \
+             (Turnpike's sockets take coalesced UDP); other relays get one datagram per send"
+                .into(),
+        );
+    }
     run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |mix, d| {
-        turn_flows(mix, d, &allocs, &peers, &peer_addrs)
+        let mut flows = turn_flows(mix, d, &allocs, &peers, &peer_addrs);
+        // Only Turnpike's sockets ask for UDP_GRO; see Flows::gso.
+        flows.gso = kind == Kind::Turnpike;
+        flows
     })?;
     drop(server);
     drop(setup_sockets);
@@ -314,6 +324,7 @@ fn turn_flows(
                 tx: alloc_fds,
                 rx: peer_fds,
                 streams,
+                gso: false,
             }
         }
         Direction::PeerToClient => {
@@ -331,6 +342,7 @@ fn turn_flows(
                 tx: peer_fds,
                 rx: alloc_fds,
                 streams,
+                gso: false,
             }
         }
     }
@@ -386,11 +398,13 @@ fn measure_bare(
             tx: vec![peer.as_raw_fd()],
             rx: vec![client.as_raw_fd()],
             streams: vec![stream(bare.peer_facing)],
+            gso: false,
         },
         _ => Flows {
             tx: vec![client.as_raw_fd()],
             rx: vec![peer.as_raw_fd()],
             streams: vec![stream(bare.client_facing)],
+            gso: false,
         },
     })
 }

@@ -11,6 +11,9 @@ use std::os::fd::{AsRawFd, RawFd};
 
 /// Largest datagram the generator receives (video packets are 1200 B plus framing).
 pub const RX_BUF: usize = 2048;
+/// Slot size for sockets with `UDP_GRO` on: the largest UDP payload, since one
+/// coalesced buffer may carry up to 64 segments.
+pub const GRO_BUF: usize = 65_536;
 
 /// Pins the calling thread (`pid` 0) or process `pid` to the given CPUs.
 pub fn pin(pid: libc::pid_t, cpus: &[usize]) -> io::Result<()> {
@@ -383,8 +386,13 @@ impl MmsgSender {
 }
 
 /// Reusable `recvmmsg` state with per-datagram control buffers for the kernel's
-/// receive timestamp.
+/// receive timestamp and (`UDP_GRO` on) the segment size of a coalesced buffer:
+/// `SO_TIMESTAMPNS` (CMSG_SPACE(16) = 32 B) plus `UDP_GRO` (CMSG_SPACE(4) = 24 B) fit
+/// the 64-byte control buffer.
 pub struct MmsgReceiver {
+    /// Bytes per datagram slot: [`RX_BUF`], or [`GRO_BUF`] where a coalesced buffer of
+    /// many datagrams may arrive (a shorter slot would truncate it and lose segments).
+    slot: usize,
     bufs: Vec<u8>,
     msgs: Vec<libc::mmsghdr>,
     iov: Vec<libc::iovec>,
@@ -394,8 +402,14 @@ pub struct MmsgReceiver {
 
 impl MmsgReceiver {
     pub fn new() -> MmsgReceiver {
+        MmsgReceiver::with_slot(RX_BUF)
+    }
+
+    /// A receiver whose slots hold `slot` bytes each ([`GRO_BUF`] for `UDP_GRO`).
+    pub fn with_slot(slot: usize) -> MmsgReceiver {
         MmsgReceiver {
-            bufs: vec![0; RX_BUF * BATCH],
+            slot,
+            bufs: vec![0; slot * BATCH],
             // SAFETY: plain data; zero is valid.
             msgs: vec![unsafe { std::mem::zeroed() }; BATCH],
             iov: vec![
@@ -414,9 +428,9 @@ impl MmsgReceiver {
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let base = self.bufs.as_mut_ptr();
         for i in 0..BATCH {
-            // SAFETY: i * RX_BUF + RX_BUF <= bufs.len(), so the pointer stays inside.
-            self.iov[i].iov_base = unsafe { base.add(i * RX_BUF) }.cast();
-            self.iov[i].iov_len = RX_BUF;
+            // SAFETY: i * slot + slot <= bufs.len(), so the pointer stays inside.
+            self.iov[i].iov_base = unsafe { base.add(i * self.slot) }.cast();
+            self.iov[i].iov_len = self.slot;
             let hdr = &mut self.msgs[i].msg_hdr;
             hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_in).cast();
             hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -453,10 +467,35 @@ impl MmsgReceiver {
         let Some(m) = self.msgs.get(i) else {
             return (&[], SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), None);
         };
-        let len = (m.msg_len as usize).min(RX_BUF);
-        let data = self.bufs.get(i * RX_BUF..i * RX_BUF + len).unwrap_or(&[]);
+        let len = (m.msg_len as usize).min(self.slot);
+        let data = self
+            .bufs
+            .get(i * self.slot..i * self.slot + len)
+            .unwrap_or(&[]);
         let from = from_sockaddr(&self.names[i]);
         (data, from, kernel_timestamp(&m.msg_hdr))
+    }
+
+    /// The segment size of datagram `i` of the last `recv` when the kernel delivered a
+    /// coalesced buffer (`UDP_GRO` on): every segment is this long but the last.
+    /// `None` for a single datagram.
+    pub fn gro_size(&self, i: usize) -> Option<usize> {
+        let m = self.msgs.get(i)?;
+        // SAFETY: as in kernel_timestamp: the header was filled by recvmmsg and the
+        // CMSG_* macros stay inside our ctrl buffer.
+        unsafe {
+            let hdr = &m.msg_hdr;
+            let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                    // udp_cmsg_recv puts the skb's gso_size as an int.
+                    let size: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    return usize::try_from(size).ok().filter(|&s| s > 0);
+                }
+                cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+            }
+        }
+        None
     }
 }
 

@@ -8,6 +8,15 @@
 //! (`SO_TIMESTAMPNS`, taken when the relay's send reached our socket) minus the send
 //! time (CLOCK_REALTIME around our `sendmmsg`, interpolated across the batch). The
 //! generator's own wake-up and loop delay are thus left out; the relay's are not.
+//!
+//! The video mix is cheaper per packet so that one core can offer and absorb more
+//! than the relays forward (see `gso.rs`): each frame goes out as one `UDP_SEGMENT`
+//! message (still batched with `sendmmsg`), and the receive sockets have `UDP_GRO`
+//! on, so a relay's GSO burst arrives as one buffer that is split here by its segment
+//! size. The kernel stamps a coalesced buffer once, so all its segments get that one
+//! receive time: latency spread *within* one coalesced burst is slightly under-reported
+//! (the burst's segments left the relay in one send call anyway). The audio mix keeps
+//! one datagram per `sendmmsg` entry and `UDP_GRO` off.
 
 use std::net::SocketAddrV4;
 use std::os::fd::RawFd;
@@ -17,8 +26,9 @@ use hdrhistogram::Histogram;
 use turnpike::proto::channel_data;
 use turnpike::proto::stun::{self, attr, method, Class, Message, MessageBuilder, TransactionId};
 
+use crate::gso::{self, GsoSender};
 use crate::srtp_pool::{self, Pool, POOL_LEN};
-use crate::sys::{self, Epoll, MmsgReceiver, MmsgSender, BATCH};
+use crate::sys::{self, Epoll, MmsgReceiver, MmsgSender, BATCH, GRO_BUF};
 
 /// The two traffic shapes of issue 3.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize)]
@@ -70,6 +80,14 @@ pub struct Flows {
     pub tx: Vec<RawFd>,
     pub rx: Vec<RawFd>,
     pub streams: Vec<Stream>,
+    /// Send video frames as UDP GSO messages. Only for a relay whose receiving sockets
+    /// have `UDP_GRO` on (Turnpike): on loopback they get the frame as one coalesced
+    /// buffer, as stack GRO would hand it over on a real interface. A relay without
+    /// `UDP_GRO` (coturn, bare) would get the GSO skb segmented by the kernel, which
+    /// measurably hurts it (coturn's Send/peer→client video fell from 204k to 93k pps
+    /// in one run) and is not how datagrams reach it on a real network, so it gets
+    /// one datagram per `sendmmsg` entry, as before.
+    pub gso: bool,
 }
 
 /// ChannelData framing (RFC 8656 §12.4) for `size`-byte packets on `channel`.
@@ -111,6 +129,8 @@ pub struct StepResult {
     pub loss: f64,
     /// The generator could not send at the offered rate (< 97%): a lower bound only.
     pub generator_limited: bool,
+    /// Video frames went out as `UDP_SEGMENT` messages (false: GSO refused, or audio).
+    pub gso: bool,
     /// Relay CPU per forwarded packet, when a probe was given.
     pub cpu_us_per_packet: Option<f64>,
     pub relay_cpu_share: Option<f64>,
@@ -162,6 +182,10 @@ impl CpuProbe {
 pub struct Engine {
     epoll: Epoll,
     sender: MmsgSender,
+    /// Video frames as one GSO message each, while `gso` holds.
+    gso_sender: GsoSender,
+    /// Cleared for good when the kernel refuses GSO; `sender` takes over.
+    gso: bool,
     receiver: MmsgReceiver,
     /// CLOCK_REALTIME send time of each pool index (see srtp_pool's module docs).
     send_ns: Vec<i64>,
@@ -184,7 +208,11 @@ impl Engine {
         Ok(Engine {
             epoll,
             sender: MmsgSender::new(),
-            receiver: MmsgReceiver::new(),
+            gso_sender: GsoSender::new(),
+            // TURNPIKE_BENCH_NO_GSO=1 sends video one datagram per sendmmsg entry, as
+            // before GSO, to compare how a relay fares with either arrival pattern.
+            gso: std::env::var_os("TURNPIKE_BENCH_NO_GSO").is_none(),
+            receiver: MmsgReceiver::with_slot(GRO_BUF),
             send_ns: vec![0; POOL_LEN],
             ready: Vec::new(),
             next_k: 0,
@@ -208,6 +236,12 @@ impl Engine {
         self.histogram.reset();
         self.drain(flows, pool, Duration::from_millis(20))?; // leftovers of a previous step
         self.histogram.reset();
+        // Coalesced receives for video only (the sockets are shared by every mix's
+        // engine). A kernel without UDP_GRO just delivers single datagrams.
+        for &fd in &flows.rx {
+            let _ = gso::set_gro(fd, mix == Mix::Video);
+        }
+        let use_gso = mix == Mix::Video && flows.gso;
         let streams = ((rate / mix.stream_pps()).round() as usize).clamp(1, flows.streams.len());
         self.cursor = 0;
         let cpu0 = probe.map(CpuProbe::ns).transpose()?;
@@ -234,15 +268,35 @@ impl Engine {
                 };
                 let tx = flows.streams.get(first as usize).map(|s| s.tx).unwrap_or(0);
                 let fd = flows.tx.get(tx).copied().unwrap_or(-1);
-                let t0 = sys::realtime_ns();
-                let done = self.sender.send(fd, n, |i| {
+                let item = |i: usize| {
                     let (s, k) = batch[i];
                     let st = &flows.streams[s as usize];
                     (
+                        s,
                         st.dest,
                         [&st.prefix[..], pool.packet(k as usize), &PAD[..st.pad]],
                     )
-                })?;
+                };
+                let t0 = sys::realtime_ns();
+                let gso_done = if use_gso && self.gso {
+                    match self.gso_sender.send(fd, n, item) {
+                        Ok(done) => Some(done),
+                        Err(e) if gso::refused(&e) => {
+                            self.gso = false;
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    None
+                };
+                let done = match gso_done {
+                    Some(done) => done,
+                    None => self.sender.send(fd, n, |i| {
+                        let (_, dest, parts) = item(i);
+                        (dest, parts)
+                    })?,
+                };
                 let t1 = sys::realtime_ns();
                 for (i, &(_, k)) in batch.iter().take(done).enumerate() {
                     let at = t0 + (t1 - t0) * i as i64 / n.max(1) as i64;
@@ -282,6 +336,7 @@ impl Engine {
             received_pps: received as f64 / send_secs,
             loss,
             generator_limited: (sent as f64) < 0.97 * rate * secs,
+            gso: use_gso && self.gso,
             cpu_us_per_packet: cpu_secs
                 .filter(|_| received > 0)
                 .map(|c| c * 1e6 / received as f64),
@@ -349,14 +404,23 @@ impl Engine {
                 let n = self.receiver.recv(fd)?;
                 for i in 0..n {
                     let (data, _, ts) = self.receiver.get(i);
-                    let Some(k) = srtp_of(data).and_then(|p| srtp_pool::index_of(p, pool.ssrc))
-                    else {
-                        continue;
-                    };
-                    got += 1;
-                    let sent_at = self.send_ns.get(k).copied().unwrap_or(0);
-                    if let (Some(ts), true) = (ts, sent_at > 0) {
-                        let _ = self.histogram.record((ts - sent_at).max(1) as u64);
+                    // A coalesced buffer is datagrams of `seg` bytes back to back (the
+                    // last may be shorter). Each is a whole message as the relay sent
+                    // it: ChannelData over UDP needs no padding (RFC 8656 §12.5) and a
+                    // Data indication is padded to 4 inside its own datagram, so every
+                    // segment parses on its own.
+                    let seg = self.receiver.gro_size(i).unwrap_or(data.len()).max(1);
+                    for datagram in data.chunks(seg) {
+                        let Some(k) =
+                            srtp_of(datagram).and_then(|p| srtp_pool::index_of(p, pool.ssrc))
+                        else {
+                            continue;
+                        };
+                        got += 1;
+                        let sent_at = self.send_ns.get(k).copied().unwrap_or(0);
+                        if let (Some(ts), true) = (ts, sent_at > 0) {
+                            let _ = self.histogram.record((ts - sent_at).max(1) as u64);
+                        }
                     }
                 }
                 if n < BATCH {
