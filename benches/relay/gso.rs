@@ -166,34 +166,9 @@ impl GsoSender {
             }
             first += segs;
         }
-        let mut done = 0;
-        // A partial send means the socket buffer filled: retry the rest a few times.
-        for _ in 0..4 {
-            if done == m {
-                break;
-            }
-            // SAFETY: entries done..m point at live names, iovecs, control buffers and
-            // caller slices (lifetime 'a outlives this call).
-            let rc = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.msgs.as_mut_ptr().add(done),
-                    (m - done) as u32,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    continue;
-                }
-                if done > 0 {
-                    break;
-                }
-                return Err(e);
-            }
-            done += rc as usize;
-        }
+        // SAFETY: entries 0..m point at live names, iovecs, control buffers and caller
+        // slices (lifetime 'a outlives this call).
+        let done = unsafe { crate::sys::send_all(fd, &mut self.msgs[..m])? };
         Ok(self.segments[..done].iter().sum())
     }
 }

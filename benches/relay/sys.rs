@@ -356,33 +356,43 @@ impl MmsgSender {
             hdr.msg_control = std::ptr::null_mut();
             hdr.msg_controllen = 0;
         }
-        let mut done = 0;
-        // A partial send means the socket buffer filled: retry the rest a few times.
-        for _ in 0..4 {
-            if done == n {
-                break;
-            }
-            // SAFETY: entries done..n point at live names, iovecs and caller slices
-            // (lifetime 'a outlives this call).
-            let rc = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.msgs.as_mut_ptr().add(done),
-                    (n - done) as u32,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    continue;
-                }
-                return if done > 0 { Ok(done) } else { Err(e) };
-            }
-            done += rc as usize;
-        }
-        Ok(done)
+        // SAFETY: entries 0..n point at live names, iovecs and caller slices (lifetime
+        // 'a outlives this call).
+        unsafe { send_all(fd, &mut self.msgs[..n]) }
     }
+}
+
+/// `sendmmsg` of every message in `msgs`, retrying the rest a few times when the socket
+/// buffer fills (a partial send). Returns how many messages went; an error only if none.
+///
+/// # Safety
+/// Every header in `msgs` must point at memory that stays valid for the call.
+pub unsafe fn send_all(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    let n = msgs.len();
+    let mut done = 0;
+    for _ in 0..4 {
+        if done == n {
+            break;
+        }
+        // SAFETY: the caller guarantees the headers; `done < n` keeps the pointer in bounds.
+        let rc = unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs.as_mut_ptr().add(done),
+                (n - done) as u32,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                continue;
+            }
+            return if done > 0 { Ok(done) } else { Err(e) };
+        }
+        done += rc as usize;
+    }
+    Ok(done)
 }
 
 /// Reusable `recvmmsg` state with per-datagram control buffers for the kernel's
