@@ -29,22 +29,7 @@ const MAX_BYTES: usize = 60_000;
 /// GSO skb (or a GRO-merged run) as one buffer and says its segment size in a
 /// `UDP_GRO` control message (see [`crate::sys::MmsgReceiver::gro_size`]).
 pub fn set_gro(fd: RawFd, on: bool) -> io::Result<()> {
-    let value: libc::c_int = on.into();
-    // SAFETY: we pass a pointer to a c_int and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sys::setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, on.into())
 }
 
 /// Whether a send error means "this kernel/socket refuses UDP GSO" (the caller then

@@ -207,7 +207,7 @@ pub fn prepare_socket(sock: &UdpSocket) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
+pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
     // SAFETY: we pass a pointer to a c_int and its exact size.
     let rc = unsafe {
         libc::setsockopt(
