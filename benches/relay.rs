@@ -2,7 +2,7 @@
 //! forwarder, with a TURN load generator built on Turnpike's own codec.
 //!
 //! ```sh
-//! cargo bench --bench relay -- [--smoke] [--out DIR] [--servers turnpike,coturn,bare]
+//! cargo bench --bench relay -- [--smoke] [--quick] [--out DIR] [--servers turnpike,coturn,bare]
 //! ```
 //!
 //! The run happens in a private network namespace made for it (`ip netns add`), on
@@ -10,7 +10,9 @@
 //! bench re-executes itself inside the namespace under `taskset -c 1` (the generator's
 //! core); each relay runs under `taskset -c 0`. Without namespaces (not root) it runs
 //! on the host loopback and says so. `--smoke` runs a few seconds per server and fails
-//! (exit 1) if Turnpike forwarded nothing in some direction.
+//! (exit 1) if Turnpike forwarded nothing in some direction. `--quick` measures only the
+//! audio ChannelData path (its ramp, CPU per packet and latency) on one worker: the
+//! rows a change to the packet path moves, in a third of the time.
 //!
 //! Results: a Markdown table on stdout, `results.json`, `throughput.svg` and
 //! `latency.svg` in `--out` (default `target/bench-results/`).
@@ -51,6 +53,7 @@ const NETNS_ENV: &str = "TURNPIKE_BENCH_NETNS";
 
 struct Args {
     smoke: bool,
+    quick: bool,
     out: PathBuf,
     servers: Vec<Kind>,
 }
@@ -58,6 +61,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         smoke: false,
+        quick: false,
         // Cargo's target directory (CARGO_TARGET_DIR when set), like its own output.
         out: std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -74,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--smoke" => args.smoke = true,
+            "--quick" => args.quick = true,
             "--out" => args.out = it.next().ok_or("--out needs a directory")?.into(),
             "--servers" => {
                 let list = it.next().ok_or("--servers needs a list")?;
@@ -92,9 +97,11 @@ fn parse_args() -> Result<Args, String> {
             // `cargo bench` passes --bench to harness = false targets.
             "--bench" => {}
             "-h" | "--help" => {
-                return Err("usage: cargo bench --bench relay -- [--smoke] [--out DIR] \
+                return Err(
+                    "usage: cargo bench --bench relay -- [--smoke] [--quick] [--out DIR] \
                      [--servers turnpike,coturn,bare]"
-                    .into())
+                        .into(),
+                )
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -220,25 +227,30 @@ fn run(
     let started = Instant::now();
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let fd_limit = sys::raise_fd_limit().map_err(|e| format!("fd limit: {e}"))?;
-    let plan = Plan::new(args.smoke, relay_cpu, generator_cpu);
+    let mut plan = Plan::new(args.smoke, relay_cpu, generator_cpu);
+    plan.quick = args.quick;
     eprintln!(
         "relay bench ({}): {network}; relay on cpu {relay_cpu}, generator on cpu {generator_cpu}; fd limit {fd_limit}",
-        if args.smoke { "smoke" } else { "full" },
+        match (args.smoke, args.quick) {
+            (true, _) => "smoke",
+            (false, true) => "quick: audio ChannelData only",
+            (false, false) => "full",
+        },
     );
     eprintln!(
         "encrypting SRTP pools ({} packets per mix)...",
         srtp_pool::POOL_LEN
     );
-    let pools = vec![
-        (
-            Mix::Audio,
-            srtp_pool::Pool::encrypt(Mix::Audio.packet_size(), 111, 0x7470_0a0d)?,
-        ),
-        (
+    let mut pools = vec![(
+        Mix::Audio,
+        srtp_pool::Pool::encrypt(Mix::Audio.packet_size(), 111, 0x7470_0a0d)?,
+    )];
+    if !plan.quick {
+        pools.push((
             Mix::Video,
             srtp_pool::Pool::encrypt(Mix::Video.packet_size(), 96, 0x7470_0f1d)?,
-        ),
-    ];
+        ));
+    }
     let bar = ProgressBar::new(plan.estimated_steps(args.servers.len()));
     bar.set_style(
         ProgressStyle::with_template(

@@ -19,6 +19,8 @@ use crate::turn::{self, Allocation, Creds};
 /// Durations and sizes of one run; `--smoke` shrinks everything to seconds.
 pub struct Plan {
     pub smoke: bool,
+    /// Audio ChannelData only, one worker (`--quick`).
+    pub quick: bool,
     pub step_secs: f64,
     pub ramp_start: f64,
     pub ramp_factor: f64,
@@ -44,6 +46,7 @@ impl Plan {
         if smoke {
             Plan {
                 smoke,
+                quick: false,
                 step_secs: 0.3,
                 ramp_start: 2_000.0,
                 ramp_factor: 2.5,
@@ -61,6 +64,7 @@ impl Plan {
         } else {
             Plan {
                 smoke,
+                quick: false,
                 step_secs: 1.0,
                 ramp_start: 25_000.0,
                 ramp_factor: 1.3,
@@ -76,6 +80,15 @@ impl Plan {
                 both_cpus: both,
             }
         }
+    }
+
+    /// The directions to measure: all of `all`, or ChannelData alone when quick.
+    pub fn directions(&self, all: &[Direction]) -> Vec<Direction> {
+        let mut dirs = all.to_vec();
+        if self.quick {
+            dirs.retain(|d| *d == Direction::ChannelData);
+        }
+        dirs
     }
 
     /// Steps the progress bar is sized for (an upper bound on ramps, plus points).
@@ -188,11 +201,11 @@ fn measure_turn(
         dir: server.proc_dir(),
         threads: true,
     };
-    let dirs = [
+    let dirs = plan.directions(&[
         Direction::ChannelData,
         Direction::SendIndication,
         Direction::PeerToClient,
-    ];
+    ]);
     if kind == Kind::Turnpike {
         result.notes.push(
             "video sent as one UDP GSO message per frame and received with UDP_GRO \
@@ -208,6 +221,9 @@ fn measure_turn(
     })?;
     drop(server);
     drop(setup_sockets);
+    if plan.quick {
+        return Ok(());
+    }
 
     // pps with 1 and 2 relay threads; with 2 the relay may use both cores, so it
     // shares the generator's.
@@ -392,7 +408,7 @@ fn measure_bare(
         prefix: Vec::new(),
         pad: 0,
     };
-    let dirs = [Direction::ChannelData, Direction::PeerToClient];
+    let dirs = plan.directions(&[Direction::ChannelData, Direction::PeerToClient]);
     run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |_, d| match d {
         Direction::PeerToClient => Flows {
             tx: vec![peer.as_raw_fd()],

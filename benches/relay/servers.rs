@@ -95,6 +95,9 @@ total_quota = 0
 [metrics]
 listen = ""
 
+[signaling]
+listen = ""
+
 [log]
 level = "warn"
 "#

@@ -23,7 +23,7 @@ pub(crate) const MAX_DATAGRAM: usize = 65535;
 /// One receive slot: room for framing in front, the datagram, padding behind.
 pub(crate) const SLOT: usize = PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM;
 /// The kernel's cap on segments in one GSO send (`UDP_MAX_SEGMENTS`).
-const MAX_GSO_SEGMENTS: usize = 64;
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 /// `UDP_SEGMENT` socket option / control message (linux/udp.h).
 const UDP_SEGMENT: libc::c_int = 103;
 
@@ -153,20 +153,9 @@ pub(crate) fn send_segments(
     hdr.msg_namelen = addr.len();
     hdr.msg_iov = iovs.as_ptr() as *mut libc::iovec; // IoSlice is ABI-compatible with iovec
     hdr.msg_iovlen = iovs.len();
-    // Room for one cmsg carrying a u16, aligned as cmsghdr requires.
     let mut control = [0u64; 4];
     if let Some(size) = segment {
-        // SAFETY: `control` is large and aligned enough for CMSG_SPACE(2) bytes.
-        unsafe {
-            let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
-            hdr.msg_control = control.as_mut_ptr().cast();
-            hdr.msg_controllen = space;
-            let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-            (*cmsg).cmsg_level = libc::SOL_UDP;
-            (*cmsg).cmsg_type = UDP_SEGMENT;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
-        }
+        set_gso_control(&mut hdr, &mut control, size);
     }
     loop {
         // SAFETY: `hdr` describes valid memory for the duration of the call.
@@ -178,6 +167,24 @@ pub(crate) fn send_segments(
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+    }
+}
+
+/// Points `hdr`'s control data at `control` and writes the UDP_SEGMENT message (the
+/// GSO segment size) there. `control` (room for one cmsg carrying a u16, aligned as
+/// cmsghdr requires) must outlive every use of `hdr`.
+pub(crate) fn set_gso_control(hdr: &mut libc::msghdr, control: &mut [u64; 4], size: u16) {
+    // SAFETY: `control` is large and aligned enough for CMSG_SPACE(2) bytes, and
+    // CMSG_FIRSTHDR of a header with that much control space is non-null.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(hdr);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
     }
 }
 

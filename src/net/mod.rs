@@ -14,6 +14,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+mod uring;
 mod worker;
 
 use std::io;
@@ -192,6 +193,7 @@ where
                 let core = make_core(config, seed);
                 Worker::new(index, poll, core, io, thread_stop)
                     .with_busy_poll(busy_poll)
+                    .with_io_uring(std::env::var_os("TURNPIKE_IO_URING").is_some())
                     .run();
             })?;
         handle.workers.push(WorkerHandle {
