@@ -144,10 +144,25 @@ impl UringSends {
         {
             let mut sq = self.ring.submission();
             for (i, op) in self.ops.iter().take(queued).enumerate() {
-                let entry = opcode::SendMsg::new(types::Fd(op.fd), &op.hdr)
-                    .flags(libc::MSG_DONTWAIT as u32)
+                let entry = if op.segment.is_none() && op.hdr.msg_iovlen == 1 {
+                    // One datagram from one buffer: IORING_OP_SEND with an address
+                    // skips the msghdr copy.
+                    opcode::Send::new(
+                        types::Fd(op.fd),
+                        op.iovs[0].iov_base as *const u8,
+                        op.iovs[0].iov_len as u32,
+                    )
+                    .dest_addr(op.hdr.msg_name as *const libc::sockaddr)
+                    .dest_addr_len(op.hdr.msg_namelen)
+                    .flags(libc::MSG_DONTWAIT)
                     .build()
-                    .user_data(i as u64);
+                    .user_data(i as u64)
+                } else {
+                    opcode::SendMsg::new(types::Fd(op.fd), &op.hdr)
+                        .flags(libc::MSG_DONTWAIT as u32)
+                        .build()
+                        .user_data(i as u64)
+                };
                 // SAFETY: the entry points into `self.ops`, which is neither moved nor
                 // touched until every entry has completed below.
                 if unsafe { sq.push(&entry) }.is_err() {
