@@ -23,7 +23,7 @@ pub(crate) const MAX_DATAGRAM: usize = 65535;
 /// One receive slot: room for framing in front, the datagram, padding behind.
 pub(crate) const SLOT: usize = PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM;
 /// The kernel's cap on segments in one GSO send (`UDP_MAX_SEGMENTS`).
-pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
+const MAX_GSO_SEGMENTS: usize = 64;
 /// `UDP_SEGMENT` socket option / control message (linux/udp.h).
 const UDP_SEGMENT: libc::c_int = 103;
 

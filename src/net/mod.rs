@@ -14,7 +14,6 @@ mod stream;
 #[cfg(test)]
 mod tests;
 pub mod tls;
-mod uring;
 mod worker;
 
 use std::io;
@@ -193,7 +192,6 @@ where
                 let core = make_core(config, seed);
                 Worker::new(index, poll, core, io, thread_stop)
                     .with_busy_poll(busy_poll)
-                    .with_io_uring(std::env::var_os("TURNPIKE_IO_URING").is_some())
                     .run();
             })?;
         handle.workers.push(WorkerHandle {

@@ -8,7 +8,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,6 @@ use super::batch::{for_each_run, send_segments, Pending, RecvBatch, BATCH};
 use super::core::Core;
 use super::sockets::{count_send, send_on_relay, Sockets, Source};
 use super::stream::{Close, ReadStatus, StreamConn};
-use super::uring::UringSends;
 use crate::metrics::StatsPublisher;
 use crate::proto::{ClientId, Event, RelayKey, Transport};
 
@@ -52,8 +50,6 @@ pub(crate) struct Worker<C> {
     publisher: StatsPublisher,
     /// Opt-in busy-poll: keep polling without sleeping this long after the last traffic.
     busy_poll: Duration,
-    /// A batch's sends across sockets through one io_uring submission, when enabled.
-    uring: Option<UringSends>,
 }
 
 impl<C: Core> Worker<C> {
@@ -79,26 +75,7 @@ impl<C: Core> Worker<C> {
             stop,
             publisher: StatsPublisher::new(index),
             busy_poll: Duration::ZERO,
-            uring: None,
         }
-    }
-
-    /// Sends each batch's datagrams through io_uring (one syscall for all of them)
-    /// instead of a `sendmsg` per run; stays on `sendmsg` where io_uring is refused.
-    pub(crate) fn with_io_uring(mut self, on: bool) -> Worker<C> {
-        self.uring = if on {
-            UringSends::new()
-                .map_err(|e| {
-                    tracing::warn!(
-                        worker = self.index,
-                        "io_uring unavailable, using sendmsg: {e}"
-                    )
-                })
-                .ok()
-        } else {
-            None
-        };
-        self
     }
 
     pub(crate) fn with_busy_poll(mut self, busy_poll: Duration) -> Worker<C> {
@@ -225,34 +202,20 @@ impl<C: Core> Worker<C> {
                 }
             }
             let (relays, stats) = (&self.io.relays, &mut self.io.stats);
-            let uring = &mut self.uring;
             // Set when the kernel refuses GSO: the worker stops trying (see send_run).
             let mut gso_failed = false;
-            let gso = &mut gso_failed;
             for_each_run(
                 &self.to_peer,
                 &batch,
                 self.io.gso,
-                |relay, peer, iovs, segment| match (relays.get(&relay), uring.as_mut()) {
-                    (Some(sock), Some(u)) => {
-                        if u.is_full() {
-                            flush_uring(u, stats, gso);
-                        }
-                        u.push(sock.as_raw_fd(), peer, iovs, segment);
-                    }
-                    (Some(sock), None) => {
-                        let sent = send_run(sock, peer, iovs, segment, gso);
-                        count_run(stats, segment, iovs.len(), sent);
-                    }
-                    (None, _) => {
-                        let sent = Err(io::Error::from(io::ErrorKind::NotFound));
-                        count_run(stats, segment, iovs.len(), sent);
-                    }
+                |relay, peer, iovs, segment| {
+                    let sent = match relays.get(&relay) {
+                        Some(sock) => send_run(sock, peer, iovs, segment, &mut gso_failed),
+                        None => Err(io::Error::from(io::ErrorKind::NotFound)),
+                    };
+                    count_run(stats, segment, iovs.len(), sent);
                 },
             );
-            if let Some(u) = uring.as_mut() {
-                flush_uring(u, stats, gso);
-            }
             if gso_failed {
                 self.io.gso = false;
             }
@@ -313,28 +276,16 @@ impl<C: Core> Worker<C> {
                 }
                 self.drain(now);
             }
-            let (io, to_client, uring) = (&mut self.io, &self.to_client, &mut self.uring);
+            let (io, to_client) = (&mut self.io, &self.to_client);
             let gso = io.gso;
             let mut gso_failed = false;
             for_each_run(to_client, &batch, gso, |client, dst, iovs, segment| {
                 if client.transport == Transport::Udp {
-                    let listener = io.udp.iter().find(|l| l.local == client.local);
-                    match (listener, uring.as_mut()) {
-                        (Some(l), Some(u)) => {
-                            if u.is_full() {
-                                flush_uring(u, &mut io.stats, &mut gso_failed);
-                            }
-                            u.push(l.sock.as_raw_fd(), dst, iovs, segment);
-                        }
-                        (Some(l), None) => {
-                            let sent = send_run(&l.sock, dst, iovs, segment, &mut gso_failed);
-                            count_run(&mut io.stats, segment, iovs.len(), sent);
-                        }
-                        (None, _) => {
-                            let sent = Err(io::Error::from(io::ErrorKind::NotFound));
-                            count_run(&mut io.stats, segment, iovs.len(), sent);
-                        }
-                    }
+                    let sent = match io.udp.iter().find(|l| l.local == client.local) {
+                        Some(l) => send_run(&l.sock, dst, iovs, segment, &mut gso_failed),
+                        None => Err(io::Error::from(io::ErrorKind::NotFound)),
+                    };
+                    count_run(&mut io.stats, segment, iovs.len(), sent);
                 } else {
                     // A stream has no datagrams: each segment of a run is one framed
                     // message, appended to the connection in order.
@@ -343,9 +294,6 @@ impl<C: Core> Worker<C> {
                     }
                 }
             });
-            if let Some(u) = uring.as_mut() {
-                flush_uring(u, &mut io.stats, &mut gso_failed);
-            }
             if gso_failed {
                 self.io.gso = false;
             }
@@ -514,33 +462,6 @@ fn count_run(
         stats.gso_segments += segments as u64;
     }
     count_send(stats, sent);
-}
-
-/// Flushes the queued io_uring sends and counts each run. A run the kernel refused as
-/// GSO is sent again segment by segment and GSO is turned off, as in [`send_run`].
-fn flush_uring(
-    uring: &mut UringSends,
-    stats: &mut crate::metrics::ShellStats,
-    gso_failed: &mut bool,
-) {
-    uring.flush(|iovs, sent| {
-        let result = match sent.result {
-            Err(e)
-                if sent.segment.is_some()
-                    && matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) =>
-            {
-                *gso_failed = true;
-                // SAFETY: the socket is held by the worker for the whole flush (nothing
-                // closes sockets between queueing and flushing).
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sent.fd) };
-                iovs.iter().try_fold(0, |total, iov| {
-                    send_segments(&fd, sent.dst, std::slice::from_ref(iov), None).map(|n| total + n)
-                })
-            }
-            other => other,
-        };
-        count_run(stats, sent.segment, sent.segments, result);
-    });
 }
 
 /// Send one GSO run (or a single datagram). If the kernel refuses GSO (some NICs and
