@@ -186,3 +186,35 @@ fn allocations_on_other_workers_count_too() {
     alice.refresh(&mut worker1, Some(0)).assert_ok();
     assert_eq!(bob.send_indication(&mut worker2, alice_addr, b"x"), None);
 }
+
+#[test]
+fn a_reused_send_verdict_covers_only_that_peer_while_it_lives() {
+    // Sends to one peer reuse the last verdict (no look-up per packet); that must not
+    // let a Send to any other address of ours through, nor outlive the target.
+    let mut net = Net::with(serve_like_policy);
+    let (mut alice, alice_addr, _) = allocated(&mut net, "alice");
+    let (mut bob, bob_addr, _) = allocated(&mut net, "bob");
+    bob.create_permission(&mut net, &[alice_addr]).assert_ok();
+    let dropped = |net: &Net| net.server.stats().drops[DropReason::NoPermission as usize];
+    let before = dropped(&net);
+    for _ in 0..3 {
+        assert!(bob.send_indication(&mut net, alice_addr, b"x").is_some());
+    }
+    // Other ports on the same (permitted) IP: an unheld relay port, then a listener.
+    let unheld = (50000..=50099)
+        .find(|&p| p != alice_addr.port() && p != bob_addr.port())
+        .expect("a free relay port");
+    let unheld = SocketAddr::new(alice_addr.ip(), unheld);
+    assert_eq!(bob.send_indication(&mut net, unheld, b"x"), None);
+    let listener = SocketAddr::new(alice_addr.ip(), 3478);
+    assert_eq!(bob.send_indication(&mut net, listener, b"x"), None);
+    // Back to alice: allowed again, then not once she has gone.
+    assert!(bob.send_indication(&mut net, alice_addr, b"x").is_some());
+    alice.refresh(&mut net, Some(0)).assert_ok();
+    assert_eq!(bob.send_indication(&mut net, alice_addr, b"x"), None);
+    assert_eq!(
+        dropped(&net) - before,
+        3,
+        "unheld port, listener, and alice after she left"
+    );
+}

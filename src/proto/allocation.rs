@@ -66,6 +66,12 @@ pub struct Allocation {
     pub channels: Vec<Channel>,
     /// The client asked for DONT-FRAGMENT (RFC 8656 §14.8).
     pub dont_fragment: bool,
+    /// The last peer a Send indication was allowed to reach, and the
+    /// [`RelayPorts::retired`](super::ports::RelayPorts::retired) count when that was
+    /// decided: while neither changes the verdict stands, so a stream of Sends to one
+    /// peer (a call before its ChannelBind, or a client that never binds) is not
+    /// re-checked against the policy and the shared port table per packet.
+    pub send_route: Option<(SocketAddr, u64)>,
 }
 
 impl Allocation {

@@ -67,7 +67,12 @@ impl Server {
         client: ClientId,
         msg: &Message<'a>,
     ) -> Option<Forward<'a>> {
-        let Some(alloc) = self.allocations.get(&client).filter(|a| a.expires > now) else {
+        let retired = self.ports.retired();
+        let Some(alloc) = self
+            .allocations
+            .get_mut(&client)
+            .filter(|a| a.expires > now)
+        else {
             self.stats.count_drop(DropReason::NoAllocation);
             return None;
         };
@@ -87,9 +92,17 @@ impl Server {
         // Permissions are per IP (RFC 8656 §9), so the port of a Send is unchecked so
         // far: policy still refuses our own listeners and relay ports (no loops), except
         // the relayed address of a live allocation (relay to relay, `peer_route`).
-        let permitted = alloc.permits(peer.ip(), now)
-            && super::requests::peer_route(&self.config.peer_policy, &self.ports, alloc, peer)
-                .is_some();
+        // The route verdict depends only on the peer, on the policy (fixed for the
+        // server's life) and on which relayed addresses are live, so the last one is
+        // reused until the peer or the retired count changes (`send_route`).
+        let mut permitted = alloc.permits(peer.ip(), now);
+        if permitted && alloc.send_route != Some((peer, retired)) {
+            let policy = &self.config.peer_policy;
+            permitted = super::requests::peer_route(policy, &self.ports, alloc, peer).is_some();
+            if permitted {
+                alloc.send_route = Some((peer, retired));
+            }
+        }
         forward(&mut self.stats, alloc, permitted, peer, data)
     }
 

@@ -313,6 +313,7 @@ impl Server {
                 permissions: Vec::new(),
                 channels: Vec::new(),
                 dont_fragment: p.dont_fragment,
+                send_route: None,
             },
         );
         self.set_timer(expires, Timer::Allocation(client));
