@@ -21,6 +21,8 @@
 mod bare;
 #[path = "relay/gso.rs"]
 mod gso;
+#[path = "relay/latency.rs"]
+mod latency;
 #[path = "relay/plan.rs"]
 mod plan;
 #[path = "relay/report.rs"]
@@ -202,6 +204,42 @@ fn run_in_namespace(generator_cpu: usize) -> Result<ExitCode, String> {
     }))
 }
 
+/// Latency in rounds over every server that measured fine (see latency.rs), at the
+/// loads of its own audio ChannelData capacity.
+fn measure_latency(
+    args: &Args,
+    plan: &Plan,
+    pools: &[(Mix, srtp_pool::Pool)],
+    bar: &ProgressBar,
+    results: &mut [ServerResult],
+) -> Result<(), String> {
+    let pool = plan::pool_of(pools, Mix::Audio)?;
+    let mut points = Vec::new();
+    for (i, (&kind, r)) in args.servers.iter().zip(results.iter()).enumerate() {
+        if r.status == "ok" {
+            let capacity = r
+                .ramp(Mix::Audio, results::Direction::ChannelData)
+                .and_then(|r| r.pps_le_0_1pct)
+                .unwrap_or(plan.ramp_start);
+            points.push((i, kind, latency::Points::new(plan, capacity)?));
+        }
+    }
+    for _ in 0..plan.latency_rounds {
+        for (i, kind, p) in &mut points {
+            bar.set_message(format!("{} latency", kind.name()));
+            if let Err(e) = p.round(*kind, plan, pool, &args.out) {
+                results[*i].status = format!("error: latency: {e}");
+            }
+            bar.inc(1);
+        }
+        points.retain(|(i, _, _)| results[*i].status == "ok");
+    }
+    for (i, _, p) in points {
+        results[i].latency = p.finish();
+    }
+    Ok(())
+}
+
 fn machine() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -266,6 +304,7 @@ fn run(
         }
         results.push(r);
     }
+    measure_latency(args, &plan, &pools, &bar, &mut results)?;
     bar.finish_and_clear();
 
     let table = report::table(&results);
@@ -273,7 +312,13 @@ fn run(
     println!(
         "network: {network}; relay pinned to cpu {relay_cpu}, generator to cpu {generator_cpu}; \
          audio = 170 B SRTP at 50 pps/stream, video = 1200 B in 5–10 packet frames at 30 fps/stream; \
-         ≥ = the generator ran out before the relay did. Took {:.0} s.",
+         ≥ = the generator ran out before the relay did; latency = all packets of {} rounds \
+         that interleave the servers ({} s idle at {} pps, {} s per \
+         loaded point, per round). Took {:.0} s.",
+        plan.latency_rounds,
+        plan.idle_secs,
+        plan.idle_rate,
+        plan.latency_secs,
         started.elapsed().as_secs_f64()
     );
     let json = serde_json::json!({

@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use rand::RngCore;
 
 use crate::bare::Bare;
-use crate::results::{Direction, Kind, LatencyPoint, Ramp, ServerResult, SetupRun};
+use crate::results::{Direction, Kind, Ramp, ServerResult, SetupRun};
 use crate::servers::{self, ServerProcess, LISTEN};
 use crate::srtp_pool::Pool;
 use crate::sys::{self, PortAllocator};
@@ -35,6 +35,10 @@ pub struct Plan {
     pub latency_secs: f64,
     /// "Idle": one packet every 5 ms, so every packet meets a sleeping relay.
     pub idle_rate: f64,
+    /// Idle is measured longer, for enough samples that p99 is not one packet's luck.
+    pub idle_secs: f64,
+    /// Latency is measured in this many rounds over all servers (see latency.rs).
+    pub latency_rounds: usize,
     pub relay_cpus: Vec<usize>,
     pub both_cpus: Vec<usize>,
 }
@@ -58,6 +62,8 @@ impl Plan {
                 cpu_secs: 0.5,
                 latency_secs: 0.3,
                 idle_rate: 200.0,
+                idle_secs: 0.3,
+                latency_rounds: 1,
                 relay_cpus: vec![relay_cpu],
                 both_cpus: both,
             }
@@ -76,6 +82,8 @@ impl Plan {
                 cpu_secs: 3.0,
                 latency_secs: 2.0,
                 idle_rate: 200.0,
+                idle_secs: 5.0,
+                latency_rounds: 3,
                 relay_cpus: vec![relay_cpu],
                 both_cpus: both,
             }
@@ -93,7 +101,7 @@ impl Plan {
 
     /// Steps the progress bar is sized for (an upper bound on ramps, plus points).
     pub fn estimated_steps(&self, servers: usize) -> u64 {
-        let per = 7 * self.ramp_max_steps + self.cpu_rates.len() + 4;
+        let per = 7 * self.ramp_max_steps + self.cpu_rates.len() + self.latency_rounds;
         (servers * per) as u64
     }
 }
@@ -364,6 +372,54 @@ fn turn_flows(
     }
 }
 
+/// A bare forwarder on the relay's core, with the generator's two sockets: the
+/// client's and the peer's.
+struct BareSetup {
+    bare: Bare,
+    client: UdpSocket,
+    peer: UdpSocket,
+}
+
+impl BareSetup {
+    fn start(kind: Kind, plan: &Plan) -> Result<BareSetup, String> {
+        let e = |e: std::io::Error| e.to_string();
+        let mut ports = PortAllocator::new();
+        let client = ports.bind().map_err(e)?;
+        let peer = ports.bind().map_err(e)?;
+        let addr = |s: &UdpSocket| match s.local_addr() {
+            Ok(std::net::SocketAddr::V4(a)) => Ok(a),
+            _ => Err("expected an IPv4 socket".to_string()),
+        };
+        let bare = Bare::start(
+            kind == Kind::BareBatched,
+            addr(&client)?,
+            addr(&peer)?,
+            plan.relay_cpus.clone(),
+        )
+        .map_err(e)?;
+        Ok(BareSetup { bare, client, peer })
+    }
+
+    fn flows(&self, d: Direction) -> Flows {
+        let stream = |dest| Stream {
+            tx: 0,
+            dest: sys::sockaddr(dest),
+            prefix: Vec::new(),
+            pad: 0,
+        };
+        let (from, to, dest) = match d {
+            Direction::PeerToClient => (&self.peer, &self.client, self.bare.peer_facing),
+            _ => (&self.client, &self.peer, self.bare.client_facing),
+        };
+        Flows {
+            tx: vec![from.as_raw_fd()],
+            rx: vec![to.as_raw_fd()],
+            streams: vec![stream(dest)],
+            gso: false,
+        }
+    }
+}
+
 fn measure_bare(
     kind: Kind,
     plan: &Plan,
@@ -371,21 +427,7 @@ fn measure_bare(
     bar: &ProgressBar,
     result: &mut ServerResult,
 ) -> Result<(), String> {
-    let e = |e: std::io::Error| e.to_string();
-    let mut ports = PortAllocator::new();
-    let client = ports.bind().map_err(e)?;
-    let peer = ports.bind().map_err(e)?;
-    let addr = |s: &UdpSocket| match s.local_addr() {
-        Ok(std::net::SocketAddr::V4(a)) => Ok(a),
-        _ => Err("expected an IPv4 socket".to_string()),
-    };
-    let bare = Bare::start(
-        kind == Kind::BareBatched,
-        addr(&client)?,
-        addr(&peer)?,
-        plan.relay_cpus.clone(),
-    )
-    .map_err(e)?;
+    let setup = BareSetup::start(kind, plan)?;
     result.command = Some(format!(
         "in-process forwarder thread pinned to cpus {:?} ({})",
         plan.relay_cpus,
@@ -399,34 +441,50 @@ fn measure_bare(
         .notes
         .push("no TURN framing: client→peer carries the bare SRTP packet".into());
     let probe = CpuProbe {
-        dir: bare.proc_dir(),
+        dir: setup.bare.proc_dir(),
         threads: false,
     };
-    let stream = |dest| Stream {
-        tx: 0,
-        dest: sys::sockaddr(dest),
-        prefix: Vec::new(),
-        pad: 0,
-    };
     let dirs = plan.directions(&[Direction::ChannelData, Direction::PeerToClient]);
-    run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |_, d| match d {
-        Direction::PeerToClient => Flows {
-            tx: vec![peer.as_raw_fd()],
-            rx: vec![client.as_raw_fd()],
-            streams: vec![stream(bare.peer_facing)],
-            gso: false,
-        },
-        _ => Flows {
-            tx: vec![client.as_raw_fd()],
-            rx: vec![peer.as_raw_fd()],
-            streams: vec![stream(bare.client_facing)],
-            gso: false,
-        },
+    run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |_, d| {
+        setup.flows(d)
     })
 }
 
-/// The ramps of every mix × direction, then CPU per packet and latency on the audio
-/// ChannelData path (the common case of a call relay).
+/// Starts `kind` afresh (one worker), sets up the audio ChannelData flows of the CPU
+/// and latency points, and runs `f` on them; the server stops when `f` returns.
+pub fn with_audio_flows<T>(
+    kind: Kind,
+    plan: &Plan,
+    dir: &Path,
+    f: impl FnOnce(&Flows) -> Result<T, String>,
+) -> Result<T, String> {
+    match kind {
+        Kind::Turnpike | Kind::Coturn => {
+            let server = start_turn(kind, 1, &plan.relay_cpus, dir)?;
+            let mut ports = PortAllocator::new();
+            let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;
+            let allocs = traffic_allocations(plan, &mut ports, &peer_addrs)?;
+            let flows = turn_flows(
+                Mix::Audio,
+                Direction::ChannelData,
+                &allocs,
+                &peers,
+                &peer_addrs,
+            );
+            let out = f(&flows);
+            drop(server);
+            out
+        }
+        Kind::BarePlain | Kind::BareBatched => {
+            let setup = BareSetup::start(kind, plan)?;
+            f(&setup.flows(Direction::ChannelData))
+        }
+    }
+}
+
+/// The ramps of every mix × direction, then CPU per packet on the audio ChannelData
+/// path (the common case of a call relay). Latency comes later, in rounds over all
+/// servers (latency.rs).
 fn run_ramps_and_points(
     plan: &Plan,
     pools: &[(Mix, Pool)],
@@ -454,41 +512,10 @@ fn run_ramps_and_points(
         bar.inc(1);
         result.cpu.push(r);
     }
-    let capacity = result
-        .ramp(Mix::Audio, Direction::ChannelData)
-        .and_then(|r| r.pps_le_0_1pct)
-        .unwrap_or(plan.ramp_start);
-    let mut points = vec![("idle".to_string(), plan.idle_rate)];
-    let fractions: &[f64] = if plan.smoke { &[0.5] } else { &[0.1, 0.5, 0.9] };
-    for f in fractions {
-        points.push((format!("{}%", (f * 100.0).round()), capacity * f));
-    }
-    for (load, rate) in points {
-        let r = engine
-            .run_step(&flows, pool, Mix::Audio, rate, plan.latency_secs, None)
-            .map_err(|e| e.to_string())?;
-        bar.inc(1);
-        let h = &engine.histogram;
-        let curve = if h.is_empty() {
-            Vec::new()
-        } else {
-            [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99]
-                .iter()
-                .map(|&p| (p, h.value_at_percentile(p) as f64 / 1000.0))
-                .collect()
-        };
-        result.latency.push(LatencyPoint {
-            load,
-            offered_pps: rate,
-            loss: r.loss,
-            latency: r.latency,
-            curve,
-        });
-    }
     Ok(())
 }
 
-fn pool_of(pools: &[(Mix, Pool)], mix: Mix) -> Result<&Pool, String> {
+pub fn pool_of(pools: &[(Mix, Pool)], mix: Mix) -> Result<&Pool, String> {
     pools
         .iter()
         .find(|(m, _)| *m == mix)

@@ -57,6 +57,8 @@ pub struct LatencyPoint {
     pub latency: Option<Latency>,
     /// Latency histogram (ns) as (percentile, µs) pairs for the chart.
     pub curve: Vec<(f64, f64)>,
+    /// p99 (µs) of each round alone, in the order run (the figures above pool them).
+    pub p99_of_rounds: Vec<f64>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]

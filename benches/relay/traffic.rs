@@ -149,7 +149,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Option<Latency> {
+    pub fn of(h: &Histogram<u64>) -> Option<Latency> {
         if h.is_empty() {
             return None;
         }
@@ -198,13 +198,17 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// A latency histogram in ns: 1 ns to 60 s, 3 significant digits.
+    pub fn new_histogram() -> Result<Histogram<u64>, String> {
+        Histogram::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())
+    }
+
     pub fn new(flows: &Flows) -> std::io::Result<Engine> {
         let epoll = Epoll::new()?;
         for (i, &fd) in flows.rx.iter().enumerate() {
             epoll.add(fd, i as u64)?;
         }
-        let histogram = Histogram::new_with_bounds(1, 60_000_000_000, 3)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let histogram = Engine::new_histogram().map_err(std::io::Error::other)?;
         Ok(Engine {
             epoll,
             sender: MmsgSender::new(),
