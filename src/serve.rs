@@ -256,6 +256,7 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
     Ok(NetConfig {
         workers: settings.workers,
         busy_poll: settings.busy_poll,
+        coalesce: settings.coalesce,
         // UDP answers must leave from the address the client sent to, and the core
         // advertises relayed addresses from it: a wildcard socket knows neither, so
         // listen on each interface address instead (as coturn does). Streams learn

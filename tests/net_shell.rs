@@ -50,6 +50,7 @@ fn net_config(workers: usize) -> NetConfig {
     NetConfig {
         workers,
         busy_poll: std::time::Duration::ZERO,
+        coalesce: std::time::Duration::ZERO,
         udp: vec![any_port()],
         tcp: vec![any_port()],
         tls: vec![],

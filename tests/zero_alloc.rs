@@ -53,6 +53,7 @@ fn config() -> NetConfig {
     NetConfig {
         workers: 1,
         busy_poll: std::time::Duration::ZERO,
+        coalesce: std::time::Duration::ZERO,
         udp: vec![SocketAddr::new(loopback, 0)],
         tcp: vec![],
         tls: vec![],

@@ -67,6 +67,12 @@ pub fn start_turnpike(workers: usize, cpus: &[usize], dir: &Path) -> Result<Serv
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    // Opt-in coalescing (server.coalesce_us), likewise:
+    // TURNPIKE_BENCH_COALESCE_US=200 cargo bench --bench relay -- --servers turnpike
+    let coalesce_us: u64 = std::env::var("TURNPIKE_BENCH_COALESCE_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     // Every key the bench depends on is spelled out; the rest keep their defaults.
     let text = format!(
         r#"# Written by benches/relay.rs.
@@ -74,6 +80,7 @@ pub fn start_turnpike(workers: usize, cpus: &[usize], dir: &Path) -> Result<Serv
 realm = "{REALM}"
 workers = {workers}
 busy_poll_us = {busy_poll_us}
+coalesce_us = {coalesce_us}
 
 [listen]
 udp = ["{LISTEN}"]

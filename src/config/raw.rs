@@ -32,6 +32,7 @@ pub struct RawServer {
     pub software: String,
     pub workers: usize,
     pub busy_poll_us: u64,
+    pub coalesce_us: u64,
 }
 
 impl Default for RawServer {
@@ -41,6 +42,7 @@ impl Default for RawServer {
             software: "Turnpike".into(),
             workers: 0,
             busy_poll_us: 0,
+            coalesce_us: 0,
         }
     }
 }

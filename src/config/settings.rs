@@ -23,6 +23,9 @@ pub struct Settings {
     pub workers: usize,
     /// How long a worker keeps polling without sleeping after traffic (zero: off).
     pub busy_poll: Duration,
+    /// Under steady traffic, how long a worker waits after a batch before looking
+    /// again (zero: off).
+    pub coalesce: Duration,
     /// TURN listeners per transport.
     pub listen: Listen,
     /// Certificate for the TLS listeners; `Some` exactly when `listen.tls` is not empty.

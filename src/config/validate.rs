@@ -77,6 +77,24 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
         ));
     }
     let busy_poll = std::time::Duration::from_micros(raw.server.busy_poll_us);
+    if raw.server.coalesce_us > 1_000 {
+        return Err(ctx.err(
+            "server.coalesce_us",
+            format!(
+                "{} is more than 1000 (1 ms, the most a packet may be held)",
+                raw.server.coalesce_us
+            ),
+        ));
+    }
+    if raw.server.coalesce_us > 0 && raw.server.busy_poll_us > 0 {
+        return Err(ctx.err(
+            "server.coalesce_us",
+            "cannot be combined with server.busy_poll_us (one spends CPU to cut latency, \
+             the other spends latency to save CPU)"
+                .to_string(),
+        ));
+    }
+    let coalesce = std::time::Duration::from_micros(raw.server.coalesce_us);
     let listen = listen(ctx, &raw.listen)?;
     let tls = if listen.tls.is_empty() {
         None
@@ -136,6 +154,7 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
         software,
         workers,
         busy_poll,
+        coalesce,
         listen,
         tls,
         relay,

@@ -45,6 +45,9 @@ pub struct NetConfig {
     pub server: ServerConfig,
     /// Keep polling this long after traffic before blocking (zero: off).
     pub busy_poll: std::time::Duration,
+    /// Under steady traffic, wait this long after a batch before looking again (zero:
+    /// off); see `server.coalesce_us`.
+    pub coalesce: std::time::Duration,
     /// Worker `i` seeds its core with `rng_seed + i`.
     pub rng_seed: u64,
 }
@@ -179,6 +182,7 @@ where
         let thread_stop = stop.clone();
         let make_core = make_core.clone();
         let busy_poll = cfg.busy_poll;
+        let coalesce = cfg.coalesce;
         let Prepared {
             poll,
             io,
@@ -192,6 +196,7 @@ where
                 let core = make_core(config, seed);
                 Worker::new(index, poll, core, io, thread_stop)
                     .with_busy_poll(busy_poll)
+                    .with_coalesce(coalesce)
                     .run();
             })?;
         handle.workers.push(WorkerHandle {

@@ -74,6 +74,12 @@ fn each_validation_error_names_its_key_and_line() {
     let cases: &[(&str, &str)] = &[
         ("[server]\nrealm = \"\"", "server.realm"),
         ("[server]\nsoftware = \"a\\u0007b\"", "server.software"),
+        ("[server]\nbusy_poll_us = 100001", "server.busy_poll_us"),
+        ("[server]\ncoalesce_us = 1001", "server.coalesce_us"),
+        (
+            "[server]\nbusy_poll_us = 50\ncoalesce_us = 200",
+            "server.coalesce_us",
+        ),
         ("[listen]\nudp = [\"nonsense\"]", "listen.udp[0]"),
         (
             "[listen]\ntcp = [\"0.0.0.0:1\", \"0.0.0.0:0\"]",

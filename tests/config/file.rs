@@ -73,6 +73,7 @@ fn every_key_is_read() {
     assert_eq!(s.software, None);
     assert_eq!(s.workers, 3);
     assert_eq!(s.busy_poll, Duration::from_micros(50));
+    assert_eq!(s.coalesce, Duration::ZERO);
     assert_eq!(s.listen.udp, vec![sa("192.0.2.1:3478")]);
     assert_eq!(s.listen.tcp, vec![sa("192.0.2.1:3479")]);
     assert_eq!(s.listen.tls, vec![sa("[2001:db8::1]:5349")]);
@@ -178,6 +179,11 @@ fn every_key_test_covers_the_embedded_file_and_changes_each_value() {
     let changed: toml::Table = toml::from_str(EVERY_KEY).unwrap();
     for (section, values) in &default {
         for (key, value) in values.as_table().unwrap() {
+            // Cannot be set together with busy_poll_us, which EVERY_KEY sets; it has
+            // its own test below.
+            if (section.as_str(), key.as_str()) == ("server", "coalesce_us") {
+                continue;
+            }
             assert_ne!(
                 Some(value),
                 changed[section].get(key),
@@ -198,4 +204,11 @@ fn every_key_in_the_embedded_file_has_a_comment() {
             );
         }
     }
+}
+
+#[test]
+fn coalescing_is_read_in_microseconds() {
+    let s = parse("[server]\ncoalesce_us = 200").unwrap();
+    assert_eq!(s.coalesce, Duration::from_micros(200));
+    assert_eq!(s.busy_poll, Duration::ZERO);
 }

@@ -46,6 +46,7 @@ realm = "example.org"
 software = ""
 workers = 3
 busy_poll_us = 50
+coalesce_us = 0
 [listen]
 udp = ["192.0.2.1:3478"]
 tcp = ["192.0.2.1:3479"]
