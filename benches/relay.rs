@@ -2,7 +2,7 @@
 //! forwarder, with a TURN load generator built on Turnpike's own codec.
 //!
 //! ```sh
-//! cargo bench --bench relay -- [--smoke] [--quick] [--out DIR] [--servers turnpike,coturn,bare]
+//! cargo bench --bench relay -- [--smoke] [--quick] [--out DIR] [--servers turnpike,turnpike-coalesce,coturn,bare]
 //! ```
 //!
 //! The run happens in a private network namespace made for it (`ip netns add`), on
@@ -71,6 +71,7 @@ fn parse_args() -> Result<Args, String> {
             .join("bench-results"),
         servers: vec![
             Kind::Turnpike,
+            Kind::TurnpikeCoalesce,
             Kind::Coturn,
             Kind::BarePlain,
             Kind::BareBatched,
@@ -88,6 +89,7 @@ fn parse_args() -> Result<Args, String> {
                 for name in list.split(',') {
                     match name.trim() {
                         "turnpike" => args.servers.push(Kind::Turnpike),
+                        "turnpike-coalesce" => args.servers.push(Kind::TurnpikeCoalesce),
                         "coturn" => args.servers.push(Kind::Coturn),
                         "bare" => args.servers.extend([Kind::BarePlain, Kind::BareBatched]),
                         "bare-plain" => args.servers.push(Kind::BarePlain),
@@ -101,7 +103,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 return Err(
                     "usage: cargo bench --bench relay -- [--smoke] [--quick] [--out DIR] \
-                     [--servers turnpike,coturn,bare]"
+                     [--servers turnpike,turnpike-coalesce,coturn,bare]"
                         .into(),
                 )
             }

@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use rand::RngCore;
 
 use crate::bare::Bare;
-use crate::results::{Direction, Kind, Ramp, ServerResult, SetupRun};
+use crate::results::{self, Direction, Kind, Ramp, ServerResult, SetupRun};
 use crate::servers::{self, ServerProcess, LISTEN};
 use crate::srtp_pool::Pool;
 use crate::sys::{self, PortAllocator};
@@ -17,6 +17,7 @@ use crate::traffic::{self, CpuProbe, Engine, Flows, Mix, StepResult, Stream};
 use crate::turn::{self, Allocation, Creds};
 
 /// Durations and sizes of one run; `--smoke` shrinks everything to seconds.
+#[derive(Clone)]
 pub struct Plan {
     pub smoke: bool,
     /// Audio ChannelData only, one worker (`--quick`).
@@ -125,6 +126,17 @@ pub fn measure(
     }
     bar.set_message(kind.name());
     let outcome = match kind {
+        Kind::TurnpikeCoalesce => {
+            let quick = Plan {
+                quick: true,
+                ..plan.clone()
+            };
+            result.notes.push(format!(
+                "server.coalesce_us = {}; audio ChannelData only",
+                results::COALESCE_US
+            ));
+            measure_turn(kind, &quick, pools, dir, bar, &mut result)
+        }
         Kind::Turnpike | Kind::Coturn => measure_turn(kind, plan, pools, dir, bar, &mut result),
         Kind::BarePlain | Kind::BareBatched => measure_bare(kind, plan, pools, bar, &mut result),
     };
@@ -142,7 +154,10 @@ fn start_turn(
 ) -> Result<ServerProcess, String> {
     match kind {
         Kind::Coturn => servers::start_coturn(workers, cpus, dir),
-        _ => servers::start_turnpike(workers, cpus, dir),
+        Kind::TurnpikeCoalesce => {
+            servers::start_turnpike(workers, cpus, dir, Some(results::COALESCE_US))
+        }
+        _ => servers::start_turnpike(workers, cpus, dir, None),
     }
 }
 
@@ -214,7 +229,7 @@ fn measure_turn(
         Direction::SendIndication,
         Direction::PeerToClient,
     ]);
-    if kind == Kind::Turnpike {
+    if kind.is_turnpike() {
         result.notes.push(
             "video sent as one UDP GSO message per frame and received with UDP_GRO \
              (Turnpike's sockets take coalesced UDP); other relays get one datagram per send"
@@ -224,7 +239,7 @@ fn measure_turn(
     run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |mix, d| {
         let mut flows = turn_flows(mix, d, &allocs, &peers, &peer_addrs);
         // Only Turnpike's sockets ask for UDP_GRO; see Flows::gso.
-        flows.gso = kind == Kind::Turnpike;
+        flows.gso = kind.is_turnpike();
         flows
     })?;
     drop(server);
@@ -459,7 +474,7 @@ pub fn with_audio_flows<T>(
     f: impl FnOnce(&Flows) -> Result<T, String>,
 ) -> Result<T, String> {
     match kind {
-        Kind::Turnpike | Kind::Coturn => {
+        Kind::Turnpike | Kind::TurnpikeCoalesce | Kind::Coturn => {
             let server = start_turn(kind, 1, &plan.relay_cpus, dir)?;
             let mut ports = PortAllocator::new();
             let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;

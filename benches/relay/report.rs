@@ -167,44 +167,45 @@ fn cpu_label(results: &[ServerResult], i: usize) -> String {
     )
 }
 
-/// The Markdown table with ratio columns Turnpike/coturn and Turnpike/bare-plain.
+/// The Markdown table with ratio columns Turnpike/coturn, Turnpike with coalescing /
+/// coturn, and Turnpike/bare-plain.
 pub fn table(results: &[ServerResult]) -> String {
     let idx = |name: &str| results.iter().position(|r| r.server == name);
-    let tp = idx("turnpike");
-    let ratio_cols: Vec<(String, usize)> = ["coturn", "bare-plain"]
-        .iter()
-        .filter_map(|n| idx(n).map(|i| (format!("turnpike/{n}"), i)))
-        .collect();
+    let ratio_cols: Vec<(String, usize, usize)> = [
+        ("turnpike", "coturn"),
+        ("turnpike-coalesce", "coturn"),
+        ("turnpike", "bare-plain"),
+    ]
+    .iter()
+    .filter_map(|(a, b)| Some((format!("{a}/{b}"), idx(a)?, idx(b)?)))
+    .collect();
     let mut out = String::new();
     let mut header = vec!["metric".to_string()];
     header.extend(results.iter().map(|r| r.server.clone()));
-    if tp.is_some() {
-        header.extend(ratio_cols.iter().map(|(n, _)| n.clone()));
-    }
+    header.extend(ratio_cols.iter().map(|(n, _, _)| n.clone()));
     out.push_str(&format!("| {} |\n", header.join(" | ")));
     out.push_str(&format!("|{}\n", " --- |".repeat(header.len())));
     for row in rows(results) {
         let mut line = vec![row.metric.clone()];
         line.extend(row.cells.iter().map(|c| cell_text(c, row.unit)));
-        if let Some(t) = tp {
-            for (_, other) in &ratio_cols {
-                let ratio = match (row.cells.get(t), row.cells.get(*other)) {
-                    (Some(Cell::Value(a, _)), Some(Cell::Value(b, _))) if *b > 0.0 => {
-                        format!("{:.2}", a / b)
-                    }
-                    (_, Some(Cell::Missing(m))) => m.clone(),
-                    _ => "—".into(),
-                };
-                line.push(ratio);
-            }
+        for &(_, a, b) in &ratio_cols {
+            let ratio = match (row.cells.get(a), row.cells.get(b)) {
+                (Some(Cell::Value(a, _)), Some(Cell::Value(b, _))) if *b > 0.0 => {
+                    format!("{:.2}", a / b)
+                }
+                (_, Some(Cell::Missing(m))) => m.clone(),
+                _ => "—".into(),
+            };
+            line.push(ratio);
         }
         out.push_str(&format!("| {} |\n", line.join(" | ")));
     }
     out
 }
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0x17, 0xbe, 0xcf),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0x94, 0x67, 0xbd),

@@ -89,15 +89,26 @@ impl ServerResult {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     Turnpike,
+    /// Turnpike with `server.coalesce_us` = [`COALESCE_US`], measured on the audio
+    /// ChannelData path only (what the setting is for).
+    TurnpikeCoalesce,
     Coturn,
     BarePlain,
     BareBatched,
 }
 
+/// The coalescing window of [`Kind::TurnpikeCoalesce`], in µs.
+pub const COALESCE_US: u64 = 200;
+
 impl Kind {
+    pub fn is_turnpike(self) -> bool {
+        matches!(self, Kind::Turnpike | Kind::TurnpikeCoalesce)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Turnpike => "turnpike",
+            Kind::TurnpikeCoalesce => "turnpike-coalesce",
             Kind::Coturn => "coturn",
             Kind::BarePlain => "bare-plain",
             Kind::BareBatched => "bare-batched",

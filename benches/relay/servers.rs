@@ -58,8 +58,14 @@ fn cpu_list(cpus: &[usize]) -> String {
         .join(",")
 }
 
-/// Writes Turnpike's config for the bench and starts it with `workers` threads.
-pub fn start_turnpike(workers: usize, cpus: &[usize], dir: &Path) -> Result<ServerProcess, String> {
+/// Writes Turnpike's config for the bench and starts it with `workers` threads
+/// (`coalesce_us`: server.coalesce_us, else from the environment).
+pub fn start_turnpike(
+    workers: usize,
+    cpus: &[usize],
+    dir: &Path,
+    coalesce_us: Option<u64>,
+) -> Result<ServerProcess, String> {
     let config = dir.join("turnpike-bench.toml");
     // Opt-in busy-poll (server.busy_poll_us) for measuring its latency and idle cost:
     // TURNPIKE_BENCH_BUSY_POLL_US=50 cargo bench --bench relay -- --servers turnpike
@@ -69,10 +75,12 @@ pub fn start_turnpike(workers: usize, cpus: &[usize], dir: &Path) -> Result<Serv
         .unwrap_or(0);
     // Opt-in coalescing (server.coalesce_us), likewise:
     // TURNPIKE_BENCH_COALESCE_US=200 cargo bench --bench relay -- --servers turnpike
-    let coalesce_us: u64 = std::env::var("TURNPIKE_BENCH_COALESCE_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let coalesce_us: u64 = coalesce_us.unwrap_or_else(|| {
+        std::env::var("TURNPIKE_BENCH_COALESCE_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
     // Every key the bench depends on is spelled out; the rest keep their defaults.
     let text = format!(
         r#"# Written by benches/relay.rs.
