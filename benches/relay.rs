@@ -2,7 +2,7 @@
 //! forwarder, with a TURN load generator built on Turnpike's own codec.
 //!
 //! ```sh
-//! cargo bench --bench relay -- [--smoke] [--quick] [--out DIR] [--servers turnpike,turnpike-coalesce,coturn,bare]
+//! cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] [--out DIR] [--servers turnpike,turnpike-coalesce,coturn,bare]
 //! ```
 //!
 //! The run happens in a private network namespace made for it (`ip netns add`), on
@@ -12,7 +12,8 @@
 //! on the host loopback and says so. `--smoke` runs a few seconds per server and fails
 //! (exit 1) if Turnpike forwarded nothing in some direction. `--quick` measures only the
 //! audio ChannelData path (its ramp, CPU per packet and latency) on one worker: the
-//! rows a change to the packet path moves, in a third of the time.
+//! rows a change to the packet path moves, in a third of the time. `--rounds N` sets
+//! how many interleaved latency rounds are run (default 3).
 //!
 //! Results: a Markdown table on stdout, `results.json`, `throughput.svg` and
 //! `latency.svg` in `--out` (default `target/bench-results/`).
@@ -56,6 +57,8 @@ const NETNS_ENV: &str = "TURNPIKE_BENCH_NETNS";
 struct Args {
     smoke: bool,
     quick: bool,
+    /// Latency rounds (default: the plan's).
+    rounds: Option<usize>,
     out: PathBuf,
     servers: Vec<Kind>,
 }
@@ -64,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         smoke: false,
         quick: false,
+        rounds: None,
         // Cargo's target directory (CARGO_TARGET_DIR when set), like its own output.
         out: std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -82,6 +86,13 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--smoke" => args.smoke = true,
             "--quick" => args.quick = true,
+            "--rounds" => {
+                let n = it.next().ok_or("--rounds needs a number")?;
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| format!("--rounds {n:?}: not a number"))?;
+                args.rounds = Some(n.max(1));
+            }
             "--out" => args.out = it.next().ok_or("--out needs a directory")?.into(),
             "--servers" => {
                 let list = it.next().ok_or("--servers needs a list")?;
@@ -100,13 +111,11 @@ fn parse_args() -> Result<Args, String> {
             }
             // `cargo bench` passes --bench to harness = false targets.
             "--bench" => {}
-            "-h" | "--help" => {
-                return Err(
-                    "usage: cargo bench --bench relay -- [--smoke] [--quick] [--out DIR] \
+            "-h" | "--help" => return Err(
+                "usage: cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] [--out DIR] \
                      [--servers turnpike,turnpike-coalesce,coturn,bare]"
-                        .into(),
-                )
-            }
+                    .into(),
+            ),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -269,6 +278,9 @@ fn run(
     let fd_limit = sys::raise_fd_limit().map_err(|e| format!("fd limit: {e}"))?;
     let mut plan = Plan::new(args.smoke, relay_cpu, generator_cpu);
     plan.quick = args.quick;
+    if let Some(n) = args.rounds {
+        plan.latency_rounds = n;
+    }
     eprintln!(
         "relay bench ({}): {network}; relay on cpu {relay_cpu}, generator on cpu {generator_cpu}; fd limit {fd_limit}",
         match (args.smoke, args.quick) {

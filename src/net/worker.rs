@@ -53,6 +53,8 @@ pub(crate) struct Worker<C> {
     /// Opt-in interrupt coalescing: under steady traffic, wait this long after a batch
     /// before looking again, so one wake-up handles what arrived meanwhile.
     coalesce: Duration,
+    /// Datagrams handled since the last wake-up (the rate estimate for coalescing).
+    wake_datagrams: u64,
 }
 
 impl<C: Core> Worker<C> {
@@ -79,6 +81,7 @@ impl<C: Core> Worker<C> {
             publisher: StatsPublisher::new(index),
             busy_poll: Duration::ZERO,
             coalesce: Duration::ZERO,
+            wake_datagrams: 0,
         }
     }
 
@@ -100,7 +103,7 @@ impl<C: Core> Worker<C> {
         // When traffic was last seen; busy-poll spins until `busy_poll` after it.
         let mut last_traffic = Instant::now();
         // Time between the last two wake-ups that found traffic, and whether the last
-        // one did: together they say whether traffic is steady enough to coalesce.
+        // one did: with the datagrams it handled, the rate that decides coalescing.
         let mut traffic_gap = Duration::MAX;
         let mut woke_to_traffic = false;
         if !self.coalesce.is_zero() {
@@ -112,14 +115,17 @@ impl<C: Core> Worker<C> {
         }
         while !self.stop.load(Ordering::Acquire) {
             let spinning = !self.busy_poll.is_zero() && last_traffic.elapsed() < self.busy_poll;
-            // Coalescing: right after a batch, while the previous batch came less than
-            // two windows earlier, sleep one window so the packets that arrive meanwhile
-            // are handled in one wake-up instead of one each. A packet waits at most one
-            // window; one that arrives while the worker blocks is handled at once, so
-            // sparse traffic (one call's audio) is never delayed.
+            // Coalescing: right after a batch, if the rate it came at (datagrams over
+            // the time since the batch before) would bring two or more within one
+            // window, sleep one window so they are handled in one wake-up instead of
+            // one each. Below that a sleep would only add a timer wake-up per packet.
+            // A packet waits at most one window; one that arrives while the worker
+            // blocks is handled at once, so sparse traffic (one call's audio, one video
+            // frame every 33 ms) is never delayed.
+            let expected_per_window = u128::from(self.wake_datagrams) * self.coalesce.as_nanos();
             if !self.coalesce.is_zero()
                 && woke_to_traffic
-                && traffic_gap <= 2 * self.coalesce
+                && expected_per_window >= 2 * traffic_gap.as_nanos()
                 && self.again.is_empty()
                 && !spinning
             {
@@ -147,6 +153,7 @@ impl<C: Core> Worker<C> {
                 traffic_gap = now.saturating_duration_since(last_traffic);
                 last_traffic = now;
             }
+            self.wake_datagrams = 0;
             ready.clear();
             ready.append(&mut self.again);
             ready.extend(events.iter().map(|e| e.token()));
@@ -221,6 +228,7 @@ impl<C: Core> Worker<C> {
                 // GRO may have coalesced several datagrams of one client: `stride` apart.
                 let stride = meta.stride.max(1);
                 for (k, packet) in data.chunks(stride).enumerate() {
+                    self.wake_datagrams += 1;
                     if let Some(fwd) = self.core.handle_client_input(now, client, packet) {
                         let start = fwd.payload.as_ptr() as usize - packet.as_ptr() as usize
                             + base
@@ -294,6 +302,7 @@ impl<C: Core> Worker<C> {
                 }
             };
             self.to_client.clear();
+            self.wake_datagrams += n as u64;
             for d in 0..n {
                 let meta = batch.meta[d];
                 let slot = batch.slot_mut(d);
