@@ -26,6 +26,9 @@ pub struct Plan {
     pub ramp_start: f64,
     pub ramp_factor: f64,
     pub ramp_max_steps: usize,
+    /// Steps that bisect (geometrically) between the last good rate and the first
+    /// lossy one, so a capacity is not rounded down by a whole ×1.3 step.
+    pub refine_steps: usize,
     /// (requests in flight, allocations) for the setup-rate runs.
     pub setup_runs: Vec<(usize, usize)>,
     /// Allocations carrying traffic, and peer sockets (= channels per allocation).
@@ -56,6 +59,7 @@ impl Plan {
                 ramp_start: 2_000.0,
                 ramp_factor: 2.5,
                 ramp_max_steps: 2,
+                refine_steps: 0,
                 setup_runs: vec![(1, 5), (16, 20), (64, 40)],
                 traffic_allocations: 4,
                 peers: 4,
@@ -76,6 +80,7 @@ impl Plan {
                 ramp_start: 25_000.0,
                 ramp_factor: 1.3,
                 ramp_max_steps: 15,
+                refine_steps: 2,
                 setup_runs: vec![(1, 250), (16, 1000), (64, 2000)],
                 traffic_allocations: 128,
                 peers: 32,
@@ -102,7 +107,9 @@ impl Plan {
 
     /// Steps the progress bar is sized for (an upper bound on ramps, plus points).
     pub fn estimated_steps(&self, servers: usize) -> u64 {
-        let per = 7 * self.ramp_max_steps + self.cpu_rates.len() + self.latency_rounds;
+        let per = 7 * (self.ramp_max_steps + self.refine_steps)
+            + self.cpu_rates.len()
+            + self.latency_rounds;
         (servers * per) as u64
     }
 }
@@ -558,28 +565,58 @@ fn run_ramp(
     let mut steps: Vec<StepResult> = Vec::new();
     let mut rate = plan.ramp_start;
     let suspicious = |r: &StepResult| r.loss > 0.001 || r.secs > plan.step_secs * 1.2;
-    for _ in 0..plan.ramp_max_steps {
-        let mut step = || {
+    let mut step = |rate: f64| -> Result<StepResult, String> {
+        let mut once = || {
             engine
                 .run_step(flows, pool, mix, rate, plan.step_secs, Some(probe))
                 .map_err(|e| e.to_string())
         };
-        let mut r = step()?;
+        let mut r = once()?;
         if suspicious(&r) {
-            let again = step()?;
+            let again = once()?;
             if again.loss < r.loss || (again.loss == r.loss && again.received_pps > r.received_pps)
             {
                 r = again;
             }
         }
         bar.inc(1);
-        let stop = r.generator_limited || r.loss > 0.001;
+        Ok(r)
+    };
+    // The last rate that held, and the first that lost more than 0.1%.
+    let (mut good, mut lossy) = (None, None);
+    for _ in 0..plan.ramp_max_steps {
+        let r = step(rate)?;
+        let (limited, lost) = (r.generator_limited, r.loss > 0.001);
         steps.push(r);
-        if stop {
+        if lost {
+            lossy = Some(rate);
             break;
         }
+        if limited {
+            break;
+        }
+        good = Some(rate);
         rate *= plan.ramp_factor;
     }
+    if let (Some(mut lo), Some(mut hi)) = (good, lossy) {
+        for _ in 0..plan.refine_steps {
+            let mid = (lo * hi).sqrt();
+            let r = step(mid)?;
+            let lost = r.loss > 0.001;
+            let limited = r.generator_limited;
+            steps.push(r);
+            if limited {
+                break;
+            }
+            if lost {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+    }
+    // In rate order for the chart (refining steps come after the lossy one).
+    steps.sort_by(|a, b| a.offered_pps.total_cmp(&b.offered_pps));
     let best = |max_loss: f64| {
         steps
             .iter()
