@@ -72,7 +72,7 @@ impl Points {
         pool: &Pool,
         dir: &Path,
     ) -> Result<(), String> {
-        plan::with_audio_flows(kind, plan, dir, |flows| {
+        plan::with_audio_flows(kind, 1, &plan.relay_cpus, plan, dir, |flows, _| {
             let mut engine = Engine::new(flows).map_err(|e| e.to_string())?;
             for p in &mut self.points {
                 let r = engine

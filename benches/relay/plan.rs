@@ -261,36 +261,22 @@ fn measure_turn(
         .ramp(Mix::Audio, Direction::ChannelData)
         .and_then(|r| r.pps_le_0_1pct);
     result.workers.push((1, one));
-    let server = start_turn(kind, 2, &plan.both_cpus, dir)?;
-    let mut ports = PortAllocator::new();
-    let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;
-    let allocs = traffic_allocations(plan, &mut ports, &peer_addrs)?;
-    let probe = CpuProbe {
-        dir: server.proc_dir(),
-        threads: true,
-    };
-    let flows = turn_flows(
-        Mix::Audio,
-        Direction::ChannelData,
-        &allocs,
-        &peers,
-        &peer_addrs,
-    );
-    let ramp = run_ramp(
-        plan,
-        pools,
-        Mix::Audio,
-        Direction::ChannelData,
-        &flows,
-        &probe,
-        bar,
-    )?;
+    let ramp = with_audio_flows(kind, 2, &plan.both_cpus, plan, dir, |flows, probe| {
+        run_ramp(
+            plan,
+            pools,
+            Mix::Audio,
+            Direction::ChannelData,
+            flows,
+            probe,
+            bar,
+        )
+    })?;
     result.workers.push((2, ramp.pps_le_0_1pct));
     result.notes.push(format!(
         "2 workers: relay allowed on cpus {:?}, sharing the generator's core",
         plan.both_cpus
     ));
-    drop(server);
     Ok(())
 }
 
@@ -472,17 +458,20 @@ fn measure_bare(
     })
 }
 
-/// Starts `kind` afresh (one worker), sets up the audio ChannelData flows of the CPU
-/// and latency points, and runs `f` on them; the server stops when `f` returns.
+/// Starts `kind` afresh (`workers` threads on `cpus`; the bare forwarder always has
+/// one, on the relay's core), sets up the audio ChannelData flows, and runs `f` on them
+/// with the probe of the server's CPU time; the server stops when `f` returns.
 pub fn with_audio_flows<T>(
     kind: Kind,
+    workers: usize,
+    cpus: &[usize],
     plan: &Plan,
     dir: &Path,
-    f: impl FnOnce(&Flows) -> Result<T, String>,
+    f: impl FnOnce(&Flows, &CpuProbe) -> Result<T, String>,
 ) -> Result<T, String> {
     match kind {
         Kind::Turnpike | Kind::TurnpikeCoalesce | Kind::Coturn => {
-            let server = start_turn(kind, 1, &plan.relay_cpus, dir)?;
+            let server = start_turn(kind, workers, cpus, dir)?;
             let mut ports = PortAllocator::new();
             let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;
             let allocs = traffic_allocations(plan, &mut ports, &peer_addrs)?;
@@ -493,13 +482,21 @@ pub fn with_audio_flows<T>(
                 &peers,
                 &peer_addrs,
             );
-            let out = f(&flows);
+            let probe = CpuProbe {
+                dir: server.proc_dir(),
+                threads: true,
+            };
+            let out = f(&flows, &probe);
             drop(server);
             out
         }
         Kind::BarePlain | Kind::BareBatched => {
             let setup = BareSetup::start(kind, plan)?;
-            f(&setup.flows(Direction::ChannelData))
+            let probe = CpuProbe {
+                dir: setup.bare.proc_dir(),
+                threads: false,
+            };
+            f(&setup.flows(Direction::ChannelData), &probe)
         }
     }
 }

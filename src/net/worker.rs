@@ -122,12 +122,12 @@ impl<C: Core> Worker<C> {
             // A packet waits at most one window; one that arrives while the worker
             // blocks is handled at once, so sparse traffic (one call's audio, one video
             // frame every 33 ms) is never delayed.
-            let expected_per_window = u128::from(self.wake_datagrams) * self.coalesce.as_nanos();
             if !self.coalesce.is_zero()
                 && woke_to_traffic
-                && expected_per_window >= 2 * traffic_gap.as_nanos()
                 && self.again.is_empty()
                 && !spinning
+                && u128::from(self.wake_datagrams) * self.coalesce.as_nanos()
+                    >= 2 * traffic_gap.as_nanos()
             {
                 std::thread::sleep(self.coalesce);
             }
