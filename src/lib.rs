@@ -5,6 +5,7 @@
 //! - [`config`], [`serve`], [`metrics`]: operations.
 
 pub mod config;
+pub mod fastpath;
 pub mod metrics;
 pub mod net;
 pub mod proto;

@@ -17,6 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::fastpath::FastPathCounters;
 use crate::proto::stats::{Direction, DropReason, MethodLabel, Stats};
 
 /// Counters of the shell itself (socket trouble the core never sees).
@@ -67,6 +68,18 @@ fn describe() {
     describe_counter!(
         "turnpike_relayed_bytes_total",
         "Relayed payload bytes by direction"
+    );
+    describe_counter!(
+        "turnpike_fastpath_packets_total",
+        "ChannelData packets the in-kernel fast path forwarded, by direction (not in turnpike_relayed_packets_total)"
+    );
+    describe_counter!(
+        "turnpike_fastpath_bytes_total",
+        "Payload bytes the in-kernel fast path forwarded, by direction"
+    );
+    describe_counter!(
+        "turnpike_fastpath_expired_total",
+        "Packets that matched an expired fast-path route and went to the sockets"
     );
     describe_counter!(
         "turnpike_dropped_packets_total",
@@ -218,6 +231,64 @@ impl StatsPublisher {
         add(&self.gso_sends, now.gso_sends, last.gso_sends);
         add(&self.gso_segments, now.gso_segments, last.gso_segments);
         self.last_shell.clone_from(now);
+    }
+}
+
+/// Publishes the in-kernel fast path's counters (one publisher per relay: they are
+/// global, summed over CPUs by [`FastPath::counters`](crate::fastpath::FastPath::counters)).
+pub struct FastPathPublisher {
+    last: FastPathCounters,
+    packets: [Counter; 2],
+    bytes: [Counter; 2],
+    expired: Counter,
+}
+
+impl FastPathPublisher {
+    pub fn new() -> FastPathPublisher {
+        use ::metrics::counter;
+        let per_direction = |name: &'static str| {
+            Direction::ALL.map(|dir| counter!(name, "direction" => dir.as_str()))
+        };
+        FastPathPublisher {
+            last: FastPathCounters::default(),
+            packets: per_direction("turnpike_fastpath_packets_total"),
+            bytes: per_direction("turnpike_fastpath_bytes_total"),
+            expired: counter!("turnpike_fastpath_expired_total"),
+        }
+    }
+
+    pub fn publish(&mut self, now: &FastPathCounters) {
+        let last = &self.last;
+        let c2p = Direction::ToPeer as usize;
+        let p2c = Direction::ToClient as usize;
+        add(
+            &self.packets[c2p],
+            now.client_to_peer_packets,
+            last.client_to_peer_packets,
+        );
+        add(
+            &self.bytes[c2p],
+            now.client_to_peer_bytes,
+            last.client_to_peer_bytes,
+        );
+        add(
+            &self.packets[p2c],
+            now.peer_to_client_packets,
+            last.peer_to_client_packets,
+        );
+        add(
+            &self.bytes[p2c],
+            now.peer_to_client_bytes,
+            last.peer_to_client_bytes,
+        );
+        add(&self.expired, now.expired, last.expired);
+        self.last = *now;
+    }
+}
+
+impl Default for FastPathPublisher {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

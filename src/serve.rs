@@ -15,6 +15,7 @@ use rand::RngCore;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, Settings};
+use crate::fastpath::FastPath;
 use crate::net::{self, NetConfig};
 use crate::proto::auth::mint_rest_credential;
 use crate::proto::peer_policy::PeerPolicy;
@@ -181,6 +182,17 @@ async fn wait_for_shutdown() -> anyhow::Result<()> {
 
 /// Settings → the shell's and the core's config.
 pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
+    let fast_path = if settings.fast_path_interfaces.is_empty() {
+        None
+    } else {
+        let fast_path = FastPath::load(&settings.fast_path_interfaces)
+            .context("server.fast_path_interfaces")?;
+        tracing::info!(
+            interfaces = ?settings.fast_path_interfaces,
+            "in-kernel ChannelData fast path attached"
+        );
+        Some(Arc::new(fast_path))
+    };
     let tls_config = match &settings.tls {
         Some(tls) => Some(net::tls::load_server_config(
             &tls.certificate,
@@ -252,11 +264,13 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
             settings.limits.total_quota.unwrap_or(0),
         )),
         unix_anchor: (second_began, unix_now),
+        fast_path: false,
     };
     Ok(NetConfig {
         workers: settings.workers,
         busy_poll: settings.busy_poll,
         coalesce: settings.coalesce,
+        fast_path,
         // UDP answers must leave from the address the client sent to, and the core
         // advertises relayed addresses from it: a wildcard socket knows neither, so
         // listen on each interface address instead (as coturn does). Streams learn

@@ -43,6 +43,7 @@ fn server_config() -> ServerConfig {
         peer_policy: Default::default(),
         quotas: Default::default(),
         unix_anchor: (Instant::now(), 1_700_000_000),
+        fast_path: false,
     }
 }
 
@@ -51,6 +52,7 @@ fn net_config(workers: usize) -> NetConfig {
         workers,
         busy_poll: std::time::Duration::ZERO,
         coalesce: std::time::Duration::ZERO,
+        fast_path: None,
         udp: vec![any_port()],
         tcp: vec![any_port()],
         tls: vec![],

@@ -54,6 +54,7 @@ fn config() -> NetConfig {
         workers: 1,
         busy_poll: std::time::Duration::ZERO,
         coalesce: std::time::Duration::ZERO,
+        fast_path: None,
         udp: vec![SocketAddr::new(loopback, 0)],
         tcp: vec![],
         tls: vec![],
@@ -79,6 +80,7 @@ fn config() -> NetConfig {
             peer_policy: PeerPolicy::new(vec!["127.0.0.1/32".parse().expect("cidr")], vec![]),
             quotas: Arc::new(Quotas::new(0, 0)),
             unix_anchor: (Instant::now(), 1_800_000_000),
+            fast_path: false,
         },
         rng_seed: 1,
     }

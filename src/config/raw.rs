@@ -33,6 +33,7 @@ pub struct RawServer {
     pub workers: usize,
     pub busy_poll_us: u64,
     pub coalesce_us: u64,
+    pub fast_path_interfaces: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -43,6 +44,7 @@ impl Default for RawServer {
             workers: 0,
             busy_poll_us: 0,
             coalesce_us: 0,
+            fast_path_interfaces: Vec::new(),
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Settings {
     /// Under steady traffic, how long a worker waits after a batch before looking
     /// again (zero: off).
     pub coalesce: Duration,
+    /// Interfaces whose ingress gets the in-kernel ChannelData fast path (empty: off).
+    pub fast_path_interfaces: Vec<String>,
     /// TURN listeners per transport.
     pub listen: Listen,
     /// Certificate for the TLS listeners; `Some` exactly when `listen.tls` is not empty.

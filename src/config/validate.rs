@@ -95,6 +95,7 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
         ));
     }
     let coalesce = std::time::Duration::from_micros(raw.server.coalesce_us);
+    let fast_path_interfaces = fast_path_interfaces(ctx, &raw.server.fast_path_interfaces)?;
     let listen = listen(ctx, &raw.listen)?;
     let tls = if listen.tls.is_empty() {
         None
@@ -155,6 +156,7 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
         workers,
         busy_poll,
         coalesce,
+        fast_path_interfaces,
         listen,
         tls,
         relay,
@@ -524,4 +526,28 @@ fn cidrs(ctx: &Ctx, key: &str, values: &[String]) -> Result<Vec<IpNet>, ConfigEr
         out.push(net);
     }
     Ok(out)
+}
+
+/// Interface names as the kernel takes them (IFNAMSIZ: at most 15 bytes, no '/', no
+/// whitespace), each once. Whether they exist is checked when the program attaches.
+fn fast_path_interfaces(ctx: &Ctx<'_>, names: &[String]) -> Result<Vec<String>, ConfigError> {
+    const KEY: &str = "server.fast_path_interfaces";
+    let mut seen: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        let valid = !name.is_empty()
+            && name.len() <= 15
+            && name != "."
+            && name != ".."
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace());
+        if !valid {
+            return Err(ctx.err(KEY, format!("{name:?} is not a network interface name")));
+        }
+        if seen.contains(name) {
+            return Err(ctx.err(KEY, format!("{name:?} is listed twice")));
+        }
+        seen.push(name.clone());
+    }
+    Ok(seen)
 }

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::proto::stats::Stats;
-use crate::proto::{ClientId, Event, Forward, RelayKey, Server, ToClient, Transmit};
+use crate::proto::{
+    ClientId, Event, FastPathUpdate, Forward, RelayKey, Server, ToClient, Transmit,
+};
 
 /// Mirrors [`Server`]'s `handle_*` / `poll_*` API one to one; see there for semantics.
 pub(crate) trait Core {
@@ -31,6 +33,10 @@ pub(crate) trait Core {
     fn poll_event(&mut self) -> Option<Event>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn stats(&self) -> &Stats;
+    /// Only the relay's core reports fast-path routes; scripted cores have none.
+    fn poll_fast_path(&mut self, _now: Instant) -> Option<FastPathUpdate> {
+        None
+    }
 }
 
 impl Core for Server {
@@ -72,5 +78,8 @@ impl Core for Server {
     }
     fn stats(&self) -> &Stats {
         Server::stats(self)
+    }
+    fn poll_fast_path(&mut self, now: Instant) -> Option<FastPathUpdate> {
+        Server::poll_fast_path(self, now)
     }
 }

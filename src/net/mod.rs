@@ -48,6 +48,9 @@ pub struct NetConfig {
     /// Under steady traffic, wait this long after a batch before looking again (zero:
     /// off); see `server.coalesce_us`.
     pub coalesce: std::time::Duration,
+    /// The in-kernel ChannelData fast path, loaded and attached (`None`: off). Its
+    /// presence turns on `server.fast_path`, so the cores report their routes.
+    pub fast_path: Option<Arc<crate::fastpath::FastPath>>,
     /// Worker `i` seeds its core with `rng_seed + i`.
     pub rng_seed: u64,
 }
@@ -115,7 +118,7 @@ pub fn start(cfg: NetConfig) -> io::Result<RelayHandle> {
 
 /// [`start`] with any core; `make_core(config, seed)` runs on each worker's thread, so the
 /// core never crosses threads.
-fn start_with<C, F>(cfg: NetConfig, make_core: F) -> io::Result<RelayHandle>
+fn start_with<C, F>(mut cfg: NetConfig, make_core: F) -> io::Result<RelayHandle>
 where
     C: Core,
     F: Fn(ServerConfig, u64) -> C + Clone + Send + 'static,
@@ -128,6 +131,7 @@ where
             "TLS listen addresses need a TLS certificate and key",
         ));
     }
+    cfg.server.fast_path = cfg.fast_path.is_some();
     let relay_v4 = cfg.server.relay_v4.as_ref().map(|r| r.bind);
     let relay_v6 = cfg.server.relay_v6.as_ref().map(|r| r.bind);
 
@@ -183,6 +187,7 @@ where
         let make_core = make_core.clone();
         let busy_poll = cfg.busy_poll;
         let coalesce = cfg.coalesce;
+        let fast_path = cfg.fast_path.clone();
         let Prepared {
             poll,
             io,
@@ -197,6 +202,7 @@ where
                 Worker::new(index, poll, core, io, thread_stop)
                     .with_busy_poll(busy_poll)
                     .with_coalesce(coalesce)
+                    .with_fast_path(fast_path)
                     .run();
             })?;
         handle.workers.push(WorkerHandle {

@@ -148,6 +148,7 @@ fn config() -> NetConfig {
         workers: 2,
         busy_poll: std::time::Duration::ZERO,
         coalesce: std::time::Duration::ZERO,
+        fast_path: None,
         udp: vec![any],
         tcp: vec![any],
         tls: vec![],
@@ -173,6 +174,7 @@ fn config() -> NetConfig {
             peer_policy: Default::default(),
             quotas: Default::default(),
             unix_anchor: (Instant::now(), 0),
+            fast_path: false,
         },
         rng_seed: 0,
     }

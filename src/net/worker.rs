@@ -18,7 +18,8 @@ use super::batch::{for_each_run, send_segments, Pending, RecvBatch, BATCH};
 use super::core::Core;
 use super::sockets::{count_send, send_on_relay, Sockets, Source};
 use super::stream::{Close, ReadStatus, StreamConn};
-use crate::metrics::StatsPublisher;
+use crate::fastpath::{FastPath, Installed};
+use crate::metrics::{FastPathPublisher, StatsPublisher};
 use crate::proto::{ClientId, Event, RelayKey, Transport};
 
 /// Reads per socket per wake-up before moving on to other sockets (fairness: one busy
@@ -55,6 +56,11 @@ pub(crate) struct Worker<C> {
     coalesce: Duration,
     /// Datagrams handled since the last wake-up (the rate estimate for coalescing).
     wake_datagrams: u64,
+    /// The in-kernel fast path, and the entries this worker's allocations have there.
+    fast_path: Option<Arc<FastPath>>,
+    installed: Installed,
+    /// Worker 0 publishes the kernel's counters (they are global, not per worker).
+    fast_publisher: Option<FastPathPublisher>,
 }
 
 impl<C: Core> Worker<C> {
@@ -82,7 +88,18 @@ impl<C: Core> Worker<C> {
             busy_poll: Duration::ZERO,
             coalesce: Duration::ZERO,
             wake_datagrams: 0,
+            fast_path: None,
+            installed: Installed::default(),
+            fast_publisher: None,
         }
+    }
+
+    pub(crate) fn with_fast_path(mut self, fast_path: Option<Arc<FastPath>>) -> Worker<C> {
+        if fast_path.is_some() && self.index == 0 {
+            self.fast_publisher = Some(FastPathPublisher::new());
+        }
+        self.fast_path = fast_path;
+        self
     }
 
     pub(crate) fn with_coalesce(mut self, coalesce: Duration) -> Worker<C> {
@@ -172,12 +189,18 @@ impl<C: Core> Worker<C> {
             }
         }
         self.publish();
+        if let Some(fast_path) = &self.fast_path {
+            fast_path.clear(&mut self.installed);
+        }
         tracing::debug!(worker = self.index, "worker stopped");
     }
 
     fn publish(&mut self) {
         self.publisher.publish(self.core.stats());
         self.publisher.publish_shell(&self.io.stats);
+        if let (Some(publisher), Some(fast_path)) = (&mut self.fast_publisher, &self.fast_path) {
+            publisher.publish(&fast_path.counters());
+        }
     }
 
     fn dispatch(&mut self, now: Instant, token: Token) {
@@ -461,6 +484,13 @@ impl<C: Core> Worker<C> {
     /// to send, and closed stream connections to report (which may queue more).
     fn drain(&mut self, now: Instant) {
         loop {
+            // Routes first: a deleted allocation leaves the kernel before its relay
+            // socket closes, so no packet is forwarded for a port that may be reused.
+            if let Some(fast_path) = &self.fast_path {
+                while let Some(update) = self.core.poll_fast_path(now) {
+                    fast_path.apply(&mut self.installed, &update);
+                }
+            }
             while let Some(event) = self.core.poll_event() {
                 match event {
                     Event::OpenRelay(key) => {

@@ -7,6 +7,7 @@ pub mod addr;
 pub mod allocation;
 pub mod auth;
 pub mod channel_data;
+pub mod fast_path;
 pub mod framing;
 pub mod peer_policy;
 pub mod ports;
@@ -19,5 +20,6 @@ pub mod stats;
 pub mod stun;
 
 pub use addr::{ChannelNumber, ClientId, Family, RelayKey, RelayPort, Transport};
+pub use fast_path::{FastPathUpdate, FastRoute};
 pub use reject::Reject;
 pub use server::{Event, Forward, RelayIp, Server, ServerConfig, ToClient, Transmit};

@@ -411,6 +411,7 @@ impl Server {
                 self.set_timer(now + lifetime, Timer::Allocation(client));
             }
         }
+        self.fast_path_changed(client);
         self.reply_success(client, info, cred, |b| {
             b.add_u32(attr::LIFETIME, lifetime.as_secs() as u32)
         });
@@ -444,6 +445,7 @@ impl Server {
         for peer in &peers {
             alloc.permit(peer.ip(), now);
         }
+        self.fast_path_changed(client);
         self.reply_success(client, info, cred, |_| {});
         Ok(())
     }
@@ -482,6 +484,7 @@ impl Server {
         }
         // RFC 8656 §11.2: binding a channel installs or refreshes the permission.
         alloc.permit(peer.ip(), now);
+        self.fast_path_changed(client);
         self.reply_success(client, info, cred, |_| {});
         Ok(())
     }

@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub quotas: Arc<Quotas>,
     /// Wall clock at a known `Instant`, to check REST expiry times without reading a clock.
     pub unix_anchor: (Instant, u64),
+    /// Report channel routes for an in-kernel fast path ([`Server::poll_fast_path`]).
+    pub fast_path: bool,
 }
 
 /// A response or error the core wants sent to a client.
@@ -190,6 +192,8 @@ pub struct Server {
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) stats: Stats,
+    /// Allocations whose fast-path routes may have changed since the shell last asked.
+    pub(crate) fast_dirty: Vec<ClientId>,
 }
 
 impl Server {
@@ -216,6 +220,7 @@ impl Server {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            fast_dirty: Vec::new(),
         }
     }
 
@@ -407,6 +412,7 @@ impl Server {
             self.events.push_back(Event::CloseRelay(relay.key));
         }
         self.config.quotas.release(&alloc.credential.quota_user);
+        self.fast_path_changed(client);
         self.stats.allocations_deleted += 1;
         self.stats.allocations = self.allocations.len() as u64;
     }

@@ -80,6 +80,18 @@ fn each_validation_error_names_its_key_and_line() {
             "[server]\nbusy_poll_us = 50\ncoalesce_us = 200",
             "server.coalesce_us",
         ),
+        (
+            "[server]\nfast_path_interfaces = [\"eth0\", \"eth0\"]",
+            "server.fast_path_interfaces",
+        ),
+        (
+            "[server]\nfast_path_interfaces = [\"a-name-too-long-for-linux\"]",
+            "server.fast_path_interfaces",
+        ),
+        (
+            "[server]\nfast_path_interfaces = [\"\"]",
+            "server.fast_path_interfaces",
+        ),
         ("[listen]\nudp = [\"nonsense\"]", "listen.udp[0]"),
         (
             "[listen]\ntcp = [\"0.0.0.0:1\", \"0.0.0.0:0\"]",

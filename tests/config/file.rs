@@ -74,6 +74,7 @@ fn every_key_is_read() {
     assert_eq!(s.workers, 3);
     assert_eq!(s.busy_poll, Duration::from_micros(50));
     assert_eq!(s.coalesce, Duration::ZERO);
+    assert_eq!(s.fast_path_interfaces, ["eth0", "eth1"]);
     assert_eq!(s.listen.udp, vec![sa("192.0.2.1:3478")]);
     assert_eq!(s.listen.tcp, vec![sa("192.0.2.1:3479")]);
     assert_eq!(s.listen.tls, vec![sa("[2001:db8::1]:5349")]);
@@ -211,4 +212,11 @@ fn coalescing_is_read_in_microseconds() {
     let s = parse("[server]\ncoalesce_us = 200").unwrap();
     assert_eq!(s.coalesce, Duration::from_micros(200));
     assert_eq!(s.busy_poll, Duration::ZERO);
+}
+
+#[test]
+fn fast_path_interfaces_are_kept_in_order() {
+    let s = parse("[server]\nfast_path_interfaces = [\"lo\", \"eth0\"]").unwrap();
+    assert_eq!(s.fast_path_interfaces, ["lo", "eth0"]);
+    assert!(parse("").unwrap().fast_path_interfaces.is_empty());
 }

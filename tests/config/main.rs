@@ -47,6 +47,7 @@ software = ""
 workers = 3
 busy_poll_us = 50
 coalesce_us = 0
+fast_path_interfaces = ["eth0", "eth1"]
 [listen]
 udp = ["192.0.2.1:3478"]
 tcp = ["192.0.2.1:3479"]

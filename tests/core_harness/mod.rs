@@ -78,6 +78,7 @@ pub fn base_config(t0: Instant) -> ServerConfig {
         peer_policy: PeerPolicy::new(Vec::new(), Vec::new()),
         quotas: Arc::new(Quotas::new(0, 0)),
         unix_anchor: (t0, UNIX_T0),
+        fast_path: false,
     }
 }
 

@@ -1,0 +1,187 @@
+//! The in-kernel ChannelData fast path (opt-in: `server.fast_path_interfaces`).
+//!
+//! `channel_tc.bpf.c`, a tc ingress program, forwards UDP ChannelData between a client
+//! and a channel-bound peer inside the kernel, so such a packet never wakes a worker,
+//! never crosses into user space, and is never sent again through a socket (the part
+//! of a relayed packet's cost that `benches/send_floor.rs` shows no syscall shape
+//! avoids). This module loads that program with aya, attaches it to the configured
+//! interfaces, and keeps its two maps equal to what the cores allow: each worker turns
+//! its core's [`FastPathUpdate`]s into map entries (`apply`), so user space stays the
+//! authority and everything the program does not match reaches the sockets as before.
+//!
+//! Needs CAP_BPF and CAP_NET_ADMIN (root), a kernel with tcx or clsact, and a build
+//! that found clang (build.rs). The attachment lives as long as the [`FastPath`]: when
+//! the relay exits, the kernel detaches the program and frees its maps.
+
+mod maps;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::proto::{ClientId, FastPathUpdate};
+use maps::{C2pKey, C2pVal, P2cKey, P2cVal};
+
+/// Why the fast path could not start: the relay refuses to start with it configured
+/// rather than run silently without it.
+#[derive(Debug, thiserror::Error)]
+pub enum FastPathError {
+    #[error("this turnpike was built without the eBPF fast path (clang and libbpf-dev were not installed at build time)")]
+    NotBuilt,
+    #[error("cannot load the eBPF fast path (needs root, or CAP_BPF and CAP_NET_ADMIN): {0}")]
+    Load(String),
+    #[error("cannot attach the eBPF fast path to interface {interface:?}: {reason}")]
+    Attach { interface: String, reason: String },
+}
+
+/// Totals of what the kernel forwarded, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FastPathCounters {
+    pub client_to_peer_packets: u64,
+    pub client_to_peer_bytes: u64,
+    pub peer_to_client_packets: u64,
+    pub peer_to_client_bytes: u64,
+    /// Packets that matched an entry past its expiry and went up to the sockets.
+    pub expired: u64,
+}
+
+/// The loaded, attached program and its maps, shared by all workers.
+pub struct FastPath {
+    maps: Mutex<maps::Maps>,
+    /// Maps `Instant`s to the kernel's CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`).
+    clock: (Instant, u64),
+}
+
+impl std::fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPath").finish_non_exhaustive()
+    }
+}
+
+/// The map keys one worker installed, per allocation, so that an update can remove
+/// what its allocation no longer allows. Owned by the worker: no lock.
+#[derive(Debug, Default)]
+pub struct Installed {
+    by_client: HashMap<ClientId, Vec<(C2pKey, P2cKey)>>,
+}
+
+impl Installed {
+    /// Allocations with at least one route in the kernel.
+    pub fn len(&self) -> usize {
+        self.by_client.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_client.is_empty()
+    }
+}
+
+impl FastPath {
+    /// Loads the program and attaches it to the ingress of every interface named.
+    pub fn load(interfaces: &[String]) -> Result<FastPath, FastPathError> {
+        let maps = maps::Maps::load(interfaces)?;
+        Ok(FastPath {
+            maps: Mutex::new(maps),
+            clock: (Instant::now(), monotonic_ns()),
+        })
+    }
+
+    fn kernel_ns(&self, at: Instant) -> u64 {
+        let (anchor, ns) = self.clock;
+        match at.checked_duration_since(anchor) {
+            Some(d) => ns.saturating_add(d.as_nanos() as u64),
+            None => ns.saturating_sub(anchor.duration_since(at).as_nanos() as u64),
+        }
+    }
+
+    /// Makes the kernel's entries for `update.client` exactly `update.routes`.
+    ///
+    /// Only what the program can forward is installed: IPv4 on both sides, with a
+    /// specific listener address (a wildcard gives the kernel no source address to
+    /// write). Anything else stays on the socket path.
+    pub fn apply(&self, installed: &mut Installed, update: &FastPathUpdate) {
+        let mut wanted: Vec<(C2pKey, C2pVal, P2cKey, P2cVal)> = Vec::new();
+        let client = update.client;
+        if let (SocketAddr::V4(remote), SocketAddr::V4(local)) = (client.remote, client.local) {
+            if !local.ip().is_unspecified() {
+                for route in &update.routes {
+                    let (SocketAddr::V4(peer), SocketAddr::V4(relay)) = (route.peer, route.relay)
+                    else {
+                        continue;
+                    };
+                    let expires_ns = self.kernel_ns(route.expires);
+                    wanted.push(maps::entries(
+                        (remote, is_local(*remote.ip())),
+                        local,
+                        route.channel.0,
+                        relay,
+                        (peer, is_local(*peer.ip())),
+                        expires_ns,
+                    ));
+                }
+            }
+        }
+        let mut maps = match self.maps.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let old = installed.by_client.remove(&client).unwrap_or_default();
+        for (c2p, p2c) in &old {
+            if !wanted.iter().any(|w| w.0 == *c2p) {
+                maps.remove_c2p(c2p);
+            }
+            if !wanted.iter().any(|w| w.2 == *p2c) {
+                maps.remove_p2c(p2c);
+            }
+        }
+        let mut now_installed = Vec::with_capacity(wanted.len());
+        for (c2p, c2p_val, p2c, p2c_val) in wanted {
+            // A full map (65 536 entries) leaves the route on the socket path.
+            if maps.insert(&c2p, &c2p_val, &p2c, &p2c_val) {
+                now_installed.push((c2p, p2c));
+            }
+        }
+        if !now_installed.is_empty() {
+            installed.by_client.insert(client, now_installed);
+        }
+    }
+
+    /// Removes every entry a worker installed (it is stopping).
+    pub fn clear(&self, installed: &mut Installed) {
+        let mut maps = match self.maps.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (_, keys) in installed.by_client.drain() {
+            for (c2p, p2c) in keys {
+                maps.remove_c2p(&c2p);
+                maps.remove_p2c(&p2c);
+            }
+        }
+    }
+
+    /// What the kernel forwarded so far.
+    pub fn counters(&self) -> FastPathCounters {
+        match self.maps.lock() {
+            Ok(m) => m.counters(),
+            Err(poisoned) => poisoned.into_inner().counters(),
+        }
+    }
+}
+
+/// Is `ip` an address of this host (in this network namespace)? Binding to it
+/// succeeds exactly then; asked once per route change, never per packet.
+fn is_local(ip: std::net::Ipv4Addr) -> bool {
+    ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}

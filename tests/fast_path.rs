@@ -1,0 +1,380 @@
+//! The in-kernel ChannelData fast path (src/fastpath/), loaded for real.
+//!
+//! Each test runs in a network namespace of its own (a thread that `unshare`s one: the
+//! namespace is per thread, and the relay's worker threads inherit it), with the
+//! program attached to that namespace's loopback. So tests never touch the host's
+//! interfaces or each other. They need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for
+//! the namespace) and a build that found clang, as CI has: without them they fail,
+//! saying which is missing.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use turnpike::fastpath::{FastPath, FastPathCounters, Installed};
+use turnpike::net::{start, NetConfig};
+use turnpike::proto::auth::long_term_key;
+use turnpike::proto::channel_data;
+use turnpike::proto::peer_policy::PeerPolicy;
+use turnpike::proto::quota::Quotas;
+use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
+use turnpike::proto::stun::{method, Class, Message, MessageBuilder, TransactionId};
+use turnpike::proto::{
+    ChannelNumber, ClientId, FastPathUpdate, FastRoute, RelayIp, ServerConfig, Transport,
+};
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Runs `body` on a thread inside a fresh network namespace whose loopback is up.
+fn in_netns(body: impl FnOnce() + Send + 'static) {
+    let thread = std::thread::spawn(move || {
+        // SAFETY: unshare affects only this thread's namespaces.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET) failed ({}): these tests need root",
+            std::io::Error::last_os_error()
+        );
+        // A child forked from this thread starts in its namespace.
+        let status = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("`ip` (iproute2) must be installed");
+        assert!(status.success(), "ip link set lo up failed");
+        body();
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn load() -> Arc<FastPath> {
+    match FastPath::load(&["lo".to_string()]) {
+        Ok(f) => Arc::new(f),
+        Err(e) => panic!("the fast path must load here (CI installs clang and runs as root): {e}"),
+    }
+}
+
+fn udp() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(QUIET)).expect("timeout");
+    s
+}
+
+fn recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = [0u8; 2048];
+    sock.recv_from(&mut buf)
+        .ok()
+        .map(|(n, from)| (buf[..n].to_vec(), from))
+}
+
+fn framed(channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 4 + payload.len()];
+    channel_data::write_header(&mut out, channel, payload.len()).expect("header");
+    out[4..].copy_from_slice(payload);
+    out
+}
+
+/// The program alone, with routes installed by hand and sockets standing in for the
+/// relay: no relay process runs, so whatever reaches the peer was forwarded by the
+/// kernel, and what reaches the "listener" socket is what the program passed up.
+#[test]
+fn the_program_forwards_installed_routes_and_passes_everything_else_up() {
+    in_netns(|| {
+        let fast = load();
+        let (client, listener, relay, peer) = (udp(), udp(), udp(), udp());
+        let addr = |s: &UdpSocket| s.local_addr().expect("addr");
+        let id = ClientId {
+            transport: Transport::Udp,
+            remote: addr(&client),
+            local: addr(&listener),
+        };
+        let mut installed = Installed::default();
+        let route = |expires| FastRoute {
+            channel: ChannelNumber(0x4001),
+            peer: addr(&peer),
+            relay: addr(&relay),
+            expires,
+        };
+        fast.apply(
+            &mut installed,
+            &FastPathUpdate {
+                client: id,
+                routes: vec![route(Instant::now() + Duration::from_secs(60))],
+            },
+        );
+        assert_eq!(installed.len(), 1);
+
+        // Client → peer: the payload arrives from the relayed address, unframed.
+        let payload: Vec<u8> = (0..172u8).collect();
+        for _ in 0..50 {
+            client
+                .send_to(&framed(0x4001, &payload), addr(&listener))
+                .unwrap();
+        }
+        for _ in 0..50 {
+            assert_eq!(recv(&peer), Some((payload.clone(), addr(&relay))));
+        }
+        // Peer → client: framed as ChannelData, from the listener address (video-sized,
+        // in lock-step so the client's receive buffer never overflows).
+        let back = vec![0xC3u8; 1200];
+        for _ in 0..50 {
+            peer.send_to(&back, addr(&relay)).unwrap();
+            assert_eq!(
+                recv(&client),
+                Some((framed(0x4001, &back), addr(&listener)))
+            );
+        }
+        assert_eq!(
+            fast.counters(),
+            FastPathCounters {
+                client_to_peer_packets: 50,
+                client_to_peer_bytes: 50 * 172,
+                peer_to_client_packets: 50,
+                peer_to_client_bytes: 50 * 1200,
+                expired: 0,
+            }
+        );
+        assert_eq!(recv(&listener), None, "nothing went up");
+        assert_eq!(recv(&relay), None, "nothing went up");
+
+        // Shapes the program leaves to user space arrive untouched: another channel
+        // number, padding after the payload (legal, rare on UDP), a STUN message,
+        // and a different client port.
+        let other_channel = framed(0x4002, &payload);
+        let mut padded = framed(0x4001, &payload[..3]);
+        padded.push(0);
+        let stun = [
+            0u8, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        for datagram in [&other_channel[..], &padded[..], &stun[..]] {
+            client.send_to(datagram, addr(&listener)).unwrap();
+            assert_eq!(recv(&listener), Some((datagram.to_vec(), addr(&client))));
+        }
+        let stranger = udp();
+        stranger
+            .send_to(&framed(0x4001, &payload), addr(&listener))
+            .unwrap();
+        assert_eq!(
+            recv(&listener),
+            Some((framed(0x4001, &payload), addr(&stranger)))
+        );
+        // A peer port without a route: up to the relay socket.
+        let other_peer = udp();
+        other_peer.send_to(&back, addr(&relay)).unwrap();
+        assert_eq!(recv(&relay), Some((back.clone(), addr(&other_peer))));
+        assert_eq!(recv(&peer), None);
+        assert_eq!(fast.counters().client_to_peer_packets, 50);
+
+        // Past its expiry a route forwards nothing: the packets go up, counted.
+        fast.apply(
+            &mut installed,
+            &FastPathUpdate {
+                client: id,
+                routes: vec![route(Instant::now() - Duration::from_millis(1))],
+            },
+        );
+        client
+            .send_to(&framed(0x4001, &payload), addr(&listener))
+            .unwrap();
+        assert_eq!(
+            recv(&listener),
+            Some((framed(0x4001, &payload), addr(&client)))
+        );
+        peer.send_to(&back, addr(&relay)).unwrap();
+        assert_eq!(recv(&relay), Some((back.clone(), addr(&peer))));
+        assert_eq!(fast.counters().expired, 2);
+
+        // An update without routes removes them: packets go up, and are not counted
+        // as expired (there is no entry left to match).
+        fast.apply(
+            &mut installed,
+            &FastPathUpdate {
+                client: id,
+                routes: vec![],
+            },
+        );
+        assert!(installed.is_empty());
+        client
+            .send_to(&framed(0x4001, &payload), addr(&listener))
+            .unwrap();
+        assert!(recv(&listener).is_some());
+        assert_eq!(fast.counters().expired, 2);
+        assert_eq!(fast.counters().client_to_peer_packets, 50);
+    });
+}
+
+const USER: &str = "alice";
+const PASS: &str = "alice-pw";
+const REALM: &str = "fast-path";
+
+fn relay_config(fast_path: Arc<FastPath>) -> NetConfig {
+    let loopback = Ipv4Addr::LOCALHOST.into();
+    NetConfig {
+        workers: 2,
+        busy_poll: Duration::ZERO,
+        coalesce: Duration::ZERO,
+        fast_path: Some(fast_path),
+        udp: vec![SocketAddr::new(loopback, 0)],
+        tcp: vec![],
+        tls: vec![],
+        tls_config: None,
+        server: ServerConfig {
+            realm: REALM.into(),
+            software: None,
+            users: vec![(USER.into(), PASS.into())],
+            secrets: vec![],
+            max_credential_lifetime: Duration::from_secs(3600),
+            nonce_lifetime: Duration::from_secs(3600),
+            nonce_key: [3; 32],
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            relay_v4: Some(RelayIp {
+                bind: loopback,
+                advertise: None,
+            }),
+            relay_v6: None,
+            ports: (28_000..=28_099).into(),
+            max_username_len: 256,
+            rfc5766_channel_numbers: false,
+            peer_policy: PeerPolicy::new(vec!["127.0.0.1/32".parse().expect("cidr")], vec![]),
+            quotas: Arc::new(Quotas::new(0, 0)),
+            unix_anchor: (Instant::now(), 1_800_000_000),
+            // `start` sets it from `fast_path` above.
+            fast_path: false,
+        },
+        rng_seed: 5,
+    }
+}
+
+/// A minimal TURN client (long-term credentials, retries the 401).
+struct Client {
+    sock: UdpSocket,
+    server: SocketAddr,
+    nonce: Vec<u8>,
+    next_tid: u8,
+}
+
+impl Client {
+    fn request(
+        &mut self,
+        method: u16,
+        attrs: impl Fn(&mut MessageBuilder<'_>),
+    ) -> Message<'static> {
+        for _ in 0..3 {
+            self.next_tid += 1;
+            let tid = TransactionId([self.next_tid; 12]);
+            let mut buf = Vec::new();
+            let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid);
+            attrs(&mut b);
+            if !self.nonce.is_empty() {
+                b.add(attr::USERNAME, USER.as_bytes());
+                b.add(attr::REALM, REALM.as_bytes());
+                b.add(attr::NONCE, &self.nonce);
+                b.add_message_integrity(&long_term_key(PASSWORD_ALGORITHM_MD5, USER, REALM, PASS));
+            }
+            self.sock.send_to(&buf, self.server).expect("send request");
+            let (resp, _) = recv(&self.sock).expect("a response");
+            let resp: &'static [u8] = resp.leak();
+            let msg = Message::parse(resp).expect("a STUN response");
+            if msg.class() == Class::Error && self.nonce.is_empty() {
+                self.nonce = msg.get(attr::NONCE).expect("nonce in 401").to_vec();
+                continue;
+            }
+            return msg;
+        }
+        panic!("request {method:#x} kept failing");
+    }
+}
+
+/// The relay with the fast path: once a channel is bound the kernel carries its
+/// packets both ways (the workers never see them), and when the allocation is deleted
+/// the kernel stops at once — the peer can no longer reach the client.
+#[test]
+fn the_relay_hands_bound_channels_to_the_kernel_and_takes_them_back() {
+    in_netns(|| {
+        let fast = load();
+        let relay = start(relay_config(fast.clone())).expect("relay starts");
+        let server = relay.local_addrs()[0].1;
+        let mut client = Client {
+            sock: udp(),
+            server,
+            nonce: Vec::new(),
+            next_tid: 0,
+        };
+        let peer = udp();
+        let peer_addr = peer.local_addr().unwrap();
+        let msg = client.request(method::ALLOCATE, |b| {
+            b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        });
+        assert_eq!(msg.class(), Class::Success, "allocate");
+        let relayed = attr::decode_xor_address(
+            msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed"),
+            &msg.transaction_id(),
+        )
+        .expect("address");
+
+        // Before ChannelBind: a permission and a Send indication, in user space.
+        let msg = client.request(method::CREATE_PERMISSION, |b| {
+            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr)
+        });
+        assert_eq!(msg.class(), Class::Success, "create permission");
+        let mut send = Vec::new();
+        let tid = TransactionId([0x55; 12]);
+        let mut b = MessageBuilder::new(&mut send, Class::Indication, method::SEND, tid);
+        b.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
+        b.add(attr::DATA, b"by indication");
+        client.sock.send_to(&send, server).unwrap();
+        assert_eq!(recv(&peer), Some((b"by indication".to_vec(), relayed)));
+        assert_eq!(fast.counters(), FastPathCounters::default());
+
+        let msg = client.request(method::CHANNEL_BIND, |b| {
+            b.add(attr::CHANNEL_NUMBER, &[0x40, 0x07, 0, 0]);
+            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
+        });
+        assert_eq!(msg.class(), Class::Success, "channel bind");
+        // The worker installs the routes right after answering.
+        let payload = [0x5Au8; 160];
+        for i in 0..200u32 {
+            let mut p = payload;
+            p[..4].copy_from_slice(&i.to_be_bytes());
+            client.sock.send_to(&framed(0x4007, &p), server).unwrap();
+            let (got, from) = recv(&peer).expect("relayed to the peer");
+            assert_eq!((&got[..], from), (&p[..], relayed));
+            peer.send_to(&p, relayed).unwrap();
+            let (got, from) = recv(&client.sock).expect("relayed to the client");
+            assert_eq!((got, from), (framed(0x4007, &p), server));
+        }
+        let counters = fast.counters();
+        assert_eq!(
+            (
+                counters.client_to_peer_packets,
+                counters.peer_to_client_packets
+            ),
+            (200, 200),
+            "every ChannelData went through the kernel"
+        );
+
+        // Refresh with lifetime 0 deletes the allocation, and with it the routes.
+        let msg = client.request(method::REFRESH, |b| b.add_u32(attr::LIFETIME, 0));
+        assert_eq!(msg.class(), Class::Success, "refresh 0");
+        peer.send_to(&payload, relayed).unwrap();
+        assert_eq!(
+            recv(&client.sock),
+            None,
+            "the peer no longer reaches the client"
+        );
+        client
+            .sock
+            .send_to(&framed(0x4007, &payload), server)
+            .unwrap();
+        assert_eq!(recv(&peer), None, "the client no longer reaches the peer");
+        assert_eq!(
+            fast.counters(),
+            counters,
+            "the kernel forwarded nothing more"
+        );
+        relay.shutdown();
+    });
+}
