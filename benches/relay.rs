@@ -2,7 +2,7 @@
 //! forwarder, with a TURN load generator built on Turnpike's own codec.
 //!
 //! ```sh
-//! cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] [--out DIR] [--servers turnpike,turnpike-coalesce,coturn,bare]
+//! cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] [--out DIR] [--servers turnpike,turnpike-coalesce,turnpike-fastpath,coturn,bare]
 //! ```
 //!
 //! The run happens in a private network namespace made for it (`ip netns add`), on
@@ -76,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
         servers: vec![
             Kind::Turnpike,
             Kind::TurnpikeCoalesce,
+            Kind::TurnpikeFastPath,
             Kind::Coturn,
             Kind::BarePlain,
             Kind::BareBatched,
@@ -101,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
                     match name.trim() {
                         "turnpike" => args.servers.push(Kind::Turnpike),
                         "turnpike-coalesce" => args.servers.push(Kind::TurnpikeCoalesce),
+                        "turnpike-fastpath" => args.servers.push(Kind::TurnpikeFastPath),
                         "coturn" => args.servers.push(Kind::Coturn),
                         "bare" => args.servers.extend([Kind::BarePlain, Kind::BareBatched]),
                         "bare-plain" => args.servers.push(Kind::BarePlain),
@@ -113,7 +115,7 @@ fn parse_args() -> Result<Args, String> {
             "--bench" => {}
             "-h" | "--help" => return Err(
                 "usage: cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] [--out DIR] \
-                     [--servers turnpike,turnpike-coalesce,coturn,bare]"
+                     [--servers turnpike,turnpike-coalesce,turnpike-fastpath,coturn,bare]"
                     .into(),
             ),
             other => return Err(format!("unknown argument {other:?}")),
@@ -276,6 +278,20 @@ fn run(
     let started = Instant::now();
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let fd_limit = sys::raise_fd_limit().map_err(|e| format!("fd limit: {e}"))?;
+    // TURNPIKE_BENCH_STEER=1: loopback's receive processing runs on the relay's core
+    // for every server (as the fast path's always does), and every server's CPU is
+    // that core's busy time — the same accounting for all.
+    let network = if std::env::var("TURNPIKE_BENCH_STEER").is_ok_and(|v| v == "1") {
+        let _ = traffic::STEERED_CORES.set(vec![relay_cpu]);
+        servers::steer_loopback(&[])?;
+        format!(
+            "{network}; loopback receive steered (RPS) to cpu {relay_cpu} for every server, \
+             relay CPU = that core's busy time"
+        )
+    } else {
+        network.to_string()
+    };
+    let network = network.as_str();
     let mut plan = Plan::new(args.smoke, relay_cpu, generator_cpu);
     plan.quick = args.quick;
     if let Some(n) = args.rounds {

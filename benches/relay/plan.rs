@@ -144,6 +144,20 @@ pub fn measure(
             ));
             measure_turn(kind, &quick, pools, dir, bar, &mut result)
         }
+        Kind::TurnpikeFastPath => {
+            let quick = Plan {
+                quick: true,
+                ..plan.clone()
+            };
+            result.notes.push(
+                "server.fast_path_interfaces = [\"lo\"]: bound channels forwarded in the \
+                 kernel; loopback's receive processing steered (RPS) to the relay's core, \
+                 and relay CPU read as that core's busy time from /proc/stat, softirq \
+                 included; audio ChannelData only"
+                    .into(),
+            );
+            measure_turn(kind, &quick, pools, dir, bar, &mut result)
+        }
         Kind::Turnpike | Kind::Coturn => measure_turn(kind, plan, pools, dir, bar, &mut result),
         Kind::BarePlain | Kind::BareBatched => measure_bare(kind, plan, pools, bar, &mut result),
     };
@@ -162,9 +176,10 @@ fn start_turn(
     match kind {
         Kind::Coturn => servers::start_coturn(workers, cpus, dir),
         Kind::TurnpikeCoalesce => {
-            servers::start_turnpike(workers, cpus, dir, Some(results::COALESCE_US))
+            servers::start_turnpike(workers, cpus, dir, Some(results::COALESCE_US), false)
         }
-        _ => servers::start_turnpike(workers, cpus, dir, None),
+        Kind::TurnpikeFastPath => servers::start_turnpike(workers, cpus, dir, None, true),
+        _ => servers::start_turnpike(workers, cpus, dir, None, false),
     }
 }
 
@@ -227,10 +242,7 @@ fn measure_turn(
 
     let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;
     let allocs = traffic_allocations(plan, &mut ports, &peer_addrs)?;
-    let probe = CpuProbe {
-        dir: server.proc_dir(),
-        threads: true,
-    };
+    let probe = server.probe();
     let dirs = plan.directions(&[
         Direction::ChannelData,
         Direction::SendIndication,
@@ -448,10 +460,7 @@ fn measure_bare(
     result
         .notes
         .push("no TURN framing: client→peer carries the bare SRTP packet".into());
-    let probe = CpuProbe {
-        dir: setup.bare.proc_dir(),
-        threads: false,
-    };
+    let probe = CpuProbe::task(setup.bare.proc_dir(), false);
     let dirs = plan.directions(&[Direction::ChannelData, Direction::PeerToClient]);
     run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |_, d| {
         setup.flows(d)
@@ -470,7 +479,7 @@ pub fn with_audio_flows<T>(
     f: impl FnOnce(&Flows, &CpuProbe) -> Result<T, String>,
 ) -> Result<T, String> {
     match kind {
-        Kind::Turnpike | Kind::TurnpikeCoalesce | Kind::Coturn => {
+        Kind::Turnpike | Kind::TurnpikeCoalesce | Kind::TurnpikeFastPath | Kind::Coturn => {
             let server = start_turn(kind, workers, cpus, dir)?;
             let mut ports = PortAllocator::new();
             let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;
@@ -482,20 +491,14 @@ pub fn with_audio_flows<T>(
                 &peers,
                 &peer_addrs,
             );
-            let probe = CpuProbe {
-                dir: server.proc_dir(),
-                threads: true,
-            };
+            let probe = server.probe();
             let out = f(&flows, &probe);
             drop(server);
             out
         }
         Kind::BarePlain | Kind::BareBatched => {
             let setup = BareSetup::start(kind, plan)?;
-            let probe = CpuProbe {
-                dir: setup.bare.proc_dir(),
-                threads: false,
-            };
+            let probe = CpuProbe::task(setup.bare.proc_dir(), false);
             f(&setup.flows(Direction::ChannelData), &probe)
         }
     }

@@ -174,6 +174,7 @@ pub fn table(results: &[ServerResult]) -> String {
     let ratio_cols: Vec<(String, usize, usize)> = [
         ("turnpike", "coturn"),
         ("turnpike-coalesce", "coturn"),
+        ("turnpike-fastpath", "coturn"),
         ("turnpike", "bare-plain"),
     ]
     .iter()

@@ -92,6 +92,10 @@ pub enum Kind {
     /// Turnpike with `server.coalesce_us` = [`COALESCE_US`], measured on the audio
     /// ChannelData path only (what the setting is for).
     TurnpikeCoalesce,
+    /// Turnpike with its in-kernel ChannelData fast path on loopback
+    /// (`server.fast_path_interfaces = ["lo"]`), audio ChannelData only. Its CPU is the
+    /// relay core's busy time, softirq included (see `servers::start_turnpike`).
+    TurnpikeFastPath,
     Coturn,
     BarePlain,
     BareBatched,
@@ -102,13 +106,17 @@ pub const COALESCE_US: u64 = 200;
 
 impl Kind {
     pub fn is_turnpike(self) -> bool {
-        matches!(self, Kind::Turnpike | Kind::TurnpikeCoalesce)
+        matches!(
+            self,
+            Kind::Turnpike | Kind::TurnpikeCoalesce | Kind::TurnpikeFastPath
+        )
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Turnpike => "turnpike",
             Kind::TurnpikeCoalesce => "turnpike-coalesce",
+            Kind::TurnpikeFastPath => "turnpike-fastpath",
             Kind::Coturn => "coturn",
             Kind::BarePlain => "bare-plain",
             Kind::BareBatched => "bare-batched",

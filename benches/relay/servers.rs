@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::traffic::CpuProbe;
 use crate::turn;
 
 pub const LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 3478);
@@ -19,16 +20,50 @@ pub struct ServerProcess {
     child: Child,
     pub pid: u32,
     pub command: String,
+    /// Cores whose whole busy time is the relay's (the fast path works in softirq,
+    /// which no task is charged for); empty: the process's own CPU time.
+    cores: Vec<usize>,
+    /// Loopback's receive steering was pointed at `cores` for this server.
+    steered: bool,
 }
 
 impl ServerProcess {
     pub fn proc_dir(&self) -> String {
         format!("/proc/{}", self.pid)
     }
+
+    /// Where this server's CPU time is read.
+    pub fn probe(&self) -> CpuProbe {
+        CpuProbe {
+            dir: self.proc_dir(),
+            threads: true,
+            cores: self.cores.clone(),
+        }
+    }
+}
+
+/// Loopback's receive packet steering (RPS) in the bench's namespace.
+const LO_RPS: &str = "/sys/class/net/lo/queues/rx-0/rps_cpus";
+
+/// Points loopback's receive processing at `cpus` (a hex CPU mask; empty: back to the
+/// run's baseline — the sender's own core, as for every other server, unless
+/// `TURNPIKE_BENCH_STEER` steers them all).
+pub fn steer_loopback(cpus: &[usize]) -> Result<(), String> {
+    let baseline = crate::traffic::STEERED_CORES
+        .get()
+        .map_or(&[][..], |c| &c[..]);
+    let cpus = if cpus.is_empty() { baseline } else { cpus };
+    let mask: u64 = cpus.iter().map(|c| 1u64 << c).sum();
+    std::fs::write(LO_RPS, format!("{mask:x}\n")).map_err(|e| format!("{LO_RPS}: {e}"))
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        if self.steered {
+            if let Err(e) = steer_loopback(&[]) {
+                eprintln!("warning: {e}");
+            }
+        }
         // SIGTERM first (both servers shut down cleanly on it), then SIGKILL.
         // SAFETY: kill on our own child's pid, which we have not reaped yet.
         unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
@@ -60,12 +95,22 @@ fn cpu_list(cpus: &[usize]) -> String {
 
 /// Writes Turnpike's config for the bench and starts it with `workers` threads
 /// (`coalesce_us`: server.coalesce_us, else from the environment).
+///
+/// With `fast_path`, the in-kernel fast path is attached to loopback. Its work happens
+/// in the softirq that receives each packet, which on loopback runs on the *sender's*
+/// core (the generator's) unless steered: so receive packet steering sends loopback's
+/// receive processing to the relay's cores, and the relay's CPU is read as those
+/// cores' busy time. That charges the relay core for more than other servers pay
+/// (also the IP/UDP receive of each packet, which for them runs on the generator's
+/// core): a conservative comparison.
 pub fn start_turnpike(
     workers: usize,
     cpus: &[usize],
     dir: &Path,
     coalesce_us: Option<u64>,
+    fast_path: bool,
 ) -> Result<ServerProcess, String> {
+    let fast_path_interfaces = if fast_path { r#"["lo"]"# } else { "[]" };
     let config = dir.join("turnpike-bench.toml");
     // Opt-in busy-poll (server.busy_poll_us) for measuring its latency and idle cost:
     // TURNPIKE_BENCH_BUSY_POLL_US=50 cargo bench --bench relay -- --servers turnpike
@@ -89,6 +134,7 @@ realm = "{REALM}"
 workers = {workers}
 busy_poll_us = {busy_poll_us}
 coalesce_us = {coalesce_us}
+fast_path_interfaces = {fast_path_interfaces}
 
 [listen]
 udp = ["{LISTEN}"]
@@ -126,7 +172,23 @@ level = "warn"
         "--allow-peer".into(),
         "127.0.0.1".into(),
     ];
-    spawn("turnpike", &bin.display().to_string(), &args, cpus, dir)
+    if fast_path {
+        steer_loopback(cpus)?;
+    }
+    let mut server = match spawn("turnpike", &bin.display().to_string(), &args, cpus, dir) {
+        Ok(s) => s,
+        Err(e) => {
+            if fast_path {
+                let _ = steer_loopback(&[]);
+            }
+            return Err(e);
+        }
+    };
+    if fast_path {
+        server.steered = true;
+        server.cores = cpus.to_vec();
+    }
+    Ok(server)
 }
 
 /// True when coturn's `turnserver` is installed.
@@ -213,6 +275,8 @@ fn spawn(
         pid: child.id(),
         child,
         command,
+        cores: Vec::new(),
+        steered: false,
     };
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {

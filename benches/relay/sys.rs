@@ -122,6 +122,32 @@ pub fn cpu_ns(dir: &str, threads: bool) -> io::Result<u64> {
     Ok(total)
 }
 
+/// Busy time in ns of `cores` from `/proc/stat`: user, nice, system, irq and softirq
+/// (not idle, iowait or steal), in clock ticks (10 ms), so only long steps are exact
+/// to a percent. Counts everything that ran there, the relay and any stray kernel work.
+pub fn cores_busy_ns(cores: &[usize]) -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    let mut ticks = 0u64;
+    for core in cores {
+        let name = format!("cpu{core}");
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .ok_or_else(|| io::Error::other(format!("/proc/stat has no {name}")))?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // user nice system idle iowait irq softirq steal …
+        ticks += [0, 1, 2, 5, 6]
+            .iter()
+            .map(|&i| fields.get(i).copied().unwrap_or(0))
+            .sum::<u64>();
+    }
+    Ok((ticks as f64 * 1e9 / clock_ticks_per_sec()) as u64)
+}
+
 /// utime + stime (clock ticks) from a `/proc/.../stat` file: the whole process for
 /// `/proc/<pid>/stat` (all threads), one thread for `/proc/<pid>/task/<tid>/stat`.
 fn cpu_ticks(stat_path: &str) -> io::Result<u64> {

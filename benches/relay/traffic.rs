@@ -165,18 +165,40 @@ impl Latency {
     }
 }
 
-/// Where the relay's CPU time is read: a process (`/proc/<pid>`, all threads) or one
-/// thread (`/proc/self/task/<tid>`, the bare forwarder).
+/// Where the relay's CPU time is read: a process (`/proc/<pid>`, all threads), one
+/// thread (`/proc/self/task/<tid>`, the bare forwarder), or — for work done in the
+/// kernel's softirq rather than by any task (the eBPF fast path) — the busy time of
+/// the relay's cores from `/proc/stat`.
 pub struct CpuProbe {
     pub dir: String,
     pub threads: bool,
+    /// When not empty: count these cores' busy time instead of the task's.
+    pub cores: Vec<usize>,
 }
 
 impl CpuProbe {
+    /// A process's or thread's own CPU time.
+    pub fn task(dir: String, threads: bool) -> CpuProbe {
+        CpuProbe {
+            dir,
+            threads,
+            cores: Vec::new(),
+        }
+    }
+
     fn ns(&self) -> std::io::Result<u64> {
-        sys::cpu_ns(&self.dir, self.threads)
+        match (&self.cores[..], STEERED_CORES.get()) {
+            ([], None) => sys::cpu_ns(&self.dir, self.threads),
+            ([], Some(all)) => sys::cores_busy_ns(all),
+            (cores, _) => sys::cores_busy_ns(cores),
+        }
     }
 }
+
+/// Set (once, by `TURNPIKE_BENCH_STEER=1`) when loopback's receive processing is
+/// steered to the relay's cores for every server: then every server's CPU is those
+/// cores' busy time, softirq included, the accounting the fast path always gets.
+pub static STEERED_CORES: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
 
 /// Reusable engine state for one [`Flows`].
 pub struct Engine {
