@@ -7,7 +7,7 @@
 //! the namespace) and a build that found clang, as CI has: without them they fail,
 //! saying which is missing.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,8 +49,61 @@ fn in_netns(body: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Runs a command (from the calling thread, so in its network namespace) and fails
+/// the test, with the command's words, if it does not succeed.
+fn run(cmd: &[&str]) {
+    let out = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{} must be installed: {e}", cmd[0]));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        cmd.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+struct NamedNetns(String);
+
+impl NamedNetns {
+    fn new(tag: &str) -> NamedNetns {
+        let name = format!("tp-fp-{tag}-{}", std::process::id());
+        run(&["ip", "netns", "add", &name]);
+        NamedNetns(name)
+    }
+
+    /// Runs `f` on a thread inside this namespace (sockets it makes stay in it).
+    fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("the namespace's handle");
+            // SAFETY: setns on a namespace fd we own; affects only this thread.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
 fn load() -> Arc<FastPath> {
-    match FastPath::load(&["lo".to_string()]) {
+    load_on("lo")
+}
+
+fn load_on(interface: &str) -> Arc<FastPath> {
+    match FastPath::load(&[interface.to_string()]) {
         Ok(f) => Arc::new(f),
         Err(e) => panic!("the fast path must load here (CI installs clang and runs as root): {e}"),
     }
@@ -210,7 +263,11 @@ const PASS: &str = "alice-pw";
 const REALM: &str = "fast-path";
 
 fn relay_config(fast_path: Arc<FastPath>) -> NetConfig {
-    let loopback = Ipv4Addr::LOCALHOST.into();
+    relay_config_on(fast_path, Ipv4Addr::LOCALHOST, "127.0.0.1/32")
+}
+
+fn relay_config_on(fast_path: Arc<FastPath>, ip: Ipv4Addr, peers: &str) -> NetConfig {
+    let loopback: IpAddr = ip.into();
     NetConfig {
         workers: 2,
         busy_poll: Duration::ZERO,
@@ -238,7 +295,7 @@ fn relay_config(fast_path: Arc<FastPath>) -> NetConfig {
             ports: (28_000..=28_099).into(),
             max_username_len: 256,
             rfc5766_channel_numbers: false,
-            peer_policy: PeerPolicy::new(vec!["127.0.0.1/32".parse().expect("cidr")], vec![]),
+            peer_policy: PeerPolicy::new(vec![peers.parse().expect("cidr")], vec![]),
             quotas: Arc::new(Quotas::new(0, 0)),
             unix_anchor: (Instant::now(), 1_800_000_000),
             // `start` sets it from `fast_path` above.
@@ -374,6 +431,142 @@ fn the_relay_hands_bound_channels_to_the_kernel_and_takes_them_back() {
             fast.counters(),
             counters,
             "the kernel forwarded nothing more"
+        );
+        relay.shutdown();
+    });
+}
+
+/// Off-host destinations: the relay in one namespace, client and peer in another,
+/// joined by a veth pair. The program looks up the route (forwarding enabled), writes
+/// the Ethernet addresses and sends the packet out of the device, moving the payload
+/// rather than the headers and updating the UDP checksum. Receive checksum offload is
+/// off on both ends, so the receiving stack verifies every checksum in software and
+/// drops a wrong one: that the client and the peer get their packets proves them valid,
+/// first for fully checksummed senders, then for senders that leave it to the device.
+#[test]
+fn off_host_routes_leave_through_the_device_with_valid_checksums() {
+    let outside = Arc::new(NamedNetns::new("out"));
+    let ns = outside.0.clone();
+    let outside2 = outside.clone();
+    in_netns(move || {
+        let (relay_if, outer_if) = ("tpfp-r", "tpfp-o");
+        run(&[
+            "ip", "link", "add", relay_if, "type", "veth", "peer", "name", outer_if, "netns", &ns,
+        ]);
+        run(&["ip", "addr", "add", "192.0.2.1/24", "dev", relay_if]);
+        run(&["ip", "link", "set", relay_if, "up"]);
+        run(&["ethtool", "-K", relay_if, "rx", "off", "tx", "off"]);
+        for cmd in [
+            vec!["addr", "add", "192.0.2.2/24", "dev", outer_if],
+            vec!["addr", "add", "192.0.2.3/24", "dev", outer_if],
+            vec!["link", "set", outer_if, "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut full = vec!["ip", "-n", &ns];
+            full.extend(cmd);
+            run(&full);
+        }
+        run(&[
+            "ip", "netns", "exec", &ns, "ethtool", "-K", outer_if, "rx", "off", "tx", "off",
+        ]);
+
+        let fast = load_on(relay_if);
+        let relay_ip = Ipv4Addr::new(192, 0, 2, 1);
+        let relay =
+            start(relay_config_on(fast.clone(), relay_ip, "192.0.2.0/24")).expect("relay starts");
+        let server = relay.local_addrs()[0].1;
+        let bind = |ip: &'static str| {
+            move || {
+                let s = UdpSocket::bind((ip, 0)).expect("bind outside");
+                s.set_read_timeout(Some(QUIET)).expect("timeout");
+                s
+            }
+        };
+        let client_sock = outside2.enter(bind("192.0.2.2"));
+        let peer = outside2.enter(bind("192.0.2.3"));
+        let peer_addr = peer.local_addr().unwrap();
+        let mut client = Client {
+            sock: client_sock,
+            server,
+            nonce: Vec::new(),
+            next_tid: 0,
+        };
+        let msg = client.request(method::ALLOCATE, |b| {
+            b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        });
+        assert_eq!(msg.class(), Class::Success, "allocate");
+        let relayed = attr::decode_xor_address(
+            msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed"),
+            &msg.transaction_id(),
+        )
+        .expect("address");
+        let msg = client.request(method::CHANNEL_BIND, |b| {
+            b.add(attr::CHANNEL_NUMBER, &[0x40, 0x09, 0, 0]);
+            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
+        });
+        assert_eq!(msg.class(), Class::Success, "channel bind");
+
+        // Without forwarding the kernel's route lookup refuses: the packets take the
+        // socket path, and still arrive.
+        let roundtrip = |client: &Client, size: usize, i: u32| {
+            let mut p = vec![0x3Cu8; size];
+            p[..4].copy_from_slice(&i.to_be_bytes());
+            client.sock.send_to(&framed(0x4009, &p), server).unwrap();
+            assert_eq!(recv(&peer), Some((p.clone(), relayed)), "to the peer, #{i}");
+            peer.send_to(&p, relayed).unwrap();
+            assert_eq!(
+                recv(&client.sock),
+                Some((framed(0x4009, &p), server)),
+                "to the client, #{i}"
+            );
+        };
+        for i in 0..10 {
+            roundtrip(&client, 160, i);
+        }
+        assert_eq!(fast.counters(), FastPathCounters::default());
+
+        run(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
+        // Audio-sized, odd-sized (the payload moves in pieces) and video-sized.
+        for (i, size) in [160usize, 5, 333, 1200]
+            .into_iter()
+            .cycle()
+            .take(40)
+            .enumerate()
+        {
+            roundtrip(&client, size, i as u32);
+        }
+        let counters = fast.counters();
+        assert_eq!(
+            (
+                counters.client_to_peer_packets,
+                counters.peer_to_client_packets
+            ),
+            (40, 40),
+            "with forwarding on, every packet went through the kernel"
+        );
+
+        // Senders that leave the checksum to the device (CHECKSUM_PARTIAL, as every
+        // local or container sender does): the relay's device has no offload, so the
+        // kernel completes the checksum in software on the way out, from the offset
+        // the sender recorded — right only if the UDP header has not moved.
+        run(&[
+            "ip", "netns", "exec", &ns, "ethtool", "-K", outer_if, "tx", "on",
+        ]);
+        for (i, size) in [160usize, 5, 333, 1200]
+            .into_iter()
+            .cycle()
+            .take(40)
+            .enumerate()
+        {
+            roundtrip(&client, size, 100 + i as u32);
+        }
+        let counters = fast.counters();
+        assert_eq!(
+            (
+                counters.client_to_peer_packets,
+                counters.peer_to_client_packets
+            ),
+            (80, 80)
         );
         relay.shutdown();
     });

@@ -97,8 +97,30 @@ fn local(s: &UdpSocket) -> io::Result<SocketAddrV4> {
     }
 }
 
-/// Blocks until a or b is readable, or 100 ms pass (so `stop` is seen).
+/// `TURNPIKE_BENCH_BARE_SPIN=1`: the forwarder never sleeps, it polls with a zero
+/// timeout in a loop — the busy-poll ceiling, to set Turnpike's `busy_poll_us` against.
+fn spinning() -> bool {
+    static SPIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| std::env::var("TURNPIKE_BENCH_BARE_SPIN").is_ok_and(|v| v == "1"))
+}
+
+/// Blocks until a or b is readable, or 100 ms pass (so `stop` is seen); spins
+/// instead of blocking when [`spinning`].
 fn wait_readable(a: &UdpSocket, b: &UdpSocket) -> io::Result<(bool, bool)> {
+    if spinning() {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(100) {
+            let ready = poll_readable(a, b, 0)?;
+            if ready != (false, false) {
+                return Ok(ready);
+            }
+        }
+        return Ok((false, false));
+    }
+    poll_readable(a, b, 100)
+}
+
+fn poll_readable(a: &UdpSocket, b: &UdpSocket, timeout_ms: i32) -> io::Result<(bool, bool)> {
     let mut fds = [
         libc::pollfd {
             fd: a.as_raw_fd(),
@@ -112,7 +134,7 @@ fn wait_readable(a: &UdpSocket, b: &UdpSocket) -> io::Result<(bool, bool)> {
         },
     ];
     // SAFETY: two valid pollfd entries that outlive the call.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
     if rc < 0 {
         let e = io::Error::last_os_error();
         return if e.kind() == io::ErrorKind::Interrupted {

@@ -157,11 +157,72 @@ static __always_inline int route(struct __sk_buff *skb, struct bpf_fib_lookup *f
     return -1;
 }
 
-// Write fresh IPv4 + UDP headers (UDP checksum 0: optional in IPv4, RFC 768) and send
-// the packet on: redirect out of the routed device, or up this host's stack.
-static __always_inline int finish(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int how,
-                                  __u32 src_ip, __u16 src_port, __u32 dst_ip, __u16 dst_port,
-                                  __u16 udp_len)
+// What a rewrite needs to know about the packet as it came in and as it leaves.
+struct rewrite {
+    __u32 old_saddr, old_daddr;
+    __u32 old_ports; // source and destination port, as on the wire
+    __u16 old_udp_len, new_udp_len;
+    __u16 old_check;
+    __u32 cd_word; // the ChannelData header removed (c2p) or added (p2c), as on the wire
+    __u32 src_ip, dst_ip;
+    __u16 src_port, dst_port;
+};
+
+// Bytes moved per helper call when the payload shifts (a stack buffer; power of two).
+#define CHUNK 128
+// The largest UDP payload moved (larger ones, beyond a 1500-byte MTU, go up).
+#define MAX_CHUNKS 12
+#define MAX_MOVE (MAX_CHUNKS * CHUNK)
+
+// Moves `len` payload bytes at `from` to `to` (|from - to| = 4), in CHUNK pieces,
+// front to back when moving down and back to front when moving up, so no piece
+// overwrites bytes still to be read.
+static __always_inline int move_bytes(struct __sk_buff *skb, __u32 from, __u32 to, __u32 len)
+{
+    __u8 buf[CHUNK];
+    for (int i = 0; i < MAX_CHUNKS; i++) {
+        __u32 done = i * CHUNK;
+        if (done >= len)
+            return 0;
+        __u32 n = len - done;
+        if (n > CHUNK)
+            n = CHUNK;
+        n = ((n - 1) & (CHUNK - 1)) + 1; // 1..CHUNK, as the verifier must see it
+        __u32 at = to < from ? done : len - done - n;
+        if (bpf_skb_load_bytes(skb, from + at, buf, n))
+            return -1;
+        if (bpf_skb_store_bytes(skb, to + at, buf, n, 0))
+            return -1;
+    }
+    // Longer than MAX_MOVE never gets here: excluded before anything was changed.
+    return len <= MAX_MOVE ? 0 : -1;
+}
+
+// Resizes the UDP payload by `delta` (-4 or +4) at its start, keeping the IP and UDP
+// headers where they are: the payload moves. Needed for packets that leave through a
+// device: one a local sender made may still carry CHECKSUM_PARTIAL, whose checksum a
+// device computes from an offset that bpf_skb_adjust_room would leave pointing 4 bytes
+// off. With +4 the new 4 bytes (at the payload's start) hold garbage until written.
+static __always_inline int resize_payload(struct __sk_buff *skb, int delta, __u32 payload_len)
+{
+    __u32 start = UDP_OFF + sizeof(struct udphdr);
+    if (delta < 0) {
+        if (move_bytes(skb, start + 4, start, payload_len - 4))
+            return -1;
+        return bpf_skb_change_tail(skb, skb->len - 4, 0) ? -1 : 0;
+    }
+    if (bpf_skb_change_tail(skb, skb->len + 4, 0))
+        return -1;
+    return move_bytes(skb, start, start + 4, payload_len);
+}
+
+// Writes the new IPv4 and UDP headers. Delivered on this host, the UDP checksum is 0
+// (optional in IPv4, RFC 768; the stack then skips it). Sent out of a device, it is
+// updated from the old one (which the device may still complete: CHECKSUM_PARTIAL), in
+// two parts as bpf_l4_csum_replace wants them: pseudo-header fields, then UDP header
+// and payload. An old checksum of 0 ("none") stays 0.
+static __always_inline int write_headers(struct __sk_buff *skb, const struct rewrite *r, int how,
+                                         const struct bpf_fib_lookup *fib)
 {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
@@ -169,22 +230,74 @@ static __always_inline int finish(struct __sk_buff *skb, struct bpf_fib_lookup *
     struct iphdr *ip = data + IP_OFF;
     struct udphdr *udp = data + UDP_OFF;
     if ((void *)(udp + 1) > end)
-        return TC_ACT_SHOT; // cannot happen: the headers were there before the resize
-    ip->saddr = src_ip;
-    ip->daddr = dst_ip;
-    ip->tot_len = bpf_htons(udp_len + sizeof(struct iphdr));
+        return -1;
+    ip->saddr = r->src_ip;
+    ip->daddr = r->dst_ip;
+    ip->tot_len = bpf_htons(r->new_udp_len + sizeof(struct iphdr));
     ip->check = 0;
     ip->check = ip_checksum(ip);
-    udp->source = src_port;
-    udp->dest = dst_port;
-    udp->len = bpf_htons(udp_len);
-    udp->check = 0;
+    udp->source = r->src_port;
+    udp->dest = r->dst_port;
+    udp->len = bpf_htons(r->new_udp_len);
+    if (how != OUT_DEVICE) {
+        udp->check = 0;
+        return 0;
+    }
+    udp->check = r->old_check;
+    __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+    __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+    if (r->old_check == 0)
+        return 0;
+    __u32 new_ports = ((__u32)r->dst_port << 16) | r->src_port;
+    __u32 pseudo_from[3] = { r->old_saddr, r->old_daddr, bpf_htons(r->old_udp_len) };
+    __u32 pseudo_to[3] = { r->src_ip, r->dst_ip, bpf_htons(r->new_udp_len) };
+    __s64 d = bpf_csum_diff(pseudo_from, sizeof(pseudo_from), pseudo_to, sizeof(pseudo_to), 0);
+    if (d < 0)
+        return -1;
+    __u32 csum_off = UDP_OFF + __builtin_offsetof(struct udphdr, check);
+    if (bpf_l4_csum_replace(skb, csum_off, 0, d, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0))
+        return -1;
+    // The UDP length field, the ports, and the ChannelData header that went or came.
+    __u32 from[3] = { r->old_ports, bpf_htons(r->old_udp_len), r->cd_word };
+    __u32 to[3] = { new_ports, bpf_htons(r->new_udp_len), r->cd_word };
+    if (r->new_udp_len < r->old_udp_len)
+        d = bpf_csum_diff(from, sizeof(from), to, 8, 0);
+    else
+        d = bpf_csum_diff(from, 8, to, sizeof(to), 0);
+    if (d < 0)
+        return -1;
+    return bpf_l4_csum_replace(skb, csum_off, 0, d, BPF_F_MARK_MANGLED_0) ? -1 : 0;
+}
+
+// Resizes, rewrites and sends the packet on; `delta` is -4 (strip the ChannelData
+// header) or +4 (make room for it, then write `r->cd_word` there).
+static __always_inline int forward(struct __sk_buff *skb, const struct rewrite *r, int how,
+                                   const struct bpf_fib_lookup *fib, int delta,
+                                   __u32 payload_len)
+{
+    if (how == OUT_DEVICE) {
+        if (resize_payload(skb, delta, payload_len))
+            return TC_ACT_SHOT; // half-moved: unusable
+    } else {
+        // The cheap way, for delivery on this host: room after the IP header, the UDP
+        // header rewritten 4 bytes earlier (-4) or later (+4) than it was.
+        if (bpf_skb_adjust_room(skb, delta, BPF_ADJ_ROOM_NET, 0))
+            return TC_ACT_OK; // nothing changed yet: let user space have it
+    }
+    if (delta > 0) {
+        void *data = (void *)(long)skb->data;
+        void *end = (void *)(long)skb->data_end;
+        __u32 *cd = data + UDP_OFF + sizeof(struct udphdr);
+        if ((void *)(cd + 1) > end)
+            return TC_ACT_SHOT;
+        *cd = r->cd_word;
+    }
+    if (write_headers(skb, r, how, fib))
+        return TC_ACT_SHOT;
     if (how == UP_HERE)
         return TC_ACT_OK;
     if (how == TO_LOOPBACK)
         return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
-    __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
-    __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
     return bpf_redirect(fib->ifindex, 0);
 }
 
@@ -209,6 +322,13 @@ int turnpike_channel_tc(struct __sk_buff *skb)
     __u16 payload_len = udp_len - sizeof(struct udphdr);
     __u64 now = bpf_ktime_get_ns();
     struct bpf_fib_lookup fib;
+    struct rewrite r = {
+        .old_saddr = ip->saddr,
+        .old_daddr = ip->daddr,
+        .old_ports = *(__u32 *)&udp->source,
+        .old_udp_len = udp_len,
+        .old_check = udp->check,
+    };
 
     // Peer -> client: a bound peer's datagram to a relayed address.
     struct p2c_key pk = {
@@ -223,34 +343,25 @@ int turnpike_channel_tc(struct __sk_buff *skb)
             count(STAT_EXPIRED, 1);
             return TC_ACT_OK;
         }
-        __u16 new_udp_len = udp_len + 4;
-        int how = route(skb, &fib, pv->server_ip, pv->client_ip,
-                        new_udp_len + sizeof(struct iphdr), pv->flags);
-        if (how < 0)
+        r.new_udp_len = udp_len + 4;
+        // Copied out: the map may change under us.
+        r.src_ip = pv->server_ip;
+        r.dst_ip = pv->client_ip;
+        r.src_port = pv->server_port;
+        r.dst_port = pv->client_port;
+        r.cd_word = ((__u32)bpf_htons(payload_len) << 16) | bpf_htons(pv->channel);
+        int how = route(skb, &fib, r.src_ip, r.dst_ip, r.new_udp_len + sizeof(struct iphdr),
+                        pv->flags);
+        if (how < 0 || (how == OUT_DEVICE && payload_len > MAX_MOVE))
             return TC_ACT_OK;
-        // Copy what the rewrite needs: the resize invalidates `pv`'s neighbourhood
-        // no more than the packet's, but the map may change under us.
-        __u32 server_ip = pv->server_ip, client_ip = pv->client_ip;
-        __u16 server_port = pv->server_port, client_port = pv->client_port;
-        __u16 channel = pv->channel;
-        // Room for the ChannelData header between IP and UDP; the UDP header is then
-        // rewritten 4 bytes earlier, so the new 4 bytes end up after it.
-        if (bpf_skb_adjust_room(skb, 4, BPF_ADJ_ROOM_NET, 0))
-            return TC_ACT_OK;
-        data = (void *)(long)skb->data;
-        end = (void *)(long)skb->data_end;
-        __u16 *cd = data + UDP_OFF + sizeof(struct udphdr);
-        if ((void *)(cd + 2) > end)
-            return TC_ACT_SHOT;
-        cd[0] = bpf_htons(channel);
-        cd[1] = bpf_htons(payload_len);
         count(STAT_P2C_PACKETS, 1);
         count(STAT_P2C_BYTES, payload_len);
-        return finish(skb, &fib, how, server_ip, server_port, client_ip, client_port, new_udp_len);
+        return forward(skb, &r, how, &fib, 4, payload_len);
     }
 
-    // Client -> peer: ChannelData (first two bits 01: 0x4000-0x7fff, RFC 5766 numbers too) whose
-    // length fills the datagram exactly (padding, allowed but rare on UDP, goes up).
+    // Client -> peer: ChannelData (first two bits 01: 0x4000-0x7fff, RFC 5766 numbers
+    // too) whose length fills the datagram exactly (padding, allowed but rare on UDP,
+    // goes up).
     __u8 *cd = (void *)(udp + 1);
     if ((void *)(cd + 4) > end || (cd[0] & 0xc0) != 0x40)
         return TC_ACT_OK;
@@ -258,6 +369,7 @@ int turnpike_channel_tc(struct __sk_buff *skb)
     __u16 cd_len = ((__u16)cd[2] << 8) | cd[3];
     if (cd_len + 4 != payload_len)
         return TC_ACT_OK;
+    r.cd_word = *(__u32 *)cd;
     struct c2p_key ck = {
         .client_ip = ip->saddr,
         .server_ip = ip->daddr,
@@ -272,20 +384,18 @@ int turnpike_channel_tc(struct __sk_buff *skb)
         count(STAT_EXPIRED, 1);
         return TC_ACT_OK;
     }
-    __u16 new_udp_len = udp_len - 4;
-    int how = route(skb, &fib, cv->relay_ip, cv->peer_ip,
-                    new_udp_len + sizeof(struct iphdr), cv->flags);
-    if (how < 0)
-        return TC_ACT_OK;
-    __u32 relay_ip = cv->relay_ip, peer_ip = cv->peer_ip;
-    __u16 relay_port = cv->relay_port, peer_port = cv->peer_port;
-    // Remove 4 bytes right after the IP header: the old UDP header's first half. The
-    // new UDP header then covers the old one's second half and the ChannelData header.
-    if (bpf_skb_adjust_room(skb, -4, BPF_ADJ_ROOM_NET, 0))
+    r.new_udp_len = udp_len - 4;
+    r.src_ip = cv->relay_ip;
+    r.dst_ip = cv->peer_ip;
+    r.src_port = cv->relay_port;
+    r.dst_port = cv->peer_port;
+    int how = route(skb, &fib, r.src_ip, r.dst_ip, r.new_udp_len + sizeof(struct iphdr),
+                    cv->flags);
+    if (how < 0 || (how == OUT_DEVICE && payload_len > MAX_MOVE))
         return TC_ACT_OK;
     count(STAT_C2P_PACKETS, 1);
     count(STAT_C2P_BYTES, cd_len);
-    return finish(skb, &fib, how, relay_ip, relay_port, peer_ip, peer_port, new_udp_len);
+    return forward(skb, &r, how, &fib, -4, payload_len);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
