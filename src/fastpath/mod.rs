@@ -104,7 +104,9 @@ impl FastPath {
         let mut wanted: Vec<(C2pKey, C2pVal, P2cKey, P2cVal)> = Vec::new();
         let client = update.client;
         if let (SocketAddr::V4(remote), SocketAddr::V4(local)) = (client.remote, client.local) {
-            if !local.ip().is_unspecified() {
+            if !local.ip().is_unspecified() && !update.routes.is_empty() {
+                let host = host_addresses();
+                let is_local = |ip: &std::net::Ipv4Addr| ip.is_loopback() || host.contains(ip);
                 for route in &update.routes {
                     let (SocketAddr::V4(peer), SocketAddr::V4(relay)) = (route.peer, route.relay)
                     else {
@@ -112,11 +114,11 @@ impl FastPath {
                     };
                     let expires_ns = self.kernel_ns(route.expires);
                     wanted.push(maps::entries(
-                        (remote, is_local(*remote.ip())),
+                        (remote, is_local(remote.ip())),
                         local,
                         route.channel.0,
                         relay,
-                        (peer, is_local(*peer.ip())),
+                        (peer, is_local(peer.ip())),
                         expires_ns,
                     ));
                 }
@@ -170,10 +172,24 @@ impl FastPath {
     }
 }
 
-/// Is `ip` an address of this host (in this network namespace)? Binding to it
-/// succeeds exactly then; asked once per route change, never per packet.
-fn is_local(ip: std::net::Ipv4Addr) -> bool {
-    ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+/// This host's IPv4 addresses (in the calling thread's network namespace), read once
+/// per route change, never per packet. Not a bind test: with `ip_nonlocal_bind` any
+/// address binds, and a remote destination sent to loopback would be lost.
+fn host_addresses() -> Vec<std::net::Ipv4Addr> {
+    match if_addrs::get_if_addrs() {
+        Ok(list) => list
+            .into_iter()
+            .filter_map(|i| match i.ip() {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect(),
+        Err(e) => {
+            // Unknown: treat every destination as remote (routed, or the socket path).
+            tracing::warn!("fast path: cannot list this host's addresses: {e}");
+            Vec::new()
+        }
+    }
 }
 
 fn monotonic_ns() -> u64 {
