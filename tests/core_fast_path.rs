@@ -166,3 +166,24 @@ fn without_a_fast_path_or_for_stream_clients_nothing_is_reported() {
         "the kernel never sees TCP's bytes"
     );
 }
+
+#[test]
+fn one_allocation_gets_at_most_max_fast_routes_in_the_kernel() {
+    use turnpike::proto::fast_path::MAX_FAST_ROUTES;
+    let mut net = fast_net();
+    let mut alice = net.client("alice");
+    alice.allocate(&mut net);
+    let n = MAX_FAST_ROUTES as u16 + 4;
+    for i in 0..n {
+        let peer = std::net::SocketAddr::new(ip("8.8.8.8"), 5000 + i);
+        alice.channel_bind(&mut net, 0x4000 + i, peer).assert_ok();
+    }
+    let routes = &updates(&mut net)[0].routes;
+    // The first bound keep their place; the rest stay on the socket path.
+    assert_eq!(routes.len(), MAX_FAST_ROUTES);
+    assert_eq!(routes[0].channel, ChannelNumber(0x4000));
+    assert_eq!(
+        routes[MAX_FAST_ROUTES - 1].channel,
+        ChannelNumber(0x4000 + MAX_FAST_ROUTES as u16 - 1)
+    );
+}

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use turnpike::fastpath::{FastPath, FastPathCounters, Installed};
+use turnpike::fastpath::{FastPath, FastPathCounters};
 use turnpike::net::{start, NetConfig};
 use turnpike::proto::auth::long_term_key;
 use turnpike::proto::channel_data;
@@ -143,21 +143,18 @@ fn the_program_forwards_installed_routes_and_passes_everything_else_up() {
             remote: addr(&client),
             local: addr(&listener),
         };
-        let mut installed = Installed::default();
+        let mut routes = fast.routes();
         let route = |expires| FastRoute {
             channel: ChannelNumber(0x4001),
             peer: addr(&peer),
             relay: addr(&relay),
             expires,
         };
-        fast.apply(
-            &mut installed,
-            &FastPathUpdate {
-                client: id,
-                routes: vec![route(Instant::now() + Duration::from_secs(60))],
-            },
-        );
-        assert_eq!(installed.len(), 1);
+        routes.apply(&FastPathUpdate {
+            client: id,
+            routes: vec![route(Instant::now() + Duration::from_secs(60))],
+        });
+        assert_eq!(routes.len(), 1);
 
         // Client → peer: the payload arrives from the relayed address, unframed.
         let payload: Vec<u8> = (0..172u8).collect();
@@ -221,13 +218,10 @@ fn the_program_forwards_installed_routes_and_passes_everything_else_up() {
         assert_eq!(fast.counters().client_to_peer_packets, 50);
 
         // Past its expiry a route forwards nothing: the packets go up, counted.
-        fast.apply(
-            &mut installed,
-            &FastPathUpdate {
-                client: id,
-                routes: vec![route(Instant::now() - Duration::from_millis(1))],
-            },
-        );
+        routes.apply(&FastPathUpdate {
+            client: id,
+            routes: vec![route(Instant::now() - Duration::from_millis(1))],
+        });
         client
             .send_to(&framed(0x4001, &payload), addr(&listener))
             .unwrap();
@@ -241,14 +235,11 @@ fn the_program_forwards_installed_routes_and_passes_everything_else_up() {
 
         // An update without routes removes them: packets go up, and are not counted
         // as expired (there is no entry left to match).
-        fast.apply(
-            &mut installed,
-            &FastPathUpdate {
-                client: id,
-                routes: vec![],
-            },
-        );
-        assert!(installed.is_empty());
+        routes.apply(&FastPathUpdate {
+            client: id,
+            routes: vec![],
+        });
+        assert!(routes.is_empty());
         client
             .send_to(&framed(0x4001, &payload), addr(&listener))
             .unwrap();
@@ -436,6 +427,116 @@ fn the_relay_hands_bound_channels_to_the_kernel_and_takes_them_back() {
     });
 }
 
+/// From the calling thread's namespace (the relay's, 192.0.2.1/24) a veth pair to the
+/// named namespace `ns` (192.0.2.2 and 192.0.2.3 on its end), checksum offloads off on
+/// both ends so that every checksum is computed and verified in software. Returns the
+/// relay's and the outer interface names.
+fn veth_to(ns: &str) -> (&'static str, &'static str) {
+    let (relay_if, outer_if) = ("tpfp-r", "tpfp-o");
+    run(&[
+        "ip", "link", "add", relay_if, "type", "veth", "peer", "name", outer_if, "netns", ns,
+    ]);
+    run(&["ip", "addr", "add", "192.0.2.1/24", "dev", relay_if]);
+    run(&["ip", "link", "set", relay_if, "up"]);
+    run(&["ethtool", "-K", relay_if, "rx", "off", "tx", "off"]);
+    for cmd in [
+        vec!["addr", "add", "192.0.2.2/24", "dev", outer_if],
+        vec!["addr", "add", "192.0.2.3/24", "dev", outer_if],
+        vec!["link", "set", outer_if, "up"],
+        vec!["link", "set", "lo", "up"],
+    ] {
+        let mut full = vec!["ip", "-n", ns];
+        full.extend(cmd);
+        run(&full);
+    }
+    run(&[
+        "ip", "netns", "exec", ns, "ethtool", "-K", outer_if, "rx", "off", "tx", "off",
+    ]);
+    (relay_if, outer_if)
+}
+
+/// A route whose client is on the relay's own host accepts that client's packets only
+/// from loopback: the same source address arriving from outside is spoofed (the stack
+/// drops it as a martian, and the program must not forward it first).
+#[test]
+fn a_local_clients_route_ignores_its_address_spoofed_from_outside() {
+    let outside = Arc::new(NamedNetns::new("spoof"));
+    let ns = outside.0.clone();
+    let outside2 = outside.clone();
+    in_netns(move || {
+        let (relay_if, _) = veth_to(&ns);
+        run(&["sysctl", "-q", "-w", "net.ipv4.conf.all.forwarding=1"]);
+        // The program on both: local traffic arrives on lo, the spoofer's on the veth.
+        let fast = match FastPath::load(&["lo".to_string(), relay_if.to_string()]) {
+            Ok(f) => Arc::new(f),
+            Err(e) => panic!("the fast path must load: {e}"),
+        };
+        let bind_here = |port: u16| {
+            let s = UdpSocket::bind(("192.0.2.1", port)).expect("bind");
+            s.set_read_timeout(Some(QUIET)).expect("timeout");
+            s
+        };
+        let (client, listener, relay) = (bind_here(0), bind_here(0), bind_here(0));
+        let client_addr = client.local_addr().unwrap();
+        let peer = outside2.enter(|| {
+            let s = UdpSocket::bind(("192.0.2.3", 0)).expect("bind outside");
+            s.set_read_timeout(Some(QUIET)).expect("timeout");
+            s
+        });
+        // Resolve the peer's neighbour entry, as any earlier traffic would have.
+        relay.send_to(b"hello", peer.local_addr().unwrap()).unwrap();
+        assert!(recv(&peer).is_some());
+        let mut routes = fast.routes();
+        routes.apply(&FastPathUpdate {
+            client: ClientId {
+                transport: Transport::Udp,
+                remote: client_addr,
+                local: listener.local_addr().unwrap(),
+            },
+            routes: vec![FastRoute {
+                channel: ChannelNumber(0x4003),
+                peer: peer.local_addr().unwrap(),
+                relay: relay.local_addr().unwrap(),
+                expires: Instant::now() + Duration::from_secs(60),
+            }],
+        });
+        let payload = [0x77u8; 100];
+        let datagram = framed(0x4003, &payload);
+        // The genuine local client: forwarded, out of the veth to the peer.
+        client
+            .send_to(&datagram, listener.local_addr().unwrap())
+            .unwrap();
+        assert_eq!(
+            recv(&peer),
+            Some((payload.to_vec(), relay.local_addr().unwrap()))
+        );
+        assert_eq!(fast.counters().client_to_peer_packets, 1);
+        // A spoofer outside with the client's address and port: not forwarded.
+        let target = listener.local_addr().unwrap();
+        outside2.enter(move || {
+            // IP_TRANSPARENT lets a socket bind and send from an address not its own.
+            let spoofer = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )
+            .expect("socket");
+            spoofer
+                .set_ip_transparent(true)
+                .expect("IP_TRANSPARENT (needs root)");
+            spoofer
+                .bind(&client_addr.into())
+                .expect("bind the spoofed address");
+            spoofer
+                .send_to(&datagram, &target.into())
+                .expect("send spoofed");
+        });
+        assert_eq!(recv(&peer), None, "the spoofed packet reached the peer");
+        assert_eq!(fast.counters().client_to_peer_packets, 1);
+        drop(routes);
+    });
+}
+
 /// Off-host destinations: the relay in one namespace, client and peer in another,
 /// joined by a veth pair. The program looks up the route (forwarding enabled), writes
 /// the Ethernet addresses and sends the packet out of the device, moving the payload
@@ -449,27 +550,7 @@ fn off_host_routes_leave_through_the_device_with_valid_checksums() {
     let ns = outside.0.clone();
     let outside2 = outside.clone();
     in_netns(move || {
-        let (relay_if, outer_if) = ("tpfp-r", "tpfp-o");
-        run(&[
-            "ip", "link", "add", relay_if, "type", "veth", "peer", "name", outer_if, "netns", &ns,
-        ]);
-        run(&["ip", "addr", "add", "192.0.2.1/24", "dev", relay_if]);
-        run(&["ip", "link", "set", relay_if, "up"]);
-        run(&["ethtool", "-K", relay_if, "rx", "off", "tx", "off"]);
-        for cmd in [
-            vec!["addr", "add", "192.0.2.2/24", "dev", outer_if],
-            vec!["addr", "add", "192.0.2.3/24", "dev", outer_if],
-            vec!["link", "set", outer_if, "up"],
-            vec!["link", "set", "lo", "up"],
-        ] {
-            let mut full = vec!["ip", "-n", &ns];
-            full.extend(cmd);
-            run(&full);
-        }
-        run(&[
-            "ip", "netns", "exec", &ns, "ethtool", "-K", outer_if, "rx", "off", "tx", "off",
-        ]);
-
+        let (relay_if, outer_if) = veth_to(&ns);
         let fast = load_on(relay_if);
         let relay_ip = Ipv4Addr::new(192, 0, 2, 1);
         let relay =

@@ -41,8 +41,12 @@ struct c2p_key {
     __u16 pad;
 };
 
-// `flags` of a value: the destination (peer or client) is an address of this host.
+// `flags` of a value. DEST_LOCAL: the destination (peer or client) is an address of
+// this host. SRC_LOCAL: the source is, so its packets can only come in on loopback;
+// one that arrives from outside with that source is spoofed (the stack would drop it
+// as a martian, which it has not checked yet at tc ingress) and is left to the stack.
 #define DEST_LOCAL 1
+#define SRC_LOCAL 2
 
 struct c2p_val {
     __u64 expires_ns;
@@ -82,14 +86,20 @@ enum {
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 65536);
+    // Not preallocated: a deleted or replaced entry is freed only after every program
+    // still reading it has finished (RCU), never reused under a reader's feet.
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, 262144);
     __type(key, struct c2p_key);
     __type(value, struct c2p_val);
 } C2P SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 65536);
+    // Not preallocated: a deleted or replaced entry is freed only after every program
+    // still reading it has finished (RCU), never reused under a reader's feet.
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, 262144);
     __type(key, struct p2c_key);
     __type(value, struct p2c_val);
 } P2C SEC(".maps");
@@ -216,11 +226,11 @@ static __always_inline int resize_payload(struct __sk_buff *skb, int delta, __u3
     return move_bytes(skb, start, start + 4, payload_len);
 }
 
-// Writes the new IPv4 and UDP headers. Delivered on this host, the UDP checksum is 0
-// (optional in IPv4, RFC 768; the stack then skips it). Sent out of a device, it is
-// updated from the old one (which the device may still complete: CHECKSUM_PARTIAL), in
-// two parts as bpf_l4_csum_replace wants them: pseudo-header fields, then UDP header
-// and payload. An old checksum of 0 ("none") stays 0.
+// Writes the new IPv4 and UDP headers. Handed up from loopback, the UDP checksum is 0
+// (optional in IPv4, RFC 768; the stack then skips it). Otherwise it is updated from
+// the old one (which a device may still have to complete: CHECKSUM_PARTIAL), in two
+// parts as bpf_l4_csum_replace wants them: pseudo-header fields, then UDP header and
+// payload. An old checksum of 0 ("none") stays 0.
 static __always_inline int write_headers(struct __sk_buff *skb, const struct rewrite *r, int how,
                                          const struct bpf_fib_lookup *fib)
 {
@@ -239,16 +249,24 @@ static __always_inline int write_headers(struct __sk_buff *skb, const struct rew
     udp->source = r->src_port;
     udp->dest = r->dst_port;
     udp->len = bpf_htons(r->new_udp_len);
-    if (how != OUT_DEVICE) {
+    if (how == UP_HERE) {
+        // Came in on loopback from a local sender: nothing on the way could have
+        // corrupted it, and the stack skips a zero checksum.
         udp->check = 0;
         return 0;
     }
+    // From a device: keep the sender's checksum, updated, so that a datagram damaged
+    // on the wire is still dropped by whoever verifies it.
     udp->check = r->old_check;
-    __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
-    __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+    if (how == OUT_DEVICE) {
+        __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+        __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+    }
     if (r->old_check == 0)
         return 0;
-    __u32 new_ports = ((__u32)r->dst_port << 16) | r->src_port;
+    __u32 new_ports;
+    __u16 ports[2] = { r->src_port, r->dst_port };
+    __builtin_memcpy(&new_ports, ports, sizeof(new_ports));
     __u32 pseudo_from[3] = { r->old_saddr, r->old_daddr, bpf_htons(r->old_udp_len) };
     __u32 pseudo_to[3] = { r->src_ip, r->dst_ip, bpf_htons(r->new_udp_len) };
     __s64 d = bpf_csum_diff(pseudo_from, sizeof(pseudo_from), pseudo_to, sizeof(pseudo_to), 0);
@@ -273,7 +291,7 @@ static __always_inline int write_headers(struct __sk_buff *skb, const struct rew
 // header) or +4 (make room for it, then write `r->cd_word` there).
 static __always_inline int forward(struct __sk_buff *skb, const struct rewrite *r, int how,
                                    const struct bpf_fib_lookup *fib, int delta,
-                                   __u32 payload_len)
+                                   __u32 payload_len, __u32 stat_slot)
 {
     if (how == OUT_DEVICE) {
         if (resize_payload(skb, delta, payload_len))
@@ -294,6 +312,9 @@ static __always_inline int forward(struct __sk_buff *skb, const struct rewrite *
     }
     if (write_headers(skb, r, how, fib))
         return TC_ACT_SHOT;
+    // Packets then bytes: STAT_*_PACKETS + 1 is the matching bytes slot.
+    count(stat_slot, 1);
+    count(stat_slot + 1, delta < 0 ? payload_len - 4 : payload_len);
     if (how == UP_HERE)
         return TC_ACT_OK;
     if (how == TO_LOOPBACK)
@@ -306,8 +327,9 @@ int turnpike_channel_tc(struct __sk_buff *skb)
 {
     // One shape only: untagged IPv4/UDP without options or fragments, one datagram
     // per skb (a GSO super-packet holds several and goes up whole).
-    if (skb->protocol != bpf_htons(ETH_P_IP) || skb->gso_size != 0)
+    if (skb->protocol != bpf_htons(ETH_P_IP) || skb->gso_size != 0 || skb->vlan_present)
         return TC_ACT_OK;
+    int from_loopback = skb->ingress_ifindex == LOOPBACK_IFINDEX;
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
     struct iphdr *ip = data + IP_OFF;
@@ -339,6 +361,8 @@ int turnpike_channel_tc(struct __sk_buff *skb)
     };
     struct p2c_val *pv = bpf_map_lookup_elem(&P2C, &pk);
     if (pv) {
+        if ((pv->flags & SRC_LOCAL) && !from_loopback)
+            return TC_ACT_OK;
         if (now >= pv->expires_ns) {
             count(STAT_EXPIRED, 1);
             return TC_ACT_OK;
@@ -349,14 +373,12 @@ int turnpike_channel_tc(struct __sk_buff *skb)
         r.dst_ip = pv->client_ip;
         r.src_port = pv->server_port;
         r.dst_port = pv->client_port;
-        r.cd_word = ((__u32)bpf_htons(payload_len) << 16) | bpf_htons(pv->channel);
+        r.cd_word = bpf_htonl(((__u32)pv->channel << 16) | payload_len);
         int how = route(skb, &fib, r.src_ip, r.dst_ip, r.new_udp_len + sizeof(struct iphdr),
                         pv->flags);
         if (how < 0 || (how == OUT_DEVICE && payload_len > MAX_MOVE))
             return TC_ACT_OK;
-        count(STAT_P2C_PACKETS, 1);
-        count(STAT_P2C_BYTES, payload_len);
-        return forward(skb, &r, how, &fib, 4, payload_len);
+        return forward(skb, &r, how, &fib, 4, payload_len, STAT_P2C_PACKETS);
     }
 
     // Client -> peer: ChannelData (first two bits 01: 0x4000-0x7fff, RFC 5766 numbers
@@ -378,7 +400,7 @@ int turnpike_channel_tc(struct __sk_buff *skb)
         .channel = channel,
     };
     struct c2p_val *cv = bpf_map_lookup_elem(&C2P, &ck);
-    if (!cv)
+    if (!cv || ((cv->flags & SRC_LOCAL) && !from_loopback))
         return TC_ACT_OK;
     if (now >= cv->expires_ns) {
         count(STAT_EXPIRED, 1);
@@ -393,9 +415,7 @@ int turnpike_channel_tc(struct __sk_buff *skb)
                     cv->flags);
     if (how < 0 || (how == OUT_DEVICE && payload_len > MAX_MOVE))
         return TC_ACT_OK;
-    count(STAT_C2P_PACKETS, 1);
-    count(STAT_C2P_BYTES, cd_len);
-    return forward(skb, &r, how, &fib, -4, payload_len);
+    return forward(skb, &r, how, &fib, -4, payload_len, STAT_C2P_PACKETS);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -59,6 +59,9 @@ pub(super) struct P2cVal {
 /// `flags`: the destination is an address of this host (the program then delivers
 /// through loopback instead of looking up a route).
 const DEST_LOCAL: u16 = 1;
+/// `flags`: the source is an address of this host, so its packets must come in on
+/// loopback (from anywhere else they are spoofed).
+const SRC_LOCAL: u16 = 2;
 
 // SAFETY: plain `repr(C)` integers with explicit padding fields: every bit pattern is
 // valid and no byte is uninitialised.
@@ -87,7 +90,9 @@ pub(super) fn entries(
     (peer, peer_is_local): (SocketAddrV4, bool),
     expires_ns: u64,
 ) -> (C2pKey, C2pVal, P2cKey, P2cVal) {
-    let flag = |local: bool| if local { DEST_LOCAL } else { 0 };
+    let flags = |dest_local: bool, src_local: bool| {
+        (if dest_local { DEST_LOCAL } else { 0 }) | (if src_local { SRC_LOCAL } else { 0 })
+    };
     let c2p = C2pKey {
         client_ip: wire_ip(&remote),
         server_ip: wire_ip(&local),
@@ -102,7 +107,7 @@ pub(super) fn entries(
         peer_ip: wire_ip(&peer),
         relay_port: wire_port(&relay),
         peer_port: wire_port(&peer),
-        flags: u32::from(flag(peer_is_local)),
+        flags: u32::from(flags(peer_is_local, client_is_local)),
     };
     let p2c = P2cKey {
         peer_ip: wire_ip(&peer),
@@ -117,7 +122,7 @@ pub(super) fn entries(
         client_port: wire_port(&remote),
         server_port: wire_port(&local),
         channel,
-        flags: flag(client_is_local),
+        flags: flags(client_is_local, peer_is_local),
     };
     (c2p, c2p_val, p2c, p2c_val)
 }
@@ -128,6 +133,62 @@ const STAT_C2P_BYTES: u32 = 1;
 const STAT_P2C_PACKETS: u32 = 2;
 const STAT_P2C_BYTES: u32 = 3;
 const STAT_EXPIRED: u32 = 4;
+
+/// The program's name in the object (its function name).
+#[cfg(turnpike_bpf)]
+const PROGRAM: &str = "turnpike_channel_tc";
+
+/// The program parses Ethernet framing: refuse interfaces without it (tun, WireGuard,
+/// PPP), where it would read the wrong bytes. Loopback has Ethernet-shaped headers.
+#[cfg(turnpike_bpf)]
+fn check_link_type(interface: &str) -> Result<(), FastPathError> {
+    const ARPHRD_ETHER: u16 = 1;
+    const ARPHRD_LOOPBACK: u16 = 772;
+    let fail = |reason: String| FastPathError::Attach {
+        interface: interface.to_string(),
+        reason,
+    };
+    match link_type(interface) {
+        Ok(ARPHRD_ETHER | ARPHRD_LOOPBACK) => Ok(()),
+        Ok(other) => Err(fail(format!(
+            "link type {other} is not Ethernet or loopback"
+        ))),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// The interface's ARPHRD_* type, from SIOCGIFHWADDR on a socket of the calling
+/// thread's network namespace (sysfs shows the mount's namespace, which may differ).
+#[cfg(turnpike_bpf)]
+fn link_type(interface: &str) -> std::io::Result<u16> {
+    use std::os::fd::AsRawFd;
+    /// `struct ifreq`: the name, then a union whose `ifru_hwaddr.sa_family` comes first.
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        family: u16,
+        rest: [u8; 22],
+    }
+    let bytes = interface.as_bytes();
+    if bytes.len() >= 16 {
+        return Err(std::io::Error::other("interface name too long"));
+    }
+    let mut req = IfReq {
+        name: [0; 16],
+        family: 0,
+        rest: [0; 22],
+    };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    let sock =
+        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes a sockaddr into `req`, a
+    // struct ifreq-sized buffer we own.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(req.family)
+}
 
 #[cfg(turnpike_bpf)]
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/channel_tc.bpf.o"));
@@ -151,15 +212,20 @@ impl Maps {
         let load = |e: &dyn std::fmt::Display| FastPathError::Load(e.to_string());
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| load(&e))?;
         let program: &mut SchedClassifier = ebpf
-            .program_mut("turnpike_channel_tc")
-            .ok_or_else(|| load(&"program turnpike_channel_tc missing from the object"))?
+            .program_mut(PROGRAM)
+            .ok_or_else(|| load(&format!("program {PROGRAM} missing from the object")))?
             .try_into()
             .map_err(|e| load(&e))?;
         program.load().map_err(|e| load(&e))?;
         for interface in interfaces {
+            check_link_type(interface)?;
             // Kernels before 6.6 attach through a clsact qdisc; with tcx (6.6+) this is
             // unneeded, and "exists" is fine either way.
             let _ = tc::qdisc_add_clsact(interface);
+            // A clsact filter (before 6.6) outlives a relay that was killed: remove one
+            // left behind, so it cannot forward by routes nobody maintains. (A tcx link
+            // dies with its process.) "None there" is the usual answer.
+            let _ = tc::qdisc_detach_program(interface, TcAttachType::Ingress, PROGRAM);
             program
                 .attach(interface, TcAttachType::Ingress)
                 .map_err(|e| FastPathError::Attach {
@@ -192,11 +258,16 @@ impl Maps {
     ) -> bool {
         if let Err(e) = self.c2p.insert(c2p, c2p_val, 0) {
             tracing::warn!("fast path: cannot install a client route: {e}");
+            // A replaced entry may have gone with the failure: drop both halves.
+            self.remove_c2p(c2p);
+            self.remove_p2c(p2c);
             return false;
         }
         if let Err(e) = self.p2c.insert(p2c, p2c_val, 0) {
             tracing::warn!("fast path: cannot install a peer route: {e}");
+            // Neither half stays: an entry nobody tracks would never be removed.
             self.remove_c2p(c2p);
+            self.remove_p2c(p2c);
             return false;
         }
         true

@@ -16,9 +16,9 @@
 mod maps;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::proto::{ClientId, FastPathUpdate};
 use maps::{C2pKey, C2pVal, P2cKey, P2cVal};
@@ -59,14 +59,29 @@ impl std::fmt::Debug for FastPath {
     }
 }
 
-/// The map keys one worker installed, per allocation, so that an update can remove
-/// what its allocation no longer allows. Owned by the worker: no lock.
-#[derive(Debug, Default)]
-pub struct Installed {
+/// One worker's view of the fast path: the keys it installed per allocation, so that
+/// an update can remove what its allocation no longer allows. Owned by the worker (no
+/// lock of its own); dropping it — the worker stopping, or unwinding from a panic —
+/// removes every entry it installed.
+pub struct Routes {
+    fast: Arc<FastPath>,
     by_client: HashMap<ClientId, Vec<(C2pKey, P2cKey)>>,
+    /// This host's IPv4 addresses and when they were read.
+    host: Option<(Instant, Vec<Ipv4Addr>)>,
 }
 
-impl Installed {
+/// How long the list of this host's addresses is trusted before it is read again.
+const HOST_ADDRESSES_TTL: Duration = Duration::from_secs(5);
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("allocations", &self.by_client.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Routes {
     /// Allocations with at least one route in the kernel.
     pub fn len(&self) -> usize {
         self.by_client.len()
@@ -74,6 +89,84 @@ impl Installed {
 
     pub fn is_empty(&self) -> bool {
         self.by_client.is_empty()
+    }
+
+    pub fn fast_path(&self) -> &FastPath {
+        &self.fast
+    }
+
+    fn host_addresses(&mut self) -> &[Ipv4Addr] {
+        let fresh = self
+            .host
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < HOST_ADDRESSES_TTL);
+        if !fresh {
+            self.host = Some((Instant::now(), host_addresses()));
+        }
+        self.host.as_ref().map_or(&[], |(_, list)| &list[..])
+    }
+
+    /// Makes the kernel's entries for `update.client` exactly `update.routes`.
+    ///
+    /// Only what the program can forward is installed: IPv4 on both sides, with a
+    /// specific listener address (a wildcard gives the kernel no source address to
+    /// write). Anything else stays on the socket path.
+    pub fn apply(&mut self, update: &FastPathUpdate) {
+        let mut wanted: Vec<(C2pKey, C2pVal, P2cKey, P2cVal)> = Vec::new();
+        let client = update.client;
+        if let (SocketAddr::V4(remote), SocketAddr::V4(local)) = (client.remote, client.local) {
+            if !local.ip().is_unspecified() && !update.routes.is_empty() {
+                let host = self.host_addresses().to_vec();
+                let is_local = |ip: &Ipv4Addr| ip.is_loopback() || host.contains(ip);
+                for route in &update.routes {
+                    let (SocketAddr::V4(peer), SocketAddr::V4(relay)) = (route.peer, route.relay)
+                    else {
+                        continue;
+                    };
+                    let expires_ns = self.fast.kernel_ns(route.expires);
+                    wanted.push(maps::entries(
+                        (remote, is_local(remote.ip())),
+                        local,
+                        route.channel.0,
+                        relay,
+                        (peer, is_local(peer.ip())),
+                        expires_ns,
+                    ));
+                }
+            }
+        }
+        let mut maps = self.fast.lock();
+        let old = self.by_client.remove(&client).unwrap_or_default();
+        for (c2p, p2c) in &old {
+            if !wanted.iter().any(|w| w.0 == *c2p) {
+                maps.remove_c2p(c2p);
+            }
+            if !wanted.iter().any(|w| w.2 == *p2c) {
+                maps.remove_p2c(p2c);
+            }
+        }
+        let mut now_installed = Vec::with_capacity(wanted.len());
+        for (c2p, c2p_val, p2c, p2c_val) in wanted {
+            // A full map leaves the route on the socket path.
+            if maps.insert(&c2p, &c2p_val, &p2c, &p2c_val) {
+                now_installed.push((c2p, p2c));
+            }
+        }
+        if !now_installed.is_empty() {
+            self.by_client.insert(client, now_installed);
+        }
+    }
+}
+
+impl Drop for Routes {
+    fn drop(&mut self) {
+        let mut maps = self.fast.lock();
+        for (_, keys) in self.by_client.drain() {
+            for (c2p, p2c) in keys {
+                maps.remove_c2p(&c2p);
+                maps.remove_p2c(&p2c);
+            }
+        }
     }
 }
 
@@ -87,6 +180,23 @@ impl FastPath {
         })
     }
 
+    /// A worker's handle for installing routes (see [`Routes`]).
+    pub fn routes(self: &Arc<Self>) -> Routes {
+        Routes {
+            fast: self.clone(),
+            by_client: HashMap::new(),
+            host: None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, maps::Maps> {
+        // A worker that panicked while holding the lock left the maps consistent
+        // (each call is one syscall): carry on.
+        self.maps
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn kernel_ns(&self, at: Instant) -> u64 {
         let (anchor, ns) = self.clock;
         match at.checked_duration_since(anchor) {
@@ -95,87 +205,16 @@ impl FastPath {
         }
     }
 
-    /// Makes the kernel's entries for `update.client` exactly `update.routes`.
-    ///
-    /// Only what the program can forward is installed: IPv4 on both sides, with a
-    /// specific listener address (a wildcard gives the kernel no source address to
-    /// write). Anything else stays on the socket path.
-    pub fn apply(&self, installed: &mut Installed, update: &FastPathUpdate) {
-        let mut wanted: Vec<(C2pKey, C2pVal, P2cKey, P2cVal)> = Vec::new();
-        let client = update.client;
-        if let (SocketAddr::V4(remote), SocketAddr::V4(local)) = (client.remote, client.local) {
-            if !local.ip().is_unspecified() && !update.routes.is_empty() {
-                let host = host_addresses();
-                let is_local = |ip: &std::net::Ipv4Addr| ip.is_loopback() || host.contains(ip);
-                for route in &update.routes {
-                    let (SocketAddr::V4(peer), SocketAddr::V4(relay)) = (route.peer, route.relay)
-                    else {
-                        continue;
-                    };
-                    let expires_ns = self.kernel_ns(route.expires);
-                    wanted.push(maps::entries(
-                        (remote, is_local(remote.ip())),
-                        local,
-                        route.channel.0,
-                        relay,
-                        (peer, is_local(peer.ip())),
-                        expires_ns,
-                    ));
-                }
-            }
-        }
-        let mut maps = match self.maps.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let old = installed.by_client.remove(&client).unwrap_or_default();
-        for (c2p, p2c) in &old {
-            if !wanted.iter().any(|w| w.0 == *c2p) {
-                maps.remove_c2p(c2p);
-            }
-            if !wanted.iter().any(|w| w.2 == *p2c) {
-                maps.remove_p2c(p2c);
-            }
-        }
-        let mut now_installed = Vec::with_capacity(wanted.len());
-        for (c2p, c2p_val, p2c, p2c_val) in wanted {
-            // A full map (65 536 entries) leaves the route on the socket path.
-            if maps.insert(&c2p, &c2p_val, &p2c, &p2c_val) {
-                now_installed.push((c2p, p2c));
-            }
-        }
-        if !now_installed.is_empty() {
-            installed.by_client.insert(client, now_installed);
-        }
-    }
-
-    /// Removes every entry a worker installed (it is stopping).
-    pub fn clear(&self, installed: &mut Installed) {
-        let mut maps = match self.maps.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for (_, keys) in installed.by_client.drain() {
-            for (c2p, p2c) in keys {
-                maps.remove_c2p(&c2p);
-                maps.remove_p2c(&p2c);
-            }
-        }
-    }
-
     /// What the kernel forwarded so far.
     pub fn counters(&self) -> FastPathCounters {
-        match self.maps.lock() {
-            Ok(m) => m.counters(),
-            Err(poisoned) => poisoned.into_inner().counters(),
-        }
+        self.lock().counters()
     }
 }
 
 /// This host's IPv4 addresses (in the calling thread's network namespace), read once
 /// per route change, never per packet. Not a bind test: with `ip_nonlocal_bind` any
 /// address binds, and a remote destination sent to loopback would be lost.
-fn host_addresses() -> Vec<std::net::Ipv4Addr> {
+fn host_addresses() -> Vec<Ipv4Addr> {
     match if_addrs::get_if_addrs() {
         Ok(list) => list
             .into_iter()

@@ -18,7 +18,7 @@ use super::batch::{for_each_run, send_segments, Pending, RecvBatch, BATCH};
 use super::core::Core;
 use super::sockets::{count_send, send_on_relay, Sockets, Source};
 use super::stream::{Close, ReadStatus, StreamConn};
-use crate::fastpath::{FastPath, Installed};
+use crate::fastpath::{FastPath, Routes};
 use crate::metrics::{FastPathPublisher, StatsPublisher};
 use crate::proto::{ClientId, Event, RelayKey, Transport};
 
@@ -56,9 +56,9 @@ pub(crate) struct Worker<C> {
     coalesce: Duration,
     /// Datagrams handled since the last wake-up (the rate estimate for coalescing).
     wake_datagrams: u64,
-    /// The in-kernel fast path, and the entries this worker's allocations have there.
-    fast_path: Option<Arc<FastPath>>,
-    installed: Installed,
+    /// The in-kernel fast path's entries for this worker's allocations (removed when
+    /// the worker ends, panics included).
+    fast_routes: Option<Routes>,
     /// Worker 0 publishes the kernel's counters (they are global, not per worker).
     fast_publisher: Option<FastPathPublisher>,
 }
@@ -88,8 +88,7 @@ impl<C: Core> Worker<C> {
             busy_poll: Duration::ZERO,
             coalesce: Duration::ZERO,
             wake_datagrams: 0,
-            fast_path: None,
-            installed: Installed::default(),
+            fast_routes: None,
             fast_publisher: None,
         }
     }
@@ -98,7 +97,7 @@ impl<C: Core> Worker<C> {
         if fast_path.is_some() && self.index == 0 {
             self.fast_publisher = Some(FastPathPublisher::new());
         }
-        self.fast_path = fast_path;
+        self.fast_routes = fast_path.map(|f| f.routes());
         self
     }
 
@@ -189,17 +188,15 @@ impl<C: Core> Worker<C> {
             }
         }
         self.publish();
-        if let Some(fast_path) = &self.fast_path {
-            fast_path.clear(&mut self.installed);
-        }
+        // Dropping the worker removes its fast-path routes.
         tracing::debug!(worker = self.index, "worker stopped");
     }
 
     fn publish(&mut self) {
         self.publisher.publish(self.core.stats());
         self.publisher.publish_shell(&self.io.stats);
-        if let (Some(publisher), Some(fast_path)) = (&mut self.fast_publisher, &self.fast_path) {
-            publisher.publish(&fast_path.counters());
+        if let (Some(publisher), Some(routes)) = (&mut self.fast_publisher, &self.fast_routes) {
+            publisher.publish(&routes.fast_path().counters());
         }
     }
 
@@ -486,9 +483,9 @@ impl<C: Core> Worker<C> {
         loop {
             // Routes first: a deleted allocation leaves the kernel before its relay
             // socket closes, so no packet is forwarded for a port that may be reused.
-            if let Some(fast_path) = &self.fast_path {
+            if let Some(routes) = &mut self.fast_routes {
                 while let Some(update) = self.core.poll_fast_path(now) {
-                    fast_path.apply(&mut self.installed, &update);
+                    routes.apply(&update);
                 }
             }
             while let Some(event) = self.core.poll_event() {

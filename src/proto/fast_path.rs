@@ -35,6 +35,11 @@ pub struct FastPathUpdate {
     pub routes: Vec<FastRoute>,
 }
 
+/// Routes one allocation may have in the kernel; further channels stay on the socket
+/// path. A call needs one or two; the cap keeps one client from filling the shared
+/// maps (or making every update of its routes long) by binding thousands of channels.
+pub const MAX_FAST_ROUTES: usize = 16;
+
 impl Allocation {
     /// The channels whose traffic needs no decision per packet until an expiry: bound,
     /// permitted, and not to another allocation of this relay (that kind lives only as
@@ -66,6 +71,7 @@ impl Allocation {
                     expires: self.expires.min(c.expires).min(permission.expires),
                 })
             })
+            .take(MAX_FAST_ROUTES)
             .collect()
     }
 }
