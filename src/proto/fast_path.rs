@@ -36,9 +36,11 @@ pub struct FastPathUpdate {
 }
 
 /// Routes one allocation may have in the kernel; further channels stay on the socket
-/// path. A call needs one or two; the cap keeps one client from filling the shared
-/// maps (or making every update of its routes long) by binding thousands of channels.
-pub const MAX_FAST_ROUTES: usize = 16;
+/// path. A call needs one or two, a conference client some dozens (the bench binds
+/// 32); the cap — as many as the permissions one allocation may hold — keeps one client
+/// from filling the shared maps (262 144 entries), or making every update of its
+/// routes long, by binding thousands of channels.
+pub const MAX_FAST_ROUTES: usize = super::allocation::MAX_PERMISSIONS;
 
 impl Allocation {
     /// The channels whose traffic needs no decision per packet until an expiry: bound,
