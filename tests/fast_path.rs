@@ -305,6 +305,19 @@ struct Client {
 }
 
 impl Client {
+    /// Allocate (UDP); the relayed address.
+    fn allocate(&mut self) -> SocketAddr {
+        let msg = self.request(method::ALLOCATE, |b| {
+            b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        });
+        assert_eq!(msg.class(), Class::Success, "allocate");
+        attr::decode_xor_address(
+            msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed"),
+            &msg.transaction_id(),
+        )
+        .expect("address")
+    }
+
     fn request(
         &mut self,
         method: u16,
@@ -353,15 +366,7 @@ fn the_relay_hands_bound_channels_to_the_kernel_and_takes_them_back() {
         };
         let peer = udp();
         let peer_addr = peer.local_addr().unwrap();
-        let msg = client.request(method::ALLOCATE, |b| {
-            b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
-        });
-        assert_eq!(msg.class(), Class::Success, "allocate");
-        let relayed = attr::decode_xor_address(
-            msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed"),
-            &msg.transaction_id(),
-        )
-        .expect("address");
+        let relayed = client.allocate();
 
         // Before ChannelBind: a permission and a Send indication, in user space.
         let msg = client.request(method::CREATE_PERMISSION, |b| {
@@ -572,15 +577,7 @@ fn off_host_routes_leave_through_the_device_with_valid_checksums() {
             nonce: Vec::new(),
             next_tid: 0,
         };
-        let msg = client.request(method::ALLOCATE, |b| {
-            b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
-        });
-        assert_eq!(msg.class(), Class::Success, "allocate");
-        let relayed = attr::decode_xor_address(
-            msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed"),
-            &msg.transaction_id(),
-        )
-        .expect("address");
+        let relayed = client.allocate();
         let msg = client.request(method::CHANNEL_BIND, |b| {
             b.add(attr::CHANNEL_NUMBER, &[0x40, 0x09, 0, 0]);
             b.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
