@@ -354,7 +354,8 @@ impl Client {
 /// the kernel stops at once — the peer can no longer reach the client.
 #[test]
 fn the_relay_hands_bound_channels_to_the_kernel_and_takes_them_back() {
-    in_netns(|| {
+    let prometheus = turnpike::metrics::install_recorder();
+    in_netns(move || {
         let fast = load();
         let relay = start(relay_config(fast.clone())).expect("relay starts");
         let server = relay.local_addrs()[0].1;
@@ -408,6 +409,27 @@ fn the_relay_hands_bound_channels_to_the_kernel_and_takes_them_back() {
             (200, 200),
             "every ChannelData went through the kernel"
         );
+        // Worker 0 publishes the kernel's counters once a second. Other tests of this
+        // binary may run relays too (the registry is the process's), so at least.
+        let metric = |text: &str, direction: &str| -> f64 {
+            let prefix = format!("turnpike_fastpath_packets_total{{direction=\"{direction}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = prometheus.render();
+            if metric(&text, "to_peer") >= 200.0 && metric(&text, "to_client") >= 200.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the kernel's counters never reached /metrics:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
 
         // Refresh with lifetime 0 deletes the allocation, and with it the routes.
         let msg = client.request(method::REFRESH, |b| b.add_u32(attr::LIFETIME, 0));
