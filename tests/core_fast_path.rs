@@ -24,6 +24,14 @@ fn updates(net: &mut Net) -> Vec<FastPathUpdate> {
     std::iter::from_fn(|| net.server.poll_fast_path(now)).collect()
 }
 
+/// The one route of the one update queued (panics otherwise).
+fn only_route(net: &mut Net) -> FastRoute {
+    match &updates(net)[..] {
+        [update] if update.routes.len() == 1 => update.routes[0],
+        other => panic!("one update with one route expected, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_channel_bind_reports_its_route_with_the_relay_sockets_local_address() {
     let mut net = fast_net();
@@ -58,25 +66,16 @@ fn a_channel_bind_reports_its_route_with_the_relay_sockets_local_address() {
     alice
         .create_permission(&mut net, &[addr(PEER_A)])
         .assert_ok();
-    let [update] = &updates(&mut net)[..] else {
-        panic!("one update expected");
-    };
-    assert_eq!(update.routes[0].expires, net.t0 + secs(400));
+    assert_eq!(only_route(&mut net).expires, net.t0 + secs(400));
     // A Refresh reports too (the allocation now ends at 700 s; the permission first).
     alice.refresh(&mut net, Some(600)).assert_ok();
-    let [update] = &updates(&mut net)[..] else {
-        panic!("one update expected");
-    };
-    assert_eq!(update.routes[0].expires, net.t0 + secs(400));
+    assert_eq!(only_route(&mut net).expires, net.t0 + secs(400));
     net.advance(secs(250));
     alice
         .channel_bind(&mut net, 0x4000, addr(PEER_A))
         .assert_ok();
-    let [update] = &updates(&mut net)[..] else {
-        panic!("one update expected");
-    };
     // Allocation: refreshed at 100 s for 600 s → 700 s; permission and channel: 650 s, 950 s.
-    assert_eq!(update.routes[0].expires, net.t0 + secs(650));
+    assert_eq!(only_route(&mut net).expires, net.t0 + secs(650));
 }
 
 #[test]

@@ -342,7 +342,6 @@ int turnpike_channel_tc(struct __sk_buff *skb)
     if (udp_len < sizeof(struct udphdr) || udp_len + sizeof(struct iphdr) != bpf_ntohs(ip->tot_len))
         return TC_ACT_OK;
     __u16 payload_len = udp_len - sizeof(struct udphdr);
-    __u64 now = bpf_ktime_get_ns();
     struct bpf_fib_lookup fib;
     struct rewrite r = {
         .old_saddr = ip->saddr,
@@ -363,7 +362,9 @@ int turnpike_channel_tc(struct __sk_buff *skb)
     if (pv) {
         if ((pv->flags & SRC_LOCAL) && !from_loopback)
             return TC_ACT_OK;
-        if (now >= pv->expires_ns) {
+        // The clock is read only for packets of a route: every other UDP packet on
+        // the interface passes through here too.
+        if (bpf_ktime_get_ns() >= pv->expires_ns) {
             count(STAT_EXPIRED, 1);
             return TC_ACT_OK;
         }
@@ -402,7 +403,7 @@ int turnpike_channel_tc(struct __sk_buff *skb)
     struct c2p_val *cv = bpf_map_lookup_elem(&C2P, &ck);
     if (!cv || ((cv->flags & SRC_LOCAL) && !from_loopback))
         return TC_ACT_OK;
-    if (now >= cv->expires_ns) {
+    if (bpf_ktime_get_ns() >= cv->expires_ns) {
         count(STAT_EXPIRED, 1);
         return TC_ACT_OK;
     }
