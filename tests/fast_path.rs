@@ -7,21 +7,19 @@
 //! the namespace) and a build that found clang, as CI has: without them they fail,
 //! saying which is missing.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+mod turn_udp;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use turn_udp::Client;
 use turnpike::fastpath::{FastPath, FastPathCounters};
 use turnpike::net::{start, NetConfig};
-use turnpike::proto::auth::long_term_key;
 use turnpike::proto::channel_data;
-use turnpike::proto::peer_policy::PeerPolicy;
-use turnpike::proto::quota::Quotas;
-use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
-use turnpike::proto::stun::{method, Class, Message, MessageBuilder, TransactionId};
-use turnpike::proto::{
-    ChannelNumber, ClientId, FastPathUpdate, FastRoute, RelayIp, ServerConfig, Transport,
-};
+use turnpike::proto::stun::attr;
+use turnpike::proto::stun::{method, Class, MessageBuilder, TransactionId};
+use turnpike::proto::{ChannelNumber, ClientId, FastPathUpdate, FastRoute, Transport};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -249,103 +247,15 @@ fn the_program_forwards_installed_routes_and_passes_everything_else_up() {
     });
 }
 
-const USER: &str = "alice";
-const PASS: &str = "alice-pw";
-const REALM: &str = "fast-path";
-
 fn relay_config(fast_path: Arc<FastPath>) -> NetConfig {
     relay_config_on(fast_path, Ipv4Addr::LOCALHOST, "127.0.0.1/32")
 }
 
+/// Two workers on `ip` with the fast path.
 fn relay_config_on(fast_path: Arc<FastPath>, ip: Ipv4Addr, peers: &str) -> NetConfig {
-    let loopback: IpAddr = ip.into();
     NetConfig {
-        workers: 2,
-        busy_poll: Duration::ZERO,
-        coalesce: Duration::ZERO,
         fast_path: Some(fast_path),
-        udp: vec![SocketAddr::new(loopback, 0)],
-        tcp: vec![],
-        tls: vec![],
-        tls_config: None,
-        server: ServerConfig {
-            realm: REALM.into(),
-            software: None,
-            users: vec![(USER.into(), PASS.into())],
-            secrets: vec![],
-            max_credential_lifetime: Duration::from_secs(3600),
-            nonce_lifetime: Duration::from_secs(3600),
-            nonce_key: [3; 32],
-            default_lifetime: Duration::from_secs(600),
-            max_lifetime: Duration::from_secs(3600),
-            relay_v4: Some(RelayIp {
-                bind: loopback,
-                advertise: None,
-            }),
-            relay_v6: None,
-            ports: (28_000..=28_099).into(),
-            max_username_len: 256,
-            rfc5766_channel_numbers: false,
-            peer_policy: PeerPolicy::new(vec![peers.parse().expect("cidr")], vec![]),
-            quotas: Arc::new(Quotas::new(0, 0)),
-            unix_anchor: (Instant::now(), 1_800_000_000),
-            // `start` sets it from `fast_path` above.
-            fast_path: false,
-        },
-        rng_seed: 5,
-    }
-}
-
-/// A minimal TURN client (long-term credentials, retries the 401).
-struct Client {
-    sock: UdpSocket,
-    server: SocketAddr,
-    nonce: Vec<u8>,
-    next_tid: u8,
-}
-
-impl Client {
-    /// Allocate (UDP); the relayed address.
-    fn allocate(&mut self) -> SocketAddr {
-        let msg = self.request(method::ALLOCATE, |b| {
-            b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
-        });
-        assert_eq!(msg.class(), Class::Success, "allocate");
-        attr::decode_xor_address(
-            msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed"),
-            &msg.transaction_id(),
-        )
-        .expect("address")
-    }
-
-    fn request(
-        &mut self,
-        method: u16,
-        attrs: impl Fn(&mut MessageBuilder<'_>),
-    ) -> Message<'static> {
-        for _ in 0..3 {
-            self.next_tid += 1;
-            let tid = TransactionId([self.next_tid; 12]);
-            let mut buf = Vec::new();
-            let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid);
-            attrs(&mut b);
-            if !self.nonce.is_empty() {
-                b.add(attr::USERNAME, USER.as_bytes());
-                b.add(attr::REALM, REALM.as_bytes());
-                b.add(attr::NONCE, &self.nonce);
-                b.add_message_integrity(&long_term_key(PASSWORD_ALGORITHM_MD5, USER, REALM, PASS));
-            }
-            self.sock.send_to(&buf, self.server).expect("send request");
-            let (resp, _) = recv(&self.sock).expect("a response");
-            let resp: &'static [u8] = resp.leak();
-            let msg = Message::parse(resp).expect("a STUN response");
-            if msg.class() == Class::Error && self.nonce.is_empty() {
-                self.nonce = msg.get(attr::NONCE).expect("nonce in 401").to_vec();
-                continue;
-            }
-            return msg;
-        }
-        panic!("request {method:#x} kept failing");
+        ..turn_udp::relay_config(ip.into(), peers, 2)
     }
 }
 
@@ -359,21 +269,15 @@ fn the_relay_hands_bound_channels_to_the_kernel_and_takes_them_back() {
         let fast = load();
         let relay = start(relay_config(fast.clone())).expect("relay starts");
         let server = relay.local_addrs()[0].1;
-        let mut client = Client {
-            sock: udp(),
-            server,
-            nonce: Vec::new(),
-            next_tid: 0,
-        };
+        let mut client = Client::new(udp(), server);
         let peer = udp();
         let peer_addr = peer.local_addr().unwrap();
         let relayed = client.allocate();
 
         // Before ChannelBind: a permission and a Send indication, in user space.
-        let msg = client.request(method::CREATE_PERMISSION, |b| {
+        client.expect_success(method::CREATE_PERMISSION, |b| {
             b.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr)
         });
-        assert_eq!(msg.class(), Class::Success, "create permission");
         let mut send = Vec::new();
         let tid = TransactionId([0x55; 12]);
         let mut b = MessageBuilder::new(&mut send, Class::Indication, method::SEND, tid);
@@ -383,11 +287,7 @@ fn the_relay_hands_bound_channels_to_the_kernel_and_takes_them_back() {
         assert_eq!(recv(&peer), Some((b"by indication".to_vec(), relayed)));
         assert_eq!(fast.counters(), FastPathCounters::default());
 
-        let msg = client.request(method::CHANNEL_BIND, |b| {
-            b.add(attr::CHANNEL_NUMBER, &[0x40, 0x07, 0, 0]);
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
-        });
-        assert_eq!(msg.class(), Class::Success, "channel bind");
+        client.channel_bind(0x4007, peer_addr);
         // The worker installs the routes right after answering.
         let payload = [0x5Au8; 160];
         for i in 0..200u32 {
@@ -432,8 +332,7 @@ fn the_relay_hands_bound_channels_to_the_kernel_and_takes_them_back() {
         }
 
         // Refresh with lifetime 0 deletes the allocation, and with it the routes.
-        let msg = client.request(method::REFRESH, |b| b.add_u32(attr::LIFETIME, 0));
-        assert_eq!(msg.class(), Class::Success, "refresh 0");
+        client.expect_success(method::REFRESH, |b| b.add_u32(attr::LIFETIME, 0));
         peer.send_to(&payload, relayed).unwrap();
         assert_eq!(
             recv(&client.sock),
@@ -593,18 +492,9 @@ fn off_host_routes_leave_through_the_device_with_valid_checksums() {
         let client_sock = outside2.enter(bind("192.0.2.2"));
         let peer = outside2.enter(bind("192.0.2.3"));
         let peer_addr = peer.local_addr().unwrap();
-        let mut client = Client {
-            sock: client_sock,
-            server,
-            nonce: Vec::new(),
-            next_tid: 0,
-        };
+        let mut client = Client::new(client_sock, server);
         let relayed = client.allocate();
-        let msg = client.request(method::CHANNEL_BIND, |b| {
-            b.add(attr::CHANNEL_NUMBER, &[0x40, 0x09, 0, 0]);
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
-        });
-        assert_eq!(msg.class(), Class::Success, "channel bind");
+        client.channel_bind(0x4009, peer_addr);
 
         // Without forwarding the kernel's route lookup refuses: the packets take the
         // socket path, and still arrive.

@@ -6,20 +6,16 @@
 //! are the relay's worker and this test, whose measured loop is itself allocation-free
 //! (std UDP sockets, preallocated buffers, no formatting), so the count is the worker's.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod turn_udp;
 
-use turnpike::net::{start, NetConfig};
-use turnpike::proto::auth::long_term_key;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use turn_udp::{relay_config, Client};
+use turnpike::net::start;
 use turnpike::proto::channel_data;
-use turnpike::proto::peer_policy::PeerPolicy;
-use turnpike::proto::quota::Quotas;
-use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
-use turnpike::proto::stun::{method, Class, Message, MessageBuilder, TransactionId};
-use turnpike::proto::{RelayIp, ServerConfig};
 
 struct Counting;
 
@@ -43,93 +39,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const USER: &str = "alice";
-const PASS: &str = "alice-pw";
-const REALM: &str = "zero-alloc";
 const CHANNEL: u16 = 0x4001;
-
-fn config() -> NetConfig {
-    let loopback: std::net::IpAddr = "127.0.0.1".parse().expect("literal");
-    NetConfig {
-        workers: 1,
-        busy_poll: std::time::Duration::ZERO,
-        coalesce: std::time::Duration::ZERO,
-        fast_path: None,
-        udp: vec![SocketAddr::new(loopback, 0)],
-        tcp: vec![],
-        tls: vec![],
-        tls_config: None,
-        server: ServerConfig {
-            realm: REALM.into(),
-            software: None,
-            users: vec![(USER.into(), PASS.into())],
-            secrets: vec![],
-            max_credential_lifetime: Duration::from_secs(3600),
-            nonce_lifetime: Duration::from_secs(3600),
-            nonce_key: [9; 32],
-            default_lifetime: Duration::from_secs(600),
-            max_lifetime: Duration::from_secs(3600),
-            relay_v4: Some(RelayIp {
-                bind: loopback,
-                advertise: None,
-            }),
-            relay_v6: None,
-            ports: (27_000..=27_099).into(),
-            max_username_len: 256,
-            rfc5766_channel_numbers: false,
-            peer_policy: PeerPolicy::new(vec!["127.0.0.1/32".parse().expect("cidr")], vec![]),
-            quotas: Arc::new(Quotas::new(0, 0)),
-            unix_anchor: (Instant::now(), 1_800_000_000),
-            fast_path: false,
-        },
-        rng_seed: 1,
-    }
-}
-
-/// A minimal TURN client over a real socket, for setting up (not measured).
-struct Client {
-    sock: UdpSocket,
-    server: SocketAddr,
-    nonce: Vec<u8>,
-    next_tid: u8,
-}
-
-impl Client {
-    fn request(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
-        for _ in 0..3 {
-            self.next_tid += 1;
-            let tid = TransactionId([self.next_tid; 12]);
-            let mut buf = Vec::new();
-            let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid);
-            attrs(&mut b);
-            if !self.nonce.is_empty() {
-                b.add(attr::USERNAME, USER.as_bytes());
-                b.add(attr::REALM, REALM.as_bytes());
-                b.add(attr::NONCE, &self.nonce);
-                b.add_message_integrity(&long_term_key(PASSWORD_ALGORITHM_MD5, USER, REALM, PASS));
-            }
-            self.sock.send_to(&buf, self.server).expect("send request");
-            let mut resp = vec![0u8; 2048];
-            let n = self
-                .sock
-                .recv(&mut resp)
-                .expect("response within the timeout");
-            resp.truncate(n);
-            let msg = Message::parse(&resp).expect("a STUN response");
-            if msg.class() == Class::Error {
-                // 401 with a nonce: retry authenticated.
-                self.nonce = msg.get(attr::NONCE).expect("nonce in 401").to_vec();
-                continue;
-            }
-            return resp;
-        }
-        panic!("request {method:#x} kept failing");
-    }
-}
 
 #[test]
 fn relaying_allocates_nothing_after_warm_up() {
-    let relay = start(config()).expect("relay starts");
+    let loopback = "127.0.0.1".parse().expect("literal");
+    let relay = start(relay_config(loopback, "127.0.0.1/32", 1)).expect("relay starts");
     let server = relay.local_addrs()[0].1;
     let sock = UdpSocket::bind("127.0.0.1:0").expect("client socket");
     sock.set_read_timeout(Some(Duration::from_secs(2)))
@@ -138,34 +53,9 @@ fn relaying_allocates_nothing_after_warm_up() {
     peer.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     let peer_addr = peer.local_addr().expect("peer addr");
-    let mut client = Client {
-        sock,
-        server,
-        nonce: Vec::new(),
-        next_tid: 0,
-    };
-
-    let resp = client.request(method::ALLOCATE, |b| {
-        b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
-    });
-    let msg = Message::parse(&resp).expect("allocate response");
-    assert_eq!(msg.class(), Class::Success, "allocate succeeds");
-    let relayed = attr::decode_xor_address(
-        msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed address"),
-        &msg.transaction_id(),
-    )
-    .expect("valid address");
-    let resp = client.request(method::CHANNEL_BIND, |b| {
-        b.add(
-            attr::CHANNEL_NUMBER,
-            &[(CHANNEL >> 8) as u8, CHANNEL as u8, 0, 0],
-        );
-        b.add_xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
-    });
-    assert_eq!(
-        Message::parse(&resp).expect("response").class(),
-        Class::Success
-    );
+    let mut client = Client::new(sock, server);
+    let relayed = client.allocate();
+    client.channel_bind(CHANNEL, peer_addr);
 
     // An SRTP-sized payload each way, framed once up front.
     let payload = [0xA5u8; 172];

@@ -1,0 +1,148 @@
+//! A relay started in-process on one IPv4 address, and a minimal TURN client over a real
+//! UDP socket to set allocations up with, for tests that then send packets through
+//! the relay themselves (`tests/zero_alloc.rs`, `tests/fast_path.rs`).
+//!
+//! Use it from a test file with `mod turn_udp;`.
+
+// Each test crate that includes this module uses only part of it.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use turnpike::net::NetConfig;
+use turnpike::proto::auth::long_term_key;
+use turnpike::proto::peer_policy::PeerPolicy;
+use turnpike::proto::quota::Quotas;
+use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
+use turnpike::proto::stun::{Class, Message, MessageBuilder, TransactionId};
+use turnpike::proto::{RelayIp, ServerConfig};
+
+pub const USER: &str = "alice";
+pub const PASS: &str = "alice-pw";
+pub const REALM: &str = "turn-udp-test";
+
+/// `workers` workers listening for UDP on `ip` (any port), relaying from `ip`, with
+/// peers allowed in `peers` (a CIDR) and one static user.
+pub fn relay_config(ip: IpAddr, peers: &str, workers: usize) -> NetConfig {
+    NetConfig {
+        workers,
+        busy_poll: Duration::ZERO,
+        coalesce: Duration::ZERO,
+        fast_path: None,
+        udp: vec![SocketAddr::new(ip, 0)],
+        tcp: vec![],
+        tls: vec![],
+        tls_config: None,
+        server: ServerConfig {
+            realm: REALM.into(),
+            software: None,
+            users: vec![(USER.into(), PASS.into())],
+            secrets: vec![],
+            max_credential_lifetime: Duration::from_secs(3600),
+            nonce_lifetime: Duration::from_secs(3600),
+            nonce_key: [9; 32],
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            relay_v4: Some(RelayIp {
+                bind: ip,
+                advertise: None,
+            }),
+            relay_v6: None,
+            ports: (27_000..=27_099).into(),
+            max_username_len: 256,
+            rfc5766_channel_numbers: false,
+            peer_policy: PeerPolicy::new(vec![peers.parse().expect("cidr")], vec![]),
+            quotas: Arc::new(Quotas::new(0, 0)),
+            unix_anchor: (Instant::now(), 1_800_000_000),
+            // `start` sets it from `NetConfig::fast_path`.
+            fast_path: false,
+        },
+        rng_seed: 1,
+    }
+}
+
+/// A TURN client with [`USER`]'s long-term credentials; retries the first 401 with
+/// the nonce it brings. The socket needs a read timeout: every wait is bounded.
+pub struct Client {
+    pub sock: UdpSocket,
+    pub server: SocketAddr,
+    nonce: Vec<u8>,
+    next_tid: u8,
+}
+
+impl Client {
+    pub fn new(sock: UdpSocket, server: SocketAddr) -> Client {
+        Client {
+            sock,
+            server,
+            nonce: Vec::new(),
+            next_tid: 0,
+        }
+    }
+
+    /// Sends a request and returns the answer (success or error) other than the 401
+    /// that teaches the nonce.
+    pub fn request(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
+        for _ in 0..3 {
+            self.next_tid += 1;
+            let tid = TransactionId([self.next_tid; 12]);
+            let mut buf = Vec::new();
+            let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid);
+            attrs(&mut b);
+            if !self.nonce.is_empty() {
+                b.add(attr::USERNAME, USER.as_bytes());
+                b.add(attr::REALM, REALM.as_bytes());
+                b.add(attr::NONCE, &self.nonce);
+                b.add_message_integrity(&long_term_key(PASSWORD_ALGORITHM_MD5, USER, REALM, PASS));
+            }
+            self.sock.send_to(&buf, self.server).expect("send request");
+            let mut resp = vec![0u8; 2048];
+            let n = self
+                .sock
+                .recv(&mut resp)
+                .expect("response within the timeout");
+            resp.truncate(n);
+            let msg = Message::parse(&resp).expect("a STUN response");
+            if msg.class() == Class::Error && self.nonce.is_empty() {
+                self.nonce = msg.get(attr::NONCE).expect("nonce in 401").to_vec();
+                continue;
+            }
+            return resp;
+        }
+        panic!("request {method:#x} kept failing");
+    }
+
+    /// [`Client::request`], asserting a success answer.
+    pub fn expect_success(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) {
+        let resp = self.request(method, attrs);
+        let class = Message::parse(&resp).expect("a STUN response").class();
+        assert_eq!(class, Class::Success, "request {method:#x}");
+    }
+
+    /// Allocate (UDP); the relayed address.
+    pub fn allocate(&mut self) -> SocketAddr {
+        let resp = self.request(turnpike::proto::stun::method::ALLOCATE, |b| {
+            b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        });
+        let msg = Message::parse(&resp).expect("allocate response");
+        assert_eq!(msg.class(), Class::Success, "allocate");
+        attr::decode_xor_address(
+            msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed address"),
+            &msg.transaction_id(),
+        )
+        .expect("valid address")
+    }
+
+    /// Binds `channel` to `peer`, asserting success.
+    pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) {
+        self.expect_success(turnpike::proto::stun::method::CHANNEL_BIND, |b| {
+            b.add(
+                attr::CHANNEL_NUMBER,
+                &[(channel >> 8) as u8, channel as u8, 0, 0],
+            );
+            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
+        });
+    }
+}
