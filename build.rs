@@ -1,9 +1,10 @@
-//! Compiles the in-kernel ChannelData fast path (src/fastpath/channel_tc.bpf.c) to a BPF
-//! object with clang, for `include_bytes!` in src/fastpath/mod.rs.
+//! With the `fast-path` feature (on by default), compiles the in-kernel ChannelData fast
+//! path (src/fastpath/channel_tc.bpf.c) to a BPF object with clang, for `include_bytes!`
+//! in src/fastpath/maps.rs. Without clang and libbpf's headers the build fails and says
+//! what to install, or to build with `--no-default-features` (a relay without the fast
+//! path, which refuses `server.fast_path_interfaces` at start-up).
 //!
-//! clang is optional: without it the relay builds and runs as before, and a config
-//! that asks for `server.fast_path_interfaces` is refused at start-up with the reason.
-//! `TURNPIKE_CLANG` names the compiler; otherwise `clang`, then `clang-14` … are tried.
+//! `TURNPIKE_CLANG` names the compiler; otherwise `clang`, then `clang-19` … are tried.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,7 +14,9 @@ const SOURCE: &str = "src/fastpath/channel_tc.bpf.c";
 fn main() {
     println!("cargo::rerun-if-changed={SOURCE}");
     println!("cargo::rerun-if-env-changed=TURNPIKE_CLANG");
-    println!("cargo::rustc-check-cfg=cfg(turnpike_bpf)");
+    if std::env::var_os("CARGO_FEATURE_FAST_PATH").is_none() {
+        return;
+    }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
         .join("channel_tc.bpf.o");
     let candidates: Vec<String> = match std::env::var("TURNPIKE_CLANG") {
@@ -37,10 +40,7 @@ fn main() {
             .arg(&out)
             .output();
         match result {
-            Ok(o) if o.status.success() => {
-                println!("cargo::rustc-cfg=turnpike_bpf");
-                return;
-            }
+            Ok(o) if o.status.success() => return,
             Ok(o) => {
                 last_error = format!(
                     "{clang} failed: {}",
@@ -54,8 +54,11 @@ fn main() {
             Err(e) => last_error = format!("{clang}: {e}"),
         }
     }
-    println!(
-        "cargo::warning=the eBPF fast path is not built ({}); install clang and libbpf-dev to build it",
-        last_error.lines().next().unwrap_or_default()
+    eprintln!(
+        "error: the `fast-path` feature needs clang and libbpf's headers to compile \
+         {SOURCE}: {last_error}\n\
+         Install them (Debian: apt-get install clang libbpf-dev) or build without the \
+         in-kernel fast path: cargo build --no-default-features"
     );
+    std::process::exit(1);
 }

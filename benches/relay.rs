@@ -18,6 +18,8 @@
 //! Results: a Markdown table on stdout, `results.json`, `throughput.svg` and
 //! `latency.svg` in `--out` (default `target/bench-results/`).
 
+#![allow(clippy::unwrap_used)] // a benchmark that cannot set up stops with the reason
+
 #[path = "relay/bare.rs"]
 mod bare;
 #[path = "relay/gso.rs"]

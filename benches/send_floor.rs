@@ -14,6 +14,8 @@
 //! per-datagram IP output and loopback delivery, not the syscalls — which is why
 //! io_uring sends did not help the relay either.
 
+#![allow(clippy::unwrap_used)] // a benchmark that cannot set up stops with the reason
+
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,6 +1,7 @@
 //! Turnpike: a STUN/TURN media relay for end-to-end encrypted calls.
 //!
-//! - [`proto`]: the sans-IO relay core (STUN/TURN state machine, codecs, policy).
+//! - [`proto`]: the sans-IO relay core (STUN/TURN state machine, codecs, policy), the
+//!   `turnpike-proto` crate re-exported under this name.
 //! - [`net`]: the I/O shell — shared-nothing worker threads that own the sockets.
 //! - [`config`], [`serve`], [`metrics`]: operations.
 
@@ -8,5 +9,6 @@ pub mod config;
 pub mod fastpath;
 pub mod metrics;
 pub mod net;
-pub mod proto;
 pub mod serve;
+
+pub use turnpike_proto as proto;

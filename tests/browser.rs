@@ -9,6 +9,8 @@
 //! missing: `.ci/run` installs all three (`apt-get install -y chromium nodejs npm`,
 //! `npm ci --prefix tests/browser`).
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! lifetimes, retransmissions, EVEN-PORT and reservations, quotas, port exhaustion,
 //! relay sockets that fail to bind, and closing the client's stream.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod core_harness;
 
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! nonces bound to the 5-tuple, PASSWORD-ALGORITHMS negotiation (SHA-256 and legacy
 //! MD5), and TURN REST shared-secret credentials with expiry and secret rotation.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod core_harness;
 
 use core_harness::*;

@@ -2,6 +2,8 @@
 //! allocation whose routes changed, all the channels the kernel may forward and until
 //! when — never more than the core itself would forward, never longer.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod core_harness;
 
 use std::time::Duration;

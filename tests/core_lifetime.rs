@@ -3,6 +3,8 @@
 //! and ChannelBind. Every deadline is checked on both sides: alive one second before,
 //! gone exactly at it.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod core_harness;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! cap, expiry that is due but whose timer has not fired, relayed addresses we cannot
 //! name, Send indications aimed at the relay itself, and one timer per allocation.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod core_harness;
 
 use std::time::Duration;

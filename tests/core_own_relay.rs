@@ -6,6 +6,8 @@
 //! own: not other relay ports, not its listeners, not what the deny list names, and not
 //! an address whose allocation has gone.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod core_harness;
 
 use std::net::SocketAddr;

@@ -2,6 +2,8 @@
 //! policy, ChannelBind, ChannelData and Send/Data indications in both directions, and
 //! the counters that account for them.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod core_harness;
 
 use std::net::SocketAddr;

@@ -2,6 +2,8 @@
 //! input and of messages that need no answer, 420 for unknown comprehension-required
 //! attributes, FINGERPRINT mirroring, and robustness against arbitrary bytes.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod core_harness;
 
 use core_harness::*;

@@ -7,6 +7,8 @@
 //! the namespace) and a build that found clang, as CI has: without them they fail,
 //! saying which is missing.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod turn_udp;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};

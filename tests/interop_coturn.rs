@@ -19,6 +19,8 @@
 //!   (Bad Request)` and exits with status 255 (tested below). The channel-mode tests run
 //!   Turnpike with `relay.rfc5766_channel_numbers = true`, made for such clients.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};

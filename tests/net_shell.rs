@@ -1,6 +1,8 @@
 //! The I/O shell on real loopback sockets: listeners, framing, TLS, metrics endpoints and
 //! shutdown. Protocol behaviour belongs to the core and is tested there.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;

@@ -6,6 +6,8 @@
 //! are the relay's worker and this test, whose measured loop is itself allocation-free
 //! (std UDP sockets, preallocated buffers, no formatting), so the count is the worker's.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod turn_udp;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -25,14 +27,17 @@ static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(layout)
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        // SAFETY: `ptr` came from `System` with `layout` (every allocation goes there).
+        unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: as for `dealloc`; the caller's contract is passed on unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -4,6 +4,8 @@
 //! clients (alice calls, bob answers) as tasks. Every wait is bounded; a missing piece
 //! fails the test.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod support;
 
 use std::collections::BTreeMap;

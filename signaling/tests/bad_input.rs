@@ -1,5 +1,7 @@
 //! Bad input gets `error{code, reason}` or a close code, and never disturbs other users.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod common;
 
 use std::time::Duration;

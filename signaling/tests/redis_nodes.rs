@@ -1,6 +1,8 @@
 //! Two signaling nodes sharing a real `redis-server` (spawned here on a free loopback
 //! port; the test fails, never skips, when the binary is missing).
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,7 @@
 //! The running service over real WebSockets (tokio-tungstenite) on loopback.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Configuration tests: the embedded default, every key, where each error points, CLI
 //! overrides, and the built binary's `check-config` and `credentials` subcommands.
 
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
 mod cli;
 mod errors;
 mod file;

@@ -79,7 +79,7 @@ fn channel_data_frame(buf: &[u8]) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::stun::{Class, MessageBuilder, TransactionId};
+    use crate::stun::{Class, MessageBuilder, TransactionId};
     use proptest::prelude::*;
 
     fn stun(attrs: &[Vec<u8>], tid: [u8; 12]) -> Vec<u8> {
