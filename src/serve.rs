@@ -2,8 +2,9 @@
 //! workers (`crate::net`), the metrics and health endpoints, the signaling service
 //! (`turnpike_signaling`), and signal handling.
 //!
-//! Config flows one way (STYLE.md #9): this is the only place that turns settings into
-//! each component's plain config struct; nothing reads files or the environment later.
+//! Config flows one way (TOML → validated settings → plain component configs): this is
+//! the only place that turns settings into each component's plain config struct;
+//! nothing reads files or the environment later.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,7 @@ use crate::net::{self, NetConfig};
 use crate::proto::auth::mint_rest_credential;
 use crate::proto::peer_policy::PeerPolicy;
 use crate::proto::quota::Quotas;
-use crate::proto::{RelayIp, ServerConfig};
+use crate::proto::{RelayIp, ServerConfig, SharedPool};
 
 /// Run the relay with `settings` until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
@@ -244,7 +245,6 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
         secrets,
         max_credential_lifetime: settings.auth.max_credential_lifetime,
         nonce_lifetime: settings.auth.nonce_lifetime,
-        nonce_key,
         default_lifetime: settings.relay.default_lifetime,
         max_lifetime: settings.relay.max_lifetime,
         relay_v4: settings.relay.ipv4.as_ref().map(|r| RelayIp {
@@ -255,17 +255,18 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
             bind: r.bind,
             advertise: r.external,
         }),
-        ports: settings.relay.ports.clone().into(),
         max_username_len: settings.limits.max_username_len,
         rfc5766_channel_numbers: settings.relay.rfc5766_channel_numbers,
         peer_policy: peer_policy(settings),
-        quotas: Arc::new(Quotas::new(
+        ..ServerConfig::new(nonce_key, (second_began, unix_now))
+    };
+    let shared = Arc::new(SharedPool::new(
+        settings.relay.ports.clone(),
+        Quotas::new(
             settings.limits.user_quota.unwrap_or(0),
             settings.limits.total_quota.unwrap_or(0),
-        )),
-        unix_anchor: (second_began, unix_now),
-        fast_path: false,
-    };
+        ),
+    ));
     Ok(NetConfig {
         workers: settings.workers,
         busy_poll: settings.busy_poll,
@@ -280,13 +281,14 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
         tls: settings.listen.tls.clone(),
         tls_config,
         server,
+        shared,
         rng_seed: u64::from_le_bytes(nonce_key[..8].try_into().unwrap_or([0; 8])),
     })
 }
 
 /// The configured allow/deny lists, plus our own addresses: a peer that is one of our
 /// listeners or relay ports would loop traffic through us, so it is refused even when
-/// the allow list covers it (DESIGN.md §5).
+/// the allow list covers it.
 fn peer_policy(settings: &Settings) -> PeerPolicy {
     let listeners: Vec<&SocketAddr> = settings
         .listen

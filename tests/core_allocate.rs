@@ -6,7 +6,6 @@
 
 mod core_harness;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use core_harness::*;
@@ -152,7 +151,7 @@ fn unsupported_address_families_get_440() {
     for n in [&net, &v4_only, &v6_only] {
         // Nothing leaked by the refusals.
         assert_eq!(
-            n.quotas.held_by("alice"),
+            n.shared.quotas().held_by("alice"),
             n.server.allocation_count() as u32
         );
     }
@@ -173,7 +172,7 @@ fn additional_address_family_makes_a_dual_stack_allocation() {
     alice.refresh(&mut net, Some(0)).assert_ok();
     assert!(net.open.is_empty());
     assert_eq!(net.closed.len(), 2);
-    assert_eq!(net.quotas.held_by("alice"), 0);
+    assert_eq!(net.shared.quotas().held_by("alice"), 0);
 }
 
 #[test]
@@ -204,7 +203,7 @@ fn additional_family_combined_with_requested_or_asking_for_ipv4_gets_400() {
         .1
         .assert_error(400);
     assert!(net.open_requests.is_empty());
-    assert_eq!(net.quotas.held_by("alice"), 0);
+    assert_eq!(net.shared.quotas().held_by("alice"), 0);
 }
 
 #[test]
@@ -253,7 +252,7 @@ fn even_port_with_r_bit_reserves_the_next_port_for_a_token() {
 #[test]
 fn reservation_token_misuse_and_expiry() {
     // Four ports: the pair, and two more, so reuse is observable.
-    let mut net = Net::with(|c| c.ports = (50000..=50003).into());
+    let mut net = Net::with_ports(50000..=50003);
     let even_r = |b: &mut MessageBuilder<'_>| b.add(attr::EVEN_PORT, &[0x80]);
     let (_, first) = new_client_allocate(&mut net, "alice", &even_r);
     let token = first.get(attr::RESERVATION_TOKEN).expect("token");
@@ -303,7 +302,7 @@ fn reservation_token_misuse_and_expiry() {
 
 #[test]
 fn per_user_and_total_quotas() {
-    let mut net = Net::with(|c| c.quotas = Arc::new(Quotas::new(2, 3)));
+    let mut net = Net::with_quotas(Quotas::new(2, 3));
     let (mut a1, r) = new_client_allocate(&mut net, "alice", &no_attrs);
     r.assert_ok();
     new_client_allocate(&mut net, "alice", &no_attrs)
@@ -324,15 +323,15 @@ fn per_user_and_total_quotas() {
 
     // Deleting an allocation gives its quota back.
     a1.refresh(&mut net, Some(0)).assert_ok();
-    assert_eq!(net.quotas.held_by("alice"), 1);
+    assert_eq!(net.shared.quotas().held_by("alice"), 1);
     new_client_allocate(&mut net, "alice", &no_attrs)
         .1
         .assert_ok();
     // And so does expiry.
     net.advance(Duration::from_secs(600));
     assert_eq!(net.server.allocation_count(), 0);
-    assert_eq!(net.quotas.held_by("alice"), 0);
-    assert_eq!(net.quotas.held_by("bob"), 0);
+    assert_eq!(net.shared.quotas().held_by("alice"), 0);
+    assert_eq!(net.shared.quotas().held_by("bob"), 0);
     new_client_allocate(&mut net, "carol", &no_attrs)
         .1
         .assert_ok();
@@ -340,7 +339,7 @@ fn per_user_and_total_quotas() {
 
 #[test]
 fn port_exhaustion_gets_508_until_a_port_is_freed() {
-    let mut net = Net::with(|c| c.ports = (50000..=50001).into());
+    let mut net = Net::with_ports(50000..=50001);
     let (mut a, _) = new_client_allocate(&mut net, "alice", &no_attrs);
     new_client_allocate(&mut net, "bob", &no_attrs)
         .1
@@ -348,7 +347,7 @@ fn port_exhaustion_gets_508_until_a_port_is_freed() {
     new_client_allocate(&mut net, "carol", &no_attrs)
         .1
         .assert_error(508);
-    assert_eq!(net.quotas.held_by("carol"), 0);
+    assert_eq!(net.shared.quotas().held_by("carol"), 0);
     a.refresh(&mut net, Some(0)).assert_ok();
     new_client_allocate(&mut net, "carol", &no_attrs)
         .1
@@ -369,13 +368,13 @@ fn failed_bind_retries_another_port() {
 
 #[test]
 fn repeated_bind_failures_give_508_and_leak_nothing() {
-    let mut net = Net::with(|c| c.ports = (50000..=50003).into());
+    let mut net = Net::with_ports(50000..=50003);
     net.fail_next_binds = 100;
     let (_, reply) = new_client_allocate(&mut net, "alice", &no_attrs);
     reply.assert_error(508);
     assert_eq!(net.open_requests.len(), 8, "gives up after 8 attempts");
     assert!(net.open.is_empty());
-    assert_eq!(net.quotas.held_by("alice"), 0);
+    assert_eq!(net.shared.quotas().held_by("alice"), 0);
     // Every port is usable again.
     net.fail_next_binds = 0;
     let mut ports: Vec<u16> = (0..4)
@@ -390,7 +389,7 @@ fn repeated_bind_failures_give_508_and_leak_nothing() {
 
 #[test]
 fn failed_bind_of_a_reserved_port_gives_508_and_frees_it() {
-    let mut net = Net::with(|c| c.ports = (50000..=50001).into());
+    let mut net = Net::with_ports(50000..=50001);
     let (_, first) = new_client_allocate(&mut net, "alice", &|b| b.add(attr::EVEN_PORT, &[0x80]));
     let token = first.get(attr::RESERVATION_TOKEN).expect("token");
     net.fail_next_binds = 1;
@@ -398,7 +397,7 @@ fn failed_bind_of_a_reserved_port_gives_508_and_frees_it() {
     new_client_allocate(&mut net, "bob", &with_token)
         .1
         .assert_error(508);
-    assert_eq!(net.quotas.held_by("bob"), 0);
+    assert_eq!(net.shared.quotas().held_by("bob"), 0);
     let (_, again) = new_client_allocate(&mut net, "bob", &no_attrs);
     assert_eq!(
         again
@@ -415,30 +414,30 @@ fn closing_a_stream_deletes_its_allocation() {
     let id = net.id_on(Transport::Tcp, "198.51.100.9", LISTEN);
     let mut alice = Client::new(id, "alice", "alice-pw");
     let relayed = alice.allocate(&mut net);
-    assert_eq!(net.quotas.held_by("alice"), 1);
+    assert_eq!(net.shared.quotas().held_by("alice"), 1);
     let now = net.now;
     net.server.handle_client_closed(now, id);
     net.step();
     assert_eq!(net.closed, vec![(now, relay_key(relayed))]);
     assert!(net.open.is_empty());
     assert_eq!(net.server.allocation_count(), 0);
-    assert_eq!(net.quotas.held_by("alice"), 0);
+    assert_eq!(net.shared.quotas().held_by("alice"), 0);
 }
 
 #[test]
 fn stream_closed_while_its_socket_is_opening_leaks_nothing() {
-    let mut net = Net::with(|c| c.ports = (50000..=50000).into());
+    let mut net = Net::with_ports(50000..=50000);
     net.auto_ack = false;
     let id = net.id_on(Transport::Tcp, "198.51.100.9", LISTEN);
     let mut alice = Client::new(id, "alice", "alice-pw");
     alice.fetch_nonce(&mut net);
     let tid = alice.tid();
     net.input(id, &alice.signed(method::ALLOCATE, tid, &udp_transport));
-    assert_eq!(net.quotas.held_by("alice"), 1);
+    assert_eq!(net.shared.quotas().held_by("alice"), 1);
     let now = net.now;
     net.server.handle_client_closed(now, id);
     net.step();
-    assert_eq!(net.quotas.held_by("alice"), 0);
+    assert_eq!(net.shared.quotas().held_by("alice"), 0);
     // The shell's bind completes after the close: the socket is closed at once.
     let key = net.unanswered[0];
     assert_eq!(
@@ -508,7 +507,7 @@ fn dual_allocation_whose_ipv6_socket_never_binds_closes_the_ipv4_one() {
     assert!(net.unanswered.is_empty());
     assert_eq!(net.closed.len(), 1);
     assert!(net.open.is_empty());
-    assert_eq!(net.quotas.held_by("alice"), 0);
+    assert_eq!(net.shared.quotas().held_by("alice"), 0);
     assert_eq!(net.server.allocation_count(), 0);
 }
 

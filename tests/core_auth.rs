@@ -291,7 +291,7 @@ fn rest_client(net: &mut Net, secret: &[u8], user: &str, expiry: u64) -> Client 
 
 #[test]
 fn rest_credential_authenticates_and_counts_against_its_user() {
-    let mut net = Net::with(|c| c.quotas = std::sync::Arc::new(quota(1)));
+    let mut net = Net::with_quotas(quota(1));
     let unix_now = net.unix_now();
     let mut rachel = rest_client(&mut net, SECRET, "rachel", unix_now + 600);
     assert!(rachel.user.ends_with(":rachel"));
@@ -299,7 +299,7 @@ fn rest_credential_authenticates_and_counts_against_its_user() {
     reply.assert_ok();
     assert_eq!(reply.msg().check_integrity_sha1(&rachel.key()), Some(true));
     // The quota belongs to "rachel", not to the per-credential username.
-    assert_eq!(net.quotas.held_by("rachel"), 1);
+    assert_eq!(net.shared.quotas().held_by("rachel"), 1);
     let mut again = rest_client(&mut net, SECRET, "rachel", unix_now + 900);
     again.allocate_with(&mut net, &no_attrs).assert_error(486);
 }
@@ -358,8 +358,8 @@ fn static_and_rest_users_side_by_side() {
     let bob_relay = bob.allocate(&mut net);
     let rachel_relay = rachel.allocate(&mut net);
     assert_ne!(bob_relay, rachel_relay);
-    assert_eq!(net.quotas.held_by("bob"), 1);
-    assert_eq!(net.quotas.held_by("rachel"), 1);
+    assert_eq!(net.shared.quotas().held_by("bob"), 1);
+    assert_eq!(net.shared.quotas().held_by("rachel"), 1);
     // A REST-shaped name is not a static user's, and vice versa.
     let mut fake = Client::new(bob.id, &format!("{expiry}:bob"), "bob-pw");
     fake.nonce = bob.nonce.clone();

@@ -35,7 +35,7 @@ fn long_allocation(net: &mut Net) -> (Client, RelayKey) {
 
 #[test]
 fn allocation_expires_exactly_at_its_lifetime() {
-    let mut net = Net::with(|c| c.ports = (50000..=50000).into());
+    let mut net = Net::with_ports(50000..=50000);
     let mut alice = net.client("alice");
     let relayed = alice.allocate(&mut net);
     assert_eq!(net.server.poll_timeout(), Some(net.t0 + secs(600)));
@@ -45,7 +45,7 @@ fn allocation_expires_exactly_at_its_lifetime() {
     net.advance(S);
     assert_eq!(net.closed, vec![(net.t0 + secs(600), relay_key(relayed))]);
     assert_eq!(net.server.allocation_count(), 0);
-    assert_eq!(net.quotas.held_by("alice"), 0);
+    assert_eq!(net.shared.quotas().held_by("alice"), 0);
     assert_eq!(net.server.stats().allocations_deleted, 1);
     // The only relay port is free for the next client; the old one's Refresh gets 437.
     let mut bob = net.client("bob");
@@ -106,7 +106,7 @@ fn refresh_with_lifetime_zero_deletes_the_allocation() {
     reply.assert_ok();
     assert_eq!(reply.u32(attr::LIFETIME), Some(0));
     assert_eq!(net.closed, vec![(net.t0 + secs(10), relay_key(relayed))]);
-    assert_eq!(net.quotas.held_by("alice"), 0);
+    assert_eq!(net.shared.quotas().held_by("alice"), 0);
     // Everything that depended on it is gone.
     alice.refresh(&mut net, None).assert_error(437);
     assert_eq!(alice.channel_data(&mut net, 0x4000, b"x"), None);

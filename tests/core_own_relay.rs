@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use core_harness::*;
 use turnpike::proto::peer_policy::PeerPolicy;
-use turnpike::proto::ports::RelayPorts;
+use turnpike::proto::quota::Quotas;
 use turnpike::proto::stats::DropReason;
 use turnpike::proto::{RelayKey, ServerConfig};
 
@@ -169,13 +169,10 @@ fn relay_to_relay_ends_with_the_other_allocation() {
 #[test]
 fn allocations_on_other_workers_count_too() {
     // Each worker has its own core; the relay port pool is shared between them.
-    let ports = RelayPorts::new(50000..=50099);
-    let shared = |c: &mut ServerConfig| {
-        serve_like_policy(c);
-        c.ports = ports.clone();
-    };
-    let mut worker1 = Net::with(shared);
-    let mut worker2 = Net::with(shared);
+    let shared = shared_pool(RELAY_PORTS, Quotas::new(0, 0));
+    let mut cores = Net::cores(2, shared, serve_like_policy);
+    let mut worker2 = cores.pop().unwrap();
+    let mut worker1 = cores.pop().unwrap();
     let (mut alice, alice_addr, _) = allocated(&mut worker1, "alice");
     let (mut bob, bob_addr, bob_relay) = allocated(&mut worker2, "bob");
     assert_ne!(alice_addr, bob_addr);

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use turnpike::metrics::{install_recorder, serve_http, StatsPublisher};
 use turnpike::net::tls::load_server_config;
 use turnpike::net::{start, NetConfig, RelayHandle};
+use turnpike::proto::quota::Quotas;
 use turnpike::proto::server::RelayIp;
 use turnpike::proto::stats::{Direction, DropReason, Stats};
-use turnpike::proto::{ServerConfig, Transport};
+use turnpike::proto::{ServerConfig, SharedPool, Transport};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -28,39 +29,23 @@ fn server_config() -> ServerConfig {
         realm: "turnpike.test".into(),
         software: None,
         users: vec![("alice".into(), "secret".into())],
-        secrets: vec![],
-        max_credential_lifetime: Duration::from_secs(86_400),
-        nonce_lifetime: Duration::from_secs(600),
-        nonce_key: [7; 32],
-        default_lifetime: Duration::from_secs(600),
-        max_lifetime: Duration::from_secs(3600),
         relay_v4: Some(RelayIp {
             bind: LOOPBACK,
             advertise: None,
         }),
-        relay_v6: None,
-        ports: (50_000..=50_999).into(),
         max_username_len: 513,
-        rfc5766_channel_numbers: false,
-        peer_policy: Default::default(),
-        quotas: Default::default(),
-        unix_anchor: (Instant::now(), 1_700_000_000),
-        fast_path: false,
+        ..ServerConfig::new([7; 32], (Instant::now(), 1_700_000_000))
     }
 }
 
 fn net_config(workers: usize) -> NetConfig {
+    let shared = Arc::new(SharedPool::new(50_000..=50_999, Quotas::new(0, 0)));
     NetConfig {
         workers,
-        busy_poll: std::time::Duration::ZERO,
-        coalesce: std::time::Duration::ZERO,
-        fast_path: None,
         udp: vec![any_port()],
         tcp: vec![any_port()],
-        tls: vec![],
-        tls_config: None,
-        server: server_config(),
         rng_seed: 1,
+        ..NetConfig::new(server_config(), shared)
     }
 }
 

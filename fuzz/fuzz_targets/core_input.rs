@@ -16,7 +16,7 @@ use turnpike::proto::quota::Quotas;
 use turnpike::proto::server::{PEER_HEADROOM, PEER_TAILROOM};
 use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
 use turnpike::proto::stun::{method, Class, Message, MessageBuilder, TransactionId};
-use turnpike::proto::{ClientId, Event, RelayIp, RelayKey, Server, ServerConfig, Transport};
+use turnpike::proto::{ClientId, Event, RelayIp, RelayKey, Server, ServerConfig, SharedPool, Transport};
 
 fn config(t0: Instant) -> ServerConfig {
     ServerConfig {
@@ -24,19 +24,10 @@ fn config(t0: Instant) -> ServerConfig {
         software: Some("fuzz".into()),
         users: vec![("u".into(), "p".into())],
         secrets: vec![b"s".to_vec()],
-        max_credential_lifetime: Duration::from_secs(86400),
-        nonce_lifetime: Duration::from_secs(600),
-        nonce_key: [7; 32],
-        default_lifetime: Duration::from_secs(600),
-        max_lifetime: Duration::from_secs(3600),
         relay_v4: Some(RelayIp { bind: "127.0.0.1".parse().unwrap(), advertise: None }),
         relay_v6: Some(RelayIp { bind: "::1".parse().unwrap(), advertise: None }),
-        ports: (50000..=50009).into(),
-        max_username_len: 256,
-        rfc5766_channel_numbers: false,
         peer_policy: PeerPolicy::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()], vec![]),
-        quotas: Arc::new(Quotas::new(0, 0)),
-        unix_anchor: (t0, 1_800_000_000),
+        ..ServerConfig::new([7; 32], (t0, 1_800_000_000))
     }
 }
 
@@ -94,7 +85,7 @@ impl Harness {
 fuzz_target!(|data: &[u8]| {
     static T0: OnceLock<Instant> = OnceLock::new();
     let t0 = *T0.get_or_init(Instant::now);
-    let mut h = Harness { server: Server::new(config(t0), 1), relays: Vec::new(), nonce: Vec::new(), tid: 0 };
+    let mut h = Harness { server: Server::new(config(t0), Arc::new(SharedPool::new(50000..=50009, Quotas::new(0, 0))), 1), relays: Vec::new(), nonce: Vec::new(), tid: 0 };
     let client = ClientId {
         transport: if data.first().is_some_and(|b| b & 1 == 1) { Transport::Tcp } else { Transport::Udp },
         remote: "192.0.2.1:40000".parse::<SocketAddr>().unwrap(),

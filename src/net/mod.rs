@@ -1,10 +1,13 @@
 //! The I/O shell: worker threads that own sockets and drive the sans-IO core.
 //!
-//! Shared nothing (DESIGN.md §3): each of `workers` OS threads runs its own poll loop with
-//! its own [`Server`] core, its own `SO_REUSEPORT` listener on every configured address
-//! (the kernel keeps a client's 5-tuple on one worker), the relay sockets of the
-//! allocations its core created, and a disjoint slice of the relay port range. So both
-//! directions of an allocation are handled by one thread with no lock.
+//! Each of `workers` OS threads runs its own poll loop with its own [`Server`] core, its
+//! own `SO_REUSEPORT` listener on every configured address (the kernel keeps a client's
+//! 5-tuple on one worker) and the relay sockets of the allocations its core created. So
+//! both directions of an allocation are handled by one thread with no lock. What the
+//! cores share — the relay port pool with its reservations and live relayed addresses,
+//! and the allocation quotas — is one [`Shared`] handed to every core at start
+//! ([`NetConfig::shared`]); a core touches it when an allocation is made or freed, never
+//! per packet (ARCHITECTURE.md, "Threads and what they share").
 
 mod batch;
 mod bind;
@@ -25,7 +28,7 @@ use std::thread::JoinHandle;
 use mio::{Poll, Waker};
 
 use self::core::Core;
-use crate::proto::{Server, ServerConfig, Transport};
+use crate::proto::{Server, ServerConfig, Shared, Transport};
 use sockets::{Sockets, Source};
 use worker::Worker;
 
@@ -41,8 +44,11 @@ pub struct NetConfig {
     pub tls: Vec<SocketAddr>,
     /// Required iff `tls` is non-empty.
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
-    /// Core configuration, cloned for every worker (its port pool and quotas are shared).
+    /// Core configuration, cloned for every worker.
     pub server: ServerConfig,
+    /// What the workers' cores share: the relay port pool and the quotas (in the relay,
+    /// a [`SharedPool`](crate::proto::SharedPool) over the configured port range).
+    pub shared: Arc<dyn Shared>,
     /// Keep polling this long after traffic before blocking (zero: off).
     pub busy_poll: std::time::Duration,
     /// Under steady traffic, wait this long after a batch before looking again (zero:
@@ -53,6 +59,26 @@ pub struct NetConfig {
     pub fast_path: Option<Arc<crate::fastpath::FastPath>>,
     /// Worker `i` seeds its core with `rng_seed + i`.
     pub rng_seed: u64,
+}
+
+impl NetConfig {
+    /// One worker, no listeners, no busy-poll, no coalescing, no fast path, seed 0:
+    /// callers set the fields that differ (`..NetConfig::new(server, shared)`).
+    pub fn new(server: ServerConfig, shared: Arc<dyn Shared>) -> NetConfig {
+        NetConfig {
+            workers: 1,
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            tls: Vec::new(),
+            tls_config: None,
+            server,
+            shared,
+            busy_poll: std::time::Duration::ZERO,
+            coalesce: std::time::Duration::ZERO,
+            fast_path: None,
+            rng_seed: 0,
+        }
+    }
 }
 
 /// The running workers. Dropping it stops them too.
@@ -116,12 +142,12 @@ pub fn start(cfg: NetConfig) -> io::Result<RelayHandle> {
     start_with(cfg, Server::new)
 }
 
-/// [`start`] with any core; `make_core(config, seed)` runs on each worker's thread, so the
-/// core never crosses threads.
+/// [`start`] with any core; `make_core(config, shared, seed)` runs on each worker's
+/// thread, so the core never crosses threads.
 fn start_with<C, F>(mut cfg: NetConfig, make_core: F) -> io::Result<RelayHandle>
 where
     C: Core,
-    F: Fn(ServerConfig, u64) -> C + Clone + Send + 'static,
+    F: Fn(ServerConfig, Arc<dyn Shared>, u64) -> C + Clone + Send + 'static,
 {
     if cfg.workers == 0 {
         return Err(invalid("at least one worker is required"));
@@ -141,7 +167,6 @@ where
         let registry = poll.registry().try_clone()?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
         let io = Sockets::new(registry, relay_v4, relay_v6, cfg.tls_config.clone())?;
-        // The relay port pool is shared (see `proto::ports::RelayPorts`).
         let config = cfg.server.clone();
         prepared.push(Prepared {
             poll,
@@ -188,6 +213,7 @@ where
         let busy_poll = cfg.busy_poll;
         let coalesce = cfg.coalesce;
         let fast_path = cfg.fast_path.clone();
+        let shared = cfg.shared.clone();
         let Prepared {
             poll,
             io,
@@ -198,7 +224,7 @@ where
         let thread = std::thread::Builder::new()
             .name(format!("turnpike-worker-{index}"))
             .spawn(move || {
-                let core = make_core(config, seed);
+                let core = make_core(config, shared, seed);
                 Worker::new(index, poll, core, io, thread_stop)
                     .with_busy_poll(busy_poll)
                     .with_coalesce(coalesce)

@@ -6,14 +6,17 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::core::Core;
 use super::{start_with, NetConfig};
+use crate::proto::quota::Quotas;
 use crate::proto::server::{RelayIp, PEER_HEADROOM};
 use crate::proto::stats::Stats;
 use crate::proto::{
-    ClientId, Event, Family, Forward, RelayKey, RelayPort, ServerConfig, ToClient, Transmit,
+    ClientId, Event, Family, Forward, RelayKey, RelayPort, ServerConfig, Shared, SharedPool,
+    ToClient, Transmit,
 };
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -31,11 +34,22 @@ struct Scripted {
     stats: Stats,
 }
 
+/// The scripted cores' relay port range, unless a test picks its own.
+const PORTS: RangeInclusive<u16> = 47_000..=47_999;
+
+/// Makes a scripted core per worker that opens relay ports from `ports` in order (it
+/// ignores the shared pool, so a test controls exactly which port comes next).
+fn scripted(
+    ports: RangeInclusive<u16>,
+) -> impl Fn(ServerConfig, Arc<dyn Shared>, u64) -> Scripted + Clone + Send + 'static {
+    move |_config, _shared, _seed| Scripted::new(ports.clone())
+}
+
 impl Scripted {
-    fn new(config: ServerConfig, _seed: u64) -> Scripted {
+    fn new(ports: RangeInclusive<u16>) -> Scripted {
         Scripted {
-            next_port: *config.ports.range().start(),
-            ports: config.ports.range(),
+            next_port: *ports.start(),
+            ports,
             client: None,
             relay: None,
             events: VecDeque::new(),
@@ -144,39 +158,18 @@ impl Core for Scripted {
 
 fn config() -> NetConfig {
     let any = SocketAddr::new(LOOPBACK, 0);
+    let server = ServerConfig {
+        relay_v4: Some(RelayIp {
+            bind: LOOPBACK,
+            advertise: None,
+        }),
+        ..ServerConfig::new([0; 32], (Instant::now(), 0))
+    };
     NetConfig {
         workers: 2,
-        busy_poll: std::time::Duration::ZERO,
-        coalesce: std::time::Duration::ZERO,
-        fast_path: None,
         udp: vec![any],
         tcp: vec![any],
-        tls: vec![],
-        tls_config: None,
-        server: ServerConfig {
-            realm: "test".into(),
-            software: None,
-            users: vec![],
-            secrets: vec![],
-            max_credential_lifetime: Duration::from_secs(60),
-            nonce_lifetime: Duration::from_secs(60),
-            nonce_key: [0; 32],
-            default_lifetime: Duration::from_secs(600),
-            max_lifetime: Duration::from_secs(600),
-            relay_v4: Some(RelayIp {
-                bind: LOOPBACK,
-                advertise: None,
-            }),
-            relay_v6: None,
-            ports: (47_000..=47_999).into(),
-            max_username_len: 513,
-            rfc5766_channel_numbers: false,
-            peer_policy: Default::default(),
-            quotas: Default::default(),
-            unix_anchor: (Instant::now(), 0),
-            fast_path: false,
-        },
-        rng_seed: 0,
+        ..NetConfig::new(server, Arc::new(SharedPool::new(PORTS, Quotas::new(0, 0))))
     }
 }
 
@@ -209,7 +202,7 @@ fn relay_addr(opened: &[u8]) -> SocketAddr {
 
 #[test]
 fn udp_client_and_peer_are_relayed_both_ways() {
-    let relay = start_with(config(), Scripted::new).unwrap();
+    let relay = start_with(config(), scripted(PORTS)).unwrap();
     let listen = relay.local_addrs()[0].1;
     let client = udp(Duration::from_secs(5));
     let peer = udp(Duration::from_secs(5));
@@ -237,7 +230,7 @@ fn udp_client_and_peer_are_relayed_both_ways() {
 
 #[test]
 fn tcp_client_is_relayed_and_its_close_frees_the_relay_port() {
-    let relay = start_with(config(), Scripted::new).unwrap();
+    let relay = start_with(config(), scripted(PORTS)).unwrap();
     let listen = relay.local_addrs()[1].1;
     let mut client = TcpStream::connect(listen).unwrap();
     client
@@ -279,9 +272,8 @@ fn relay_bind_failure_is_reported_to_the_core() {
     let mut cfg = config();
     let taken = UdpSocket::bind((LOOPBACK, 0)).unwrap();
     let port = taken.local_addr().unwrap().port();
-    cfg.server.ports = (port..=port.saturating_add(1)).into();
     cfg.workers = 1;
-    let relay = start_with(cfg, Scripted::new).unwrap();
+    let relay = start_with(cfg, scripted(port..=port.saturating_add(1))).unwrap();
     let listen = relay.local_addrs()[0].1;
     let client = udp(Duration::from_secs(5));
     client.send_to(&channel_data(b"open"), listen).unwrap();
@@ -302,7 +294,7 @@ fn tls_client_gets_its_transmits_encrypted() {
     let mut cfg = config();
     cfg.tls = vec![SocketAddr::new(LOOPBACK, 0)];
     cfg.tls_config = Some(super::tls::load_server_config(&cert, &key).unwrap());
-    let relay = start_with(cfg, Scripted::new).unwrap();
+    let relay = start_with(cfg, scripted(PORTS)).unwrap();
     let listen = relay.local_addrs()[2].1;
 
     let mut roots = rustls::RootCertStore::empty();
@@ -342,7 +334,7 @@ fn coalescing_forwards_steady_streams_whole_and_in_order() {
     let mut cfg = config();
     cfg.workers = 1;
     cfg.coalesce = Duration::from_micros(300);
-    let relay = start_with(cfg, Scripted::new).unwrap();
+    let relay = start_with(cfg, scripted(PORTS)).unwrap();
     let listen = relay.local_addrs()[0].1;
     let client = udp(Duration::from_secs(5));
     let peer = udp(Duration::from_secs(5));

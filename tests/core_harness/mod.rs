@@ -1,6 +1,11 @@
 //! A virtual network around one sans-IO [`Server`]: virtual time, a seeded RNG, no
 //! sockets. Each `tests/core_*.rs` file pulls it in with `mod core_harness;`.
 //!
+//! A relay runs one core per worker, sharing one [`SharedPool`] (relay ports, their
+//! reservations and live relayed addresses, quotas). [`Net::cores`] builds several
+//! simulated cores of one relay — one pool, one clock origin — so tests can check what
+//! crosses workers.
+//!
 //! [`Net`] owns the server and plays the shell: it feeds inputs, drains `poll_event`
 //! (acknowledging every `OpenRelay`, optionally with a simulated bind failure) and
 //! `poll_transmit` (into a per-client inbox), and tracks which relay sockets are open,
@@ -13,19 +18,19 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use turnpike::proto::auth::{long_term_key, OFFERED_ALGORITHMS};
 use turnpike::proto::channel_data;
-use turnpike::proto::peer_policy::PeerPolicy;
 use turnpike::proto::quota::Quotas;
 use turnpike::proto::server::{PEER_HEADROOM, PEER_TAILROOM};
 use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5, PASSWORD_ALGORITHM_SHA256};
 use turnpike::proto::stun::{method, Class, Message, MessageBuilder, TransactionId};
 use turnpike::proto::{
-    ClientId, Event, Family, RelayIp, RelayKey, RelayPort, Server, ServerConfig, Transport,
+    ClientId, Event, Family, RelayIp, RelayKey, RelayPort, Server, ServerConfig, SharedPool,
+    Transport,
 };
 
 pub const REALM: &str = "example.org";
@@ -43,6 +48,8 @@ pub const PEER_A: &str = "8.8.8.8:5000";
 pub const PEER_B: &str = "1.1.1.1:6000";
 pub const PEER_V6: &str = "[2606:4700::1111]:7000";
 pub const SEED: u64 = 0x7E57;
+/// The relay port range of [`Net::new`].
+pub const RELAY_PORTS: RangeInclusive<u16> = 50000..=50099;
 
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().expect("test addresses are literals")
@@ -59,11 +66,7 @@ pub fn base_config(t0: Instant) -> ServerConfig {
             ("carol".to_owned(), "carol-pw".to_owned()),
         ],
         secrets: vec![SECRET.to_vec()],
-        max_credential_lifetime: Duration::from_secs(86_400),
         nonce_lifetime: Duration::from_secs(3600),
-        nonce_key: [7; 32],
-        default_lifetime: Duration::from_secs(600),
-        max_lifetime: Duration::from_secs(3600),
         relay_v4: Some(RelayIp {
             bind: "192.0.2.10".parse().expect("literal"),
             advertise: Some(ADVERTISED_V4.parse().expect("literal")),
@@ -72,14 +75,14 @@ pub fn base_config(t0: Instant) -> ServerConfig {
             bind: "2001:db8::10".parse().expect("literal"),
             advertise: Some(ADVERTISED_V6.parse().expect("literal")),
         }),
-        ports: (50000..=50099).into(),
         max_username_len: 64,
-        rfc5766_channel_numbers: false,
-        peer_policy: PeerPolicy::new(Vec::new(), Vec::new()),
-        quotas: Arc::new(Quotas::new(0, 0)),
-        unix_anchor: (t0, UNIX_T0),
-        fast_path: false,
+        ..ServerConfig::new([7; 32], (t0, UNIX_T0))
     }
+}
+
+/// What the cores of one simulated relay share: the port range and quotas (0 = none).
+pub fn shared_pool(ports: RangeInclusive<u16>, quotas: Quotas) -> Arc<SharedPool> {
+    Arc::new(SharedPool::new(ports, quotas))
 }
 
 /// A client → peer datagram the core asked the shell to send, owned.
@@ -103,7 +106,8 @@ pub struct Net {
     pub server: Server,
     pub t0: Instant,
     pub now: Instant,
-    pub quotas: Arc<Quotas>,
+    /// The pool this core shares with the relay's other cores (ports, quotas).
+    pub shared: Arc<SharedPool>,
     /// Relay sockets currently open (OpenRelay acknowledged Ok, not yet closed).
     pub open: BTreeSet<RelayKey>,
     /// Every OpenRelay the core emitted, in order.
@@ -126,17 +130,51 @@ impl Net {
         Net::with(|_| {})
     }
 
-    /// A server built from [`base_config`] changed by `edit`.
+    /// A server built from [`base_config`] changed by `edit`, alone in its relay, with
+    /// [`RELAY_PORTS`] and no quotas.
     pub fn with(edit: impl FnOnce(&mut ServerConfig)) -> Net {
+        let shared = shared_pool(RELAY_PORTS, Quotas::new(0, 0));
+        Net::core(0, shared, Instant::now(), edit)
+    }
+
+    /// [`Net::new`] with the relay port range `ports`.
+    pub fn with_ports(ports: RangeInclusive<u16>) -> Net {
+        Net::core(
+            0,
+            shared_pool(ports, Quotas::new(0, 0)),
+            Instant::now(),
+            |_| {},
+        )
+    }
+
+    /// [`Net::new`] with `quotas`.
+    pub fn with_quotas(quotas: Quotas) -> Net {
+        Net::core(0, shared_pool(RELAY_PORTS, quotas), Instant::now(), |_| {})
+    }
+
+    /// `n` cores of one relay, as its workers are: the same configuration, one shared
+    /// pool, one clock origin, each its own RNG seed. Each keeps its own virtual time:
+    /// advance them together.
+    pub fn cores(n: usize, shared: Arc<SharedPool>, edit: impl Fn(&mut ServerConfig)) -> Vec<Net> {
         let t0 = Instant::now();
+        (0..n)
+            .map(|i| Net::core(i as u64, shared.clone(), t0, &edit))
+            .collect()
+    }
+
+    fn core(
+        index: u64,
+        shared: Arc<SharedPool>,
+        t0: Instant,
+        edit: impl FnOnce(&mut ServerConfig),
+    ) -> Net {
         let mut config = base_config(t0);
         edit(&mut config);
-        let quotas = config.quotas.clone();
         Net {
-            server: Server::new(config, SEED),
+            server: Server::new(config, shared.clone(), SEED + index),
             t0,
             now: t0,
-            quotas,
+            shared,
             open: BTreeSet::new(),
             open_requests: Vec::new(),
             closed: Vec::new(),
@@ -145,7 +183,7 @@ impl Net {
             auto_ack: true,
             unanswered: Vec::new(),
             inbox: HashMap::new(),
-            next_port: 40000,
+            next_port: 40000 + 1000 * index as u16,
         }
     }
 

@@ -17,7 +17,7 @@ use turnpike::proto::peer_policy::PeerPolicy;
 use turnpike::proto::quota::Quotas;
 use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
 use turnpike::proto::stun::{Class, Message, MessageBuilder, TransactionId};
-use turnpike::proto::{RelayIp, ServerConfig};
+use turnpike::proto::{RelayIp, ServerConfig, SharedPool};
 
 pub const USER: &str = "alice";
 pub const PASS: &str = "alice-pw";
@@ -26,40 +26,25 @@ pub const REALM: &str = "turn-udp-test";
 /// `workers` workers listening for UDP on `ip` (any port), relaying from `ip`, with
 /// peers allowed in `peers` (a CIDR) and one static user.
 pub fn relay_config(ip: IpAddr, peers: &str, workers: usize) -> NetConfig {
+    let server = ServerConfig {
+        realm: REALM.into(),
+        software: None,
+        users: vec![(USER.into(), PASS.into())],
+        max_credential_lifetime: Duration::from_secs(3600),
+        nonce_lifetime: Duration::from_secs(3600),
+        relay_v4: Some(RelayIp {
+            bind: ip,
+            advertise: None,
+        }),
+        peer_policy: PeerPolicy::new(vec![peers.parse().expect("cidr")], vec![]),
+        ..ServerConfig::new([9; 32], (Instant::now(), 1_800_000_000))
+    };
+    let shared = Arc::new(SharedPool::new(27_000..=27_099, Quotas::new(0, 0)));
     NetConfig {
         workers,
-        busy_poll: Duration::ZERO,
-        coalesce: Duration::ZERO,
-        fast_path: None,
         udp: vec![SocketAddr::new(ip, 0)],
-        tcp: vec![],
-        tls: vec![],
-        tls_config: None,
-        server: ServerConfig {
-            realm: REALM.into(),
-            software: None,
-            users: vec![(USER.into(), PASS.into())],
-            secrets: vec![],
-            max_credential_lifetime: Duration::from_secs(3600),
-            nonce_lifetime: Duration::from_secs(3600),
-            nonce_key: [9; 32],
-            default_lifetime: Duration::from_secs(600),
-            max_lifetime: Duration::from_secs(3600),
-            relay_v4: Some(RelayIp {
-                bind: ip,
-                advertise: None,
-            }),
-            relay_v6: None,
-            ports: (27_000..=27_099).into(),
-            max_username_len: 256,
-            rfc5766_channel_numbers: false,
-            peer_policy: PeerPolicy::new(vec![peers.parse().expect("cidr")], vec![]),
-            quotas: Arc::new(Quotas::new(0, 0)),
-            unix_anchor: (Instant::now(), 1_800_000_000),
-            // `start` sets it from `NetConfig::fast_path`.
-            fast_path: false,
-        },
         rng_seed: 1,
+        ..NetConfig::new(server, shared)
     }
 }
 

@@ -35,7 +35,7 @@ pub struct Channel {
     /// `Some` when the peer was allowed only as the relayed address of another live
     /// allocation of this relay: once that allocation is gone its port may belong to
     /// any process on the host, so the channel must die with it. Holds the
-    /// [`RelayPorts::retired`](super::ports::RelayPorts::retired) count at the last
+    /// [`Shared::retired`](crate::shared::Shared::retired) count at the last
     /// check; the packet path re-checks only when that count has moved.
     pub own_relay: Option<u64>,
 }
@@ -67,7 +67,7 @@ pub struct Allocation {
     /// The client asked for DONT-FRAGMENT (RFC 8656 §14.8).
     pub dont_fragment: bool,
     /// The last peer a Send indication was allowed to reach, and the
-    /// [`RelayPorts::retired`](super::ports::RelayPorts::retired) count when that was
+    /// [`Shared::retired`](crate::shared::Shared::retired) count when that was
     /// decided: while neither changes the verdict stands, so a stream of Sends to one
     /// peer (a call before its ChannelBind, or a client that never binds) is not
     /// re-checked against the policy and the shared port table per packet.

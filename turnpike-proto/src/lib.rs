@@ -23,6 +23,7 @@ pub mod reject;
 mod relaying;
 mod requests;
 pub mod server;
+pub mod shared;
 pub mod stats;
 pub mod stun;
 
@@ -30,3 +31,4 @@ pub use addr::{ChannelNumber, ClientId, Family, RelayKey, RelayPort, Transport};
 pub use fast_path::{FastPathUpdate, FastRoute};
 pub use reject::Reject;
 pub use server::{Event, Forward, RelayIp, Server, ServerConfig, ToClient, Transmit};
+pub use shared::{Shared, SharedPool};

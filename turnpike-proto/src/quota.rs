@@ -1,14 +1,16 @@
-//! Allocation quotas shared by all workers.
+//! Allocation quotas, per user and for the whole relay (RFC 8656 §7.2: 486 and 508).
 //!
-//! Quotas are the one piece of state workers share: a user's allocations may land on
-//! any worker (the kernel spreads 5-tuples). They are touched only when an allocation
-//! is created or deleted, never per packet, so a mutex is cheap here.
+//! One [`Quotas`] serves every worker, inside [`SharedPool`](crate::shared::SharedPool):
+//! a user's allocations may land on any worker (the kernel spreads 5-tuples). It is
+//! touched only when an allocation is created or deleted, never per packet, so a mutex
+//! is cheap here.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::reject::Reject;
 
+/// Allocation counts per user and in total, against their limits.
 #[derive(Debug, Default)]
 pub struct Quotas {
     /// Allocations one user may hold at once; 0 = unlimited.
@@ -25,6 +27,7 @@ struct QuotaState {
 }
 
 impl Quotas {
+    /// Limits of `per_user` allocations per user and `total` in all; 0 = unlimited.
     pub fn new(per_user: u32, total: u32) -> Quotas {
         Quotas {
             per_user,
@@ -48,6 +51,7 @@ impl Quotas {
         Ok(())
     }
 
+    /// Count one allocation of `user` less.
     pub fn release(&self, user: &str) {
         let mut state = self.lock();
         state.total = state.total.saturating_sub(1);
@@ -59,6 +63,7 @@ impl Quotas {
         }
     }
 
+    /// Allocations `user` holds now.
     pub fn held_by(&self, user: &str) -> u32 {
         self.lock().by_user.get(user).copied().unwrap_or(0)
     }

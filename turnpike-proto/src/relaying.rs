@@ -28,7 +28,7 @@ impl Server {
             self.stats.count_drop(DropReason::Malformed);
             return None;
         };
-        let retired = self.ports.retired();
+        let retired = self.shared.retired();
         // An allocation past its lifetime is gone even if the timer has not fired yet.
         let Some(alloc) = self
             .allocations
@@ -49,7 +49,7 @@ impl Server {
         let mut target_lives = true;
         if let Some(seen) = channel.own_relay {
             if seen != retired {
-                target_lives = self.ports.is_live_relayed(peer);
+                target_lives = self.shared.is_live_relayed(peer);
                 if target_lives {
                     channel.own_relay = Some(retired);
                 }
@@ -67,7 +67,7 @@ impl Server {
         client: ClientId,
         msg: &Message<'a>,
     ) -> Option<Forward<'a>> {
-        let retired = self.ports.retired();
+        let retired = self.shared.retired();
         let Some(alloc) = self
             .allocations
             .get_mut(&client)
@@ -98,7 +98,7 @@ impl Server {
         let mut permitted = alloc.permits(peer.ip(), now);
         if permitted && alloc.send_route != Some((peer, retired)) {
             let policy = &self.config.peer_policy;
-            permitted = super::requests::peer_route(policy, &self.ports, alloc, peer).is_some();
+            permitted = super::requests::peer_route(policy, &*self.shared, alloc, peer).is_some();
             if permitted {
                 alloc.send_route = Some((peer, retired));
             }

@@ -129,11 +129,11 @@ impl Server {
             // A token nobody holds (expired, or never issued) is a capacity failure,
             // RFC 8656 §7.2.
             let reservation = self
-                .ports
+                .shared
                 .claim(token)
                 .ok_or(Reject::InsufficientCapacity)?;
             if reservation.expires <= now {
-                self.ports.release(reservation.port);
+                self.shared.release_port(reservation.port);
                 return Err(Reject::InsufficientCapacity);
             }
             families = vec![reservation.family];
@@ -141,13 +141,13 @@ impl Server {
         }
         if self.relay_ip(families[0], &client).is_none() {
             if let Some(port) = reserved_port {
-                self.ports.release(port);
+                self.shared.release_port(port);
             }
             return Err(Reject::AddressFamilyNotSupported);
         }
-        if let Err(reject) = self.config.quotas.acquire(&cred.quota_user) {
+        if let Err(reject) = self.shared.acquire_quota(&cred.quota_user) {
             if let Some(port) = reserved_port {
-                self.ports.release(port);
+                self.shared.release_port(port);
             }
             return Err(reject);
         }
@@ -194,12 +194,12 @@ impl Server {
         } else {
             let even = first && pending.even_port.is_some();
             let pair = first && pending.even_port == Some(true);
-            let port = self.ports.take_random(&mut self.rng, even, pair);
+            let port = self.shared.take_port(&mut self.rng, even, pair);
             if let (Some(port), true) = (port, pair) {
                 // The successor is held for a later Allocate with this token.
                 let token = self.rng.gen::<u64>();
                 let expires = now + RESERVATION_LIFETIME;
-                self.ports.reserve(
+                self.shared.reserve(
                     token,
                     Reservation {
                         port: port + 1,
@@ -231,7 +231,7 @@ impl Server {
         let client = self.opening.remove(&key);
         let Some(pending) = client.and_then(|c| self.pending.get_mut(&c)) else {
             // Nobody waits for it any more (the stream closed meanwhile).
-            self.ports.release(key.port.0);
+            self.shared.release_port(key.port.0);
             if result.is_ok() {
                 self.events.push_back(Event::CloseRelay(key));
             }
@@ -258,9 +258,9 @@ impl Server {
                     None
                 };
                 let give_up = was_reserved || pending.attempts >= MAX_BIND_ATTEMPTS;
-                self.ports.release(key.port.0);
-                if let Some(r) = token.and_then(|t| self.ports.claim(t)) {
-                    self.ports.release(r.port);
+                self.shared.release_port(key.port.0);
+                if let Some(r) = token.and_then(|t| self.shared.claim(t)) {
+                    self.shared.release_port(r.port);
                 }
                 if give_up {
                     return self.fail_pending(now, client, Reject::InsufficientCapacity);
@@ -295,7 +295,7 @@ impl Server {
 
         for relay in &p.opened {
             self.relays.insert(relay.key, client);
-            self.ports.publish_relayed(relay.advertised);
+            self.shared.publish_relayed(relay.advertised);
             if p.dont_fragment {
                 self.events.push_back(Event::DontFragment(relay.key));
             }
@@ -341,18 +341,18 @@ impl Server {
     ) -> Option<(RequestInfo, Credential)> {
         let p = self.pending.remove(&client)?;
         for relay in &p.opened {
-            self.ports.release(relay.key.port.0);
+            self.shared.release_port(relay.key.port.0);
             self.events.push_back(Event::CloseRelay(relay.key));
         }
         if let Some(port) = p.reserved_port {
-            self.ports.release(port);
+            self.shared.release_port(port);
         }
-        if let Some(r) = p.reservation_token.and_then(|t| self.ports.claim(t)) {
-            self.ports.release(r.port);
+        if let Some(r) = p.reservation_token.and_then(|t| self.shared.claim(t)) {
+            self.shared.release_port(r.port);
         }
         // A socket still being opened is released when its answer arrives.
         self.opening.retain(|_, c| *c != client);
-        self.config.quotas.release(&p.cred.quota_user);
+        self.shared.release_quota(&p.cred.quota_user);
         Some((p.info, p.cred))
     }
 
@@ -397,7 +397,7 @@ impl Server {
                     alloc.relays.retain(|r| r.key.family != family);
                     if let Some(key) = relay {
                         self.relays.remove(&key);
-                        self.ports.release(key.port.0);
+                        self.shared.release_port(key.port.0);
                         self.events.push_back(Event::CloseRelay(key));
                     }
                 }
@@ -437,7 +437,7 @@ impl Server {
         // RFC 8656 §9.2: all or nothing — check every peer before installing any.
         let alloc = owned(&mut self.allocations, client, cred)?;
         for peer in &peers {
-            check_peer(alloc, &self.config.peer_policy, &self.ports, *peer)?;
+            check_peer(alloc, &self.config.peer_policy, &*self.shared, *peer)?;
         }
         if !alloc.has_room_for(peers.iter().map(|p| p.ip()), now) {
             return Err(Reject::InsufficientCapacity);
@@ -472,9 +472,9 @@ impl Server {
             .ok_or(Reject::BadRequest)
             .and_then(|v| attr::decode_xor_address(v, &tid).map_err(|_| Reject::BadRequest))?;
         // Read before the check, so a retirement racing with it is seen by the packet path.
-        let retired = self.ports.retired();
+        let retired = self.shared.retired();
         let alloc = owned(&mut self.allocations, client, cred)?;
-        let via = check_peer(alloc, &self.config.peer_policy, &self.ports, peer)?;
+        let via = check_peer(alloc, &self.config.peer_policy, &*self.shared, peer)?;
         if !alloc.has_room_for(std::iter::once(peer.ip()), now) {
             return Err(Reject::InsufficientCapacity);
         }
@@ -544,7 +544,7 @@ pub(crate) enum PeerRoute {
 /// the operator's deny list still wins.
 pub(crate) fn peer_route(
     policy: &super::peer_policy::PeerPolicy,
-    ports: &super::ports::RelayPorts,
+    shared: &dyn super::shared::Shared,
     alloc: &Allocation,
     peer: SocketAddr,
 ) -> Option<PeerRoute> {
@@ -556,7 +556,7 @@ pub(crate) fn peer_route(
             let own = alloc.relays.iter().any(|r| {
                 SocketAddr::new(r.advertised.ip().to_canonical(), r.advertised.port()) == canonical
             });
-            (!own && ports.is_live_relayed(peer)).then_some(PeerRoute::OwnRelay)
+            (!own && shared.is_live_relayed(peer)).then_some(PeerRoute::OwnRelay)
         }
     }
 }
@@ -566,13 +566,13 @@ pub(crate) fn peer_route(
 fn check_peer(
     alloc: &Allocation,
     policy: &super::peer_policy::PeerPolicy,
-    ports: &super::ports::RelayPorts,
+    shared: &dyn super::shared::Shared,
     peer: SocketAddr,
 ) -> Result<PeerRoute, Reject> {
     if !alloc.has_family(Family::of(&peer)) {
         return Err(Reject::PeerAddressFamilyMismatch);
     }
-    peer_route(policy, ports, alloc, peer).ok_or(Reject::Forbidden)
+    peer_route(policy, shared, alloc, peer).ok_or(Reject::Forbidden)
 }
 
 /// Decode an optional attribute; present but malformed is 400.

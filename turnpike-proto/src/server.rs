@@ -29,9 +29,8 @@ use super::addr::{ClientId, Family, RelayKey};
 use super::allocation::Allocation;
 use super::auth::{Authenticator, Credential, Integrity, OFFERED_ALGORITHMS};
 use super::peer_policy::PeerPolicy;
-use super::ports::RelayPorts;
-use super::quota::Quotas;
 use super::reject::Reject;
+use super::shared::Shared;
 use super::stats::{DropReason, MethodLabel, Stats};
 use super::stun::{attr, method, Class, Message, MessageBuilder, TransactionId};
 
@@ -55,9 +54,13 @@ pub struct RelayIp {
     pub advertise: Option<IpAddr>,
 }
 
-/// Everything the core needs, as plain values (config flows one way: TOML → settings → this).
+/// Everything the core needs, as plain values (config flows one way: TOML → settings →
+/// this). Build one with [`ServerConfig::new`] and change the fields that differ from
+/// its defaults, so a new field is one change in one place.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// REALM of the long-term credential mechanism (RFC 8489 §9.2), part of every
+    /// user's key.
     pub realm: String,
     /// SOFTWARE attribute on authenticated responses; `None` to omit.
     pub software: Option<String>,
@@ -65,20 +68,22 @@ pub struct ServerConfig {
     pub users: Vec<(String, String)>,
     /// TURN REST shared secrets; any of them may verify (rotation).
     pub secrets: Vec<Vec<u8>>,
-    /// A REST credential claiming to expire further ahead than this is refused.
+    /// A REST credential claiming to expire further ahead than this (plus a 60 s
+    /// clock-skew allowance) is refused.
     pub max_credential_lifetime: Duration,
     /// How long a nonce stays valid before 438 Stale Nonce.
     pub nonce_lifetime: Duration,
-    /// Key of the stateless nonce HMAC; shared by all workers so any of them can verify.
+    /// Key of the stateless nonce HMAC; the same for all workers so any of them can
+    /// verify a nonce another issued.
     pub nonce_key: [u8; 32],
     /// Lifetime granted when the client asks for none or less (RFC 8656: 600 s).
     pub default_lifetime: Duration,
     /// Cap on the lifetime a client may ask for.
     pub max_lifetime: Duration,
+    /// Where IPv4 relay sockets bind and what they advertise; `None`: no IPv4 relaying.
     pub relay_v4: Option<RelayIp>,
+    /// Where IPv6 relay sockets bind and what they advertise; `None`: no IPv6 relaying.
     pub relay_v6: Option<RelayIp>,
-    /// The relay port range, shared by all workers (see [`RelayPorts`] for why).
-    pub ports: RelayPorts,
     /// Longest USERNAME accepted (bytes); longer ones get 400.
     pub max_username_len: usize,
     /// Also accept ChannelBind numbers 0x5000..=0x7FFF, as RFC 5766 did (RFC 8656
@@ -86,18 +91,46 @@ pub struct ServerConfig {
     pub rfc5766_channel_numbers: bool,
     /// Which peers allocations may reach (403 otherwise).
     pub peer_policy: PeerPolicy,
-    /// Allocation quotas, shared by all workers.
-    pub quotas: Arc<Quotas>,
     /// Wall clock at a known `Instant`, to check REST expiry times without reading a clock.
     pub unix_anchor: (Instant, u64),
     /// Report channel routes for an in-kernel fast path ([`Server::poll_fast_path`]).
     pub fast_path: bool,
 }
 
+impl ServerConfig {
+    /// The RFC defaults and those of `config/turnpike.toml`, with no users, no secrets,
+    /// no relay address family and the default peer policy. The two values without a
+    /// safe default are parameters: the nonce key (random in production; the same for
+    /// every worker) and the wall clock at some `Instant`.
+    pub fn new(nonce_key: [u8; 32], unix_anchor: (Instant, u64)) -> ServerConfig {
+        ServerConfig {
+            realm: "turnpike".to_owned(),
+            software: Some("Turnpike".to_owned()),
+            users: Vec::new(),
+            secrets: Vec::new(),
+            max_credential_lifetime: Duration::from_secs(86_400),
+            nonce_lifetime: Duration::from_secs(600),
+            nonce_key,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            relay_v4: None,
+            relay_v6: None,
+            max_username_len: 256,
+            rfc5766_channel_numbers: false,
+            peer_policy: PeerPolicy::new(Vec::new(), Vec::new()),
+            unix_anchor,
+            fast_path: false,
+        }
+    }
+}
+
 /// A response or error the core wants sent to a client.
 #[derive(Debug)]
 pub struct Transmit {
+    /// The client (and, for UDP, the listener it reached) to send to.
     pub dst: ClientId,
+    /// One whole STUN message; on a stream transport the shell sends it as is (STUN
+    /// messages are a multiple of four bytes long, so they need no padding).
     pub payload: Vec<u8>,
 }
 
@@ -173,6 +206,8 @@ pub(crate) enum Timer {
     Reservation(u64),
 }
 
+/// One worker's TURN server: its allocations, their permissions, channels and timers.
+/// See the module docs for how the shell drives it.
 pub struct Server {
     pub(crate) config: ServerConfig,
     pub(crate) auth: Authenticator,
@@ -185,7 +220,9 @@ pub struct Server {
     pub(crate) pending: HashMap<ClientId, Pending>,
     /// Relay sockets the shell is opening, and for whom.
     pub(crate) opening: HashMap<RelayKey, ClientId>,
-    pub(crate) ports: RelayPorts,
+    /// The port pool, relayed addresses and quotas this core shares with the relay's
+    /// other cores (see [`crate::shared`]).
+    pub(crate) shared: Arc<dyn Shared>,
     /// Deadlines, lazily invalidated: an entry whose object was refreshed or deleted
     /// is skipped when it fires.
     pub(crate) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -197,7 +234,10 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(config: ServerConfig, rng_seed: u64) -> Server {
+    /// A core with no allocations. `shared` is what it shares with the relay's other
+    /// cores (one [`SharedPool`](crate::shared::SharedPool) for all of them); `rng_seed`
+    /// seeds its RNG (relay ports, reservation tokens), so runs are reproducible.
+    pub fn new(config: ServerConfig, shared: Arc<dyn Shared>, rng_seed: u64) -> Server {
         let auth = Authenticator::new(
             config.realm.clone(),
             config.users.clone(),
@@ -208,7 +248,7 @@ impl Server {
             config.max_username_len,
         );
         Server {
-            ports: config.ports.clone(),
+            shared,
             auth,
             config,
             rng: StdRng::seed_from_u64(rng_seed),
@@ -368,23 +408,28 @@ impl Server {
                         self.set_timer(at, Timer::Allocation(client));
                     }
                 }
-                Timer::Reservation(token) => self.ports.expire(token, now),
+                Timer::Reservation(token) => self.shared.expire_reservation(token, now),
             }
         }
     }
 
+    /// The next STUN message to send to a client (answers and errors), in order.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
+    /// The next thing the shell must do with its sockets; drain before transmits, since
+    /// an answer may wait for a relay socket ([`Event::OpenRelay`]).
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
+    /// When [`Server::handle_timeout`] is next due (`None`: nothing to time out).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((deadline, _))| *deadline)
     }
 
+    /// This core's counters, for the shell to publish.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -408,10 +453,10 @@ impl Server {
         };
         for relay in &alloc.relays {
             self.relays.remove(&relay.key);
-            self.ports.release(relay.key.port.0);
+            self.shared.release_port(relay.key.port.0);
             self.events.push_back(Event::CloseRelay(relay.key));
         }
-        self.config.quotas.release(&alloc.credential.quota_user);
+        self.shared.release_quota(&alloc.credential.quota_user);
         self.fast_path_changed(client);
         self.stats.allocations_deleted += 1;
         self.stats.allocations = self.allocations.len() as u64;
