@@ -16,6 +16,7 @@ pub mod auth;
 pub mod channel_data;
 pub mod fast_path;
 pub mod framing;
+pub mod h3;
 pub mod peer_policy;
 pub mod ports;
 pub mod quota;
