@@ -317,7 +317,7 @@ fn send_stage(
         }
         Stage::Bind(j) => {
             let channel = 0x4000u32 + j as u32;
-            // RFC 8656 §14.1: the number in the top 16 bits, then 16 RFFU bits.
+            // RFC 8656 §18.1: the number in the top 16 bits, then 16 RFFU bits.
             b.add_u32(attr::CHANNEL_NUMBER, channel << 16);
             if let Some(peer) = peers.get(j) {
                 b.add_xor_address(attr::XOR_PEER_ADDRESS, SocketAddr::V4(*peer));
