@@ -1,7 +1,7 @@
 //! The load generator's TURN client: sets up many allocations at once with a bounded
 //! number of transactions in flight, using Turnpike's own STUN codec.
 //!
-//! Per allocation (one client socket = one 5-tuple, RFC 8656 §2.2): Allocate without
+//! Per allocation (one client socket = one 5-tuple, RFC 8656 §3.2): Allocate without
 //! credentials → 401 with REALM and NONCE → Allocate with MESSAGE-INTEGRITY (RFC 8489
 //! §9.2.4) → CreatePermission for the peers' IP → one ChannelBind per peer, channel
 //! numbers from 0x4000 (RFC 8656 §12). A 438 Stale Nonce is answered by retrying with

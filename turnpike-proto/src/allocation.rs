@@ -1,5 +1,5 @@
 //! One allocation's state: relayed addresses, permissions, channels and lifetimes
-//! (RFC 8656 §2.2, §9, §12). Plain data with expiry times; the server decides.
+//! (RFC 8656 §3.2, §9, §12). Plain data with expiry times; the server decides.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ pub struct Relay {
     pub advertised: SocketAddr,
 }
 
-/// A TURN allocation (RFC 8656 §2.2), owned by one client 5-tuple on one worker.
+/// A TURN allocation (RFC 8656 §3.2), owned by one client 5-tuple on one worker.
 #[derive(Debug)]
 pub struct Allocation {
     /// Its relayed transport addresses: one, or one per family for a dual allocation
@@ -69,7 +69,7 @@ pub struct Allocation {
     /// The credential that made it: later requests must use the same username
     /// (RFC 8656 §5, 441 otherwise), and its quota user is charged for it.
     pub credential: Credential,
-    /// When it dies unless refreshed: now + the granted LIFETIME (RFC 8656 §7.2, §7.3).
+    /// When it dies unless refreshed: now + the granted LIFETIME (RFC 8656 §7.2, §8.2).
     pub expires: Instant,
     /// When the one expiry timer this allocation keeps queued fires. A Refresh that
     /// extends the lifetime queues nothing: that timer re-arms itself at `expires`, so

@@ -11,9 +11,9 @@ pub enum MethodLabel {
     Allocate,
     /// Refresh (RFC 8656 §8).
     Refresh,
-    /// CreatePermission (RFC 8656 §9).
+    /// CreatePermission (RFC 8656 §10).
     CreatePermission,
-    /// ChannelBind (RFC 8656 §11).
+    /// ChannelBind (RFC 8656 §12).
     ChannelBind,
     /// Any other method; answered with 400.
     Other,
