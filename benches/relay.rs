@@ -1,4 +1,4 @@
-//! Packet-throughput benchmark (issue 3): Turnpike against coturn and a bare UDP
+//! Packet-throughput benchmark: Turnpike against coturn and a bare UDP
 //! forwarder, with a TURN load generator built on Turnpike's own codec.
 //!
 //! ```sh

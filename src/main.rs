@@ -1,4 +1,6 @@
-//! The `turnpike` binary: argument parsing and nothing else. `anyhow` lives only here.
+//! The `turnpike` binary: argument parsing and nothing else. In the `turnpike` crate
+//! `anyhow` is used only here and in `serve`, which report start-up failures to the
+//! operator; the other modules return typed errors.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -299,7 +299,10 @@ struct HttpState {
 }
 
 /// Serves `GET /metrics` (Prometheus text format), `/healthz` (the process is up) and
-/// `/readyz` (503 until `ready` is set, and again while draining) until the listener fails.
+/// `/readyz` (503 while `ready` is unset, 200 once it is set) until the listener fails.
+/// `serve::run` sets `ready` once the relay workers and signaling have started, and
+/// never clears it: on SIGINT or SIGTERM the relay stops without first reporting
+/// not-ready.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     handle: PrometheusHandle,

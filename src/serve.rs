@@ -2,9 +2,9 @@
 //! workers (`crate::net`), the metrics and health endpoints, the signaling service
 //! (`turnpike_signaling`), and signal handling.
 //!
-//! Config flows one way (TOML → validated settings → plain component configs): this is
-//! the only place that turns settings into each component's plain config struct;
-//! nothing reads files or the environment later.
+//! Config flows one way (TOML → validated settings → plain component configs;
+//! ARCHITECTURE.md, "Configuration"): this is the only place that turns settings into
+//! each component's plain config struct; nothing reads files or the environment later.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -288,7 +288,9 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
 
 /// The configured allow/deny lists, plus our own addresses: a peer that is one of our
 /// listeners or relay ports would loop traffic through us, so it is refused even when
-/// the allow list covers it.
+/// the allow list covers it (a peer on our own address would have the relay send to
+/// itself, and each pass would make another; the peer policy is in
+/// `turnpike_proto::peer_policy`).
 fn peer_policy(settings: &Settings) -> PeerPolicy {
     let listeners: Vec<&SocketAddr> = settings
         .listen

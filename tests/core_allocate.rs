@@ -183,7 +183,7 @@ fn additional_family_unavailable_still_allocates_ipv4_with_address_error_code() 
     let relayed = reply.xors(attr::XOR_RELAYED_ADDRESS);
     assert_eq!(relayed.len(), 1);
     assert_eq!(relayed[0].ip(), ip(ADVERTISED_V4));
-    // RFC 8656 §14.12: family, reserved, class 4, number 40, reason.
+    // RFC 8656 §18.12: family, reserved, class 4, number 40, reason.
     let mut expected = vec![0x02, 0, 4, 40];
     expected.extend_from_slice(b"Address Family not Supported");
     assert_eq!(reply.get(attr::ADDRESS_ERROR_CODE), Some(expected));

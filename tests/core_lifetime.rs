@@ -1,4 +1,4 @@
-//! Lifetimes on virtual time: Refresh (RFC 8656 §7.3), allocation expiry, permission
+//! Lifetimes on virtual time: Refresh (RFC 8656 §8.2), allocation expiry, permission
 //! (300 s, §9) and channel (600 s, §12) expiry, and their refresh by CreatePermission
 //! and ChannelBind. Every deadline is checked on both sides: alive one second before,
 //! gone exactly at it.
@@ -78,7 +78,7 @@ fn refresh_lifetime_follows_the_allocate_rules() {
     let mut net = Net::new();
     let mut alice = net.client("alice");
     alice.allocate(&mut net);
-    // RFC 8656 §7.3: no LIFETIME → default; min(requested, max), but never below
+    // RFC 8656 §8.2: no LIFETIME → default; min(requested, max), but never below
     // the default, exactly as for Allocate.
     for (asked, granted) in [(None, 600), (Some(100_000), 3600), (Some(30), 600)] {
         let reply = alice.refresh(&mut net, asked);

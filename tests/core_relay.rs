@@ -28,7 +28,7 @@ fn dual_stack(b: &mut MessageBuilder<'_>) {
     b.add(attr::ADDITIONAL_ADDRESS_FAMILY, &[0x02, 0, 0, 0]);
 }
 
-/// Asserts `bytes` is a Data indication from `peer` carrying `payload` (RFC 8656 §10.3).
+/// Asserts `bytes` is a Data indication from `peer` carrying `payload` (RFC 8656 §11.3).
 fn assert_data_indication(bytes: &[u8], peer: SocketAddr, payload: &[u8]) {
     let msg = Message::parse(bytes).expect("a well-formed Data indication");
     assert_eq!(
@@ -162,7 +162,7 @@ fn channel_bind_validates_numbers_and_pairs() {
     alice
         .channel_bind(&mut net, 0x4FFF, addr(PEER_B))
         .assert_ok();
-    // RFC 8656 §11.2: a number bound to another peer, or a peer to another number.
+    // RFC 8656 §12.2: a number bound to another peer, or a peer to another number.
     let reply = alice.channel_bind(&mut net, 0x4000, addr(PEER_B));
     reply.assert_error(400);
     assert_eq!(reply.msg().check_integrity_sha1(&alice.key()), Some(true));

@@ -1,4 +1,4 @@
-//! What is measured on each server, in which order, for how long (issue 3 §4).
+//! What is measured on each server, in which order, for how long.
 
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -548,7 +548,7 @@ pub fn pool_of(pools: &[(Mix, Pool)], mix: Mix) -> Result<&Pool, String> {
 /// Steps the offered rate up geometrically until a step loses more than 0.1%, the
 /// generator cannot keep up, or the step budget is spent.
 ///
-/// The machine is shared (FIELD-NOTES): a step that loses packets or overran its time
+/// The machine may be shared with other work: a step that loses packets or overran its time
 /// (the generator itself was held up) is run once more and the better of the two kept,
 /// so one burst of someone else's work does not end the ramp.
 fn run_ramp(

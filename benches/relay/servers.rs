@@ -201,7 +201,7 @@ pub fn coturn_available() -> bool {
         .is_ok()
 }
 
-/// Starts coturn with the equivalent setup (issue 3 §5): `-n` (no config file),
+/// Starts coturn with the setup equivalent to Turnpike's: `-n` (no config file),
 /// `-m workers` relay threads, UDP only, same user and realm, loopback peers allowed.
 pub fn start_coturn(workers: usize, cpus: &[usize], dir: &Path) -> Result<ServerProcess, String> {
     let args: Vec<String> = [
@@ -248,8 +248,8 @@ fn spawn(
     cpus: &[usize],
     dir: &Path,
 ) -> Result<ServerProcess, String> {
-    // FIELD-NOTES: coturn binds with SO_REUSEPORT, so a leftover server would silently
-    // share the port and the numbers. Refuse to start on a port that answers.
+    // coturn binds with SO_REUSEPORT, so a leftover server from an earlier run would
+    // silently share the port and the numbers. Refuse to start on a port that answers.
     if turn::binding_ok(LISTEN, Duration::from_millis(150)) {
         return Err(format!(
             "{LISTEN} already answers STUN: another server is running"

@@ -221,8 +221,8 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
 
 /// Hands out local ports from 40000 up for the generator's sockets: outside both
 /// servers' relay ranges (20000–29999, 30000–39999), so a relay never finds its
-/// allocation port taken by one of our own sockets (FIELD-NOTES: "508 Cannot create
-/// socket" when the ranges meet).
+/// allocation port taken by one of our own sockets (where the ranges meet, Allocates
+/// fail with "508 Cannot create socket").
 pub struct PortAllocator {
     next: u16,
 }

@@ -1,7 +1,7 @@
 //! The load generator's TURN client: sets up many allocations at once with a bounded
 //! number of transactions in flight, using Turnpike's own STUN codec.
 //!
-//! Per allocation (one client socket = one 5-tuple, RFC 8656 §2.2): Allocate without
+//! Per allocation (one client socket = one 5-tuple, RFC 8656 §3.2): Allocate without
 //! credentials → 401 with REALM and NONCE → Allocate with MESSAGE-INTEGRITY (RFC 8489
 //! §9.2.4) → CreatePermission for the peers' IP → one ChannelBind per peer, channel
 //! numbers from 0x4000 (RFC 8656 §12). A 438 Stale Nonce is answered by retrying with
@@ -317,7 +317,7 @@ fn send_stage(
         }
         Stage::Bind(j) => {
             let channel = 0x4000u32 + j as u32;
-            // RFC 8656 §14.1: the number in the top 16 bits, then 16 RFFU bits.
+            // RFC 8656 §18.1: the number in the top 16 bits, then 16 RFFU bits.
             b.add_u32(attr::CHANNEL_NUMBER, channel << 16);
             if let Some(peer) = peers.get(j) {
                 b.add_xor_address(attr::XOR_PEER_ADDRESS, SocketAddr::V4(*peer));

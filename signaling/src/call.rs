@@ -13,7 +13,8 @@
 //! and only the winner publishes its event. That is how the first of two concurrent
 //! accepts, on any nodes, wins and the other device is told `answered_elsewhere`.
 //!
-//! Calling order (STYLE.md #2): feed each input to [`Switchboard::handle`] with the current
+//! Calling order (sans-IO, as the relay core: inputs in, outputs out, time as a
+//! parameter; see ARCHITECTURE.md, "Design rules"): feed each input to [`Switchboard::handle`] with the current
 //! time, perform every returned [`Output`] (claims answer with an [`Input::Claimed`]), and
 //! call `handle(now, Input::Tick)` at [`Switchboard::poll_timeout`].
 

@@ -1,6 +1,7 @@
 //! Turnpike's signaling service: the channel call clients keep open to find who is online,
 //! ring each other, exchange SDP and ICE candidates and get relay credentials
-//! (DESIGN.md §6; the protocol is in `docs/signaling.md`).
+//! (its place in Turnpike is in ARCHITECTURE.md, "Signaling"; the protocol is in
+//! `docs/signaling.md`).
 //!
 //! Layout: [`protocol`] (the JSON messages), [`call`] (the pure call state machine),
 //! [`presence`], [`token`] (bearer tokens), [`credentials`] (ICE servers and TURN REST

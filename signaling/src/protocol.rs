@@ -105,7 +105,7 @@ pub enum ClientBody {
     },
     Ping,
     /// The client processed every server message up to `last_seq`; the server may forget
-    /// them (they are no longer replayed on resume).
+    /// them (a resume does not replay acknowledged messages).
     Ack {
         last_seq: u64,
     },

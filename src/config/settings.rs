@@ -128,7 +128,8 @@ pub struct Auth {
     pub users: Vec<User>,
     /// TURN REST shared secrets; any of them verifies (rotation). The first one mints.
     pub secrets: Vec<Secret>,
-    /// A REST credential whose expiry is further ahead than this is refused.
+    /// A REST credential whose expiry is further ahead than this, plus 60 s of allowed
+    /// clock skew, is refused.
     pub max_credential_lifetime: Duration,
     /// How long a nonce stays valid before 438 Stale Nonce (RFC 8489 §9.2).
     pub nonce_lifetime: Duration,

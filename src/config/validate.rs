@@ -350,7 +350,9 @@ fn relay(ctx: &Ctx, raw: &RawRelay, workers: usize) -> Result<Relay, ConfigError
             ),
         ));
     }
-    // Workers own disjoint slices of the range, so each needs at least one port.
+    // At least one port per worker. The relay port pool is shared by all workers, so
+    // the relay itself would run with fewer; a range smaller than the worker count is
+    // refused as a sign of a misconfigured range rather than a constraint of the pool.
     let ports = usize::from(raw.port_max - raw.port_min) + 1;
     if ports < workers {
         return Err(ctx.err(

@@ -10,7 +10,7 @@
 // hand the packet on. This program does exactly that for flows user space has
 // installed in two maps, and passes everything else up unchanged, so user space stays
 // the authority: requests, Send/Data indications, expiry, padding, fragments, IPv6 and
-// anything unusual take the socket path as before.
+// anything unusual take the socket path, exactly as without this program.
 //
 //   client --ChannelData--> listener   =>  relay addr --payload--> peer   (C2P map)
 //   peer   --payload-->     relay addr =>  listener --ChannelData--> client (P2C map)

@@ -7,7 +7,8 @@
 //! avoids). This module loads that program with aya, attaches it to the configured
 //! interfaces, and keeps its two maps equal to what the cores allow: each worker turns
 //! its core's [`FastPathUpdate`]s into map entries (`apply`), so user space stays the
-//! authority and everything the program does not match reaches the sockets as before.
+//! authority and everything the program does not match reaches the sockets, exactly as
+//! without a fast path.
 //!
 //! Needs CAP_BPF and CAP_NET_ADMIN (root), a kernel with tcx or clsact, and a build
 //! that found clang (build.rs). The attachment lives as long as the [`FastPath`]: when

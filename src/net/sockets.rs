@@ -96,7 +96,10 @@ pub(crate) struct Sockets {
     relay_v4: Option<IpAddr>,
     relay_v6: Option<IpAddr>,
     tls: Option<Arc<rustls::ServerConfig>>,
-    /// Receive state for relay sockets (no GRO there: see `batch::set_gro`).
+    /// Receive state for relay sockets, made once per worker by `batch::plain_state`
+    /// from a throwaway socket. Relay sockets are never configured through quinn-udp,
+    /// so GRO stays off on them: each peer datagram needs its own headroom for in-place
+    /// framing.
     pub(crate) relay_state: quinn_udp::UdpSocketState,
     /// Whether the kernel takes UDP GSO sends; cleared if a GSO send ever fails.
     pub(crate) gso: bool,

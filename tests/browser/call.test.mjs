@@ -171,9 +171,9 @@ async function startServer() {
 
 // ----------------------------------------------------------------------- browsers
 
-// FIELD-NOTES (Browsers): headless Chromium binds its WebRTC sockets to the
-// non-loopback interface unless the IP-handling policy says otherwise; the flag and the
-// profile preference together keep the traffic where the relay listens.
+// Headless Chromium binds its WebRTC sockets to the non-loopback interface unless the
+// IP-handling policy says otherwise; the flag and the profile preference together keep
+// the traffic where the relay listens.
 const POLICY = "default_public_interface_only";
 const ARGS = [
   "--headless",

@@ -207,7 +207,7 @@ impl Net {
         Client::new(id, user, &format!("{user}-pw"))
     }
 
-    /// Drain the core's outputs the way the shell must (see `src/proto/server.rs`).
+    /// Drain the core's outputs the way the shell must (see `turnpike-proto/src/server.rs`).
     pub fn step(&mut self) {
         // Answering an OpenRelay re-enters `step` (via `answer_open`), which drains
         // whatever that answer caused before this loop continues.
@@ -523,7 +523,7 @@ impl Client {
         })
     }
 
-    /// A Send indication (RFC 8656 §10.1); no credentials, no answer.
+    /// A Send indication (RFC 8656 §11.1); no credentials, no answer.
     pub fn send_indication(
         &mut self,
         net: &mut Net,

@@ -7,8 +7,11 @@ use std::net::SocketAddr;
 /// How a client reaches the relay. The relayed (peer) side is always UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
+    /// UDP (RFC 8656 §3.1): one datagram per STUN or ChannelData message.
     Udp,
+    /// TCP (RFC 8656 §3.1): messages back to back on one connection.
     Tcp,
+    /// TLS over TCP (RFC 8656 §3.1, "turns:"): framed as TCP inside the TLS stream.
     Tls,
 }
 
@@ -19,6 +22,7 @@ impl Transport {
         !matches!(self, Transport::Udp)
     }
 
+    /// Lower-case name for logs and metric labels (`"udp"`, `"tcp"`, `"tls"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
@@ -31,6 +35,7 @@ impl Transport {
 /// The 5-tuple a client talks to us on: an allocation belongs to exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId {
+    /// The transport the client used to reach us (part of the 5-tuple).
     pub transport: Transport,
     /// The client's address as we see it (its server-reflexive address).
     pub remote: SocketAddr,
@@ -53,11 +58,14 @@ impl fmt::Display for ClientId {
 /// Address family of a relay socket (RFC 6156).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
+    /// IPv4 (REQUESTED-ADDRESS-FAMILY 0x01).
     V4,
+    /// IPv6 (REQUESTED-ADDRESS-FAMILY 0x02).
     V6,
 }
 
 impl Family {
+    /// The family of `addr` as written: an IPv4-mapped IPv6 address counts as IPv6.
     pub fn of(addr: &SocketAddr) -> Family {
         if addr.is_ipv4() {
             Family::V4
@@ -67,25 +75,33 @@ impl Family {
     }
 }
 
-/// A UDP port on the relayed side.
+/// A UDP port on the relayed side: the port of a relay socket, never a client's or
+/// a peer's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RelayPort(pub u16);
 
 /// Names one relay socket of a worker: the shell binds `(bind address of family, port)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RelayKey {
+    /// Which relay bind address (IPv4 or IPv6) the socket uses.
     pub family: Family,
+    /// The socket's local port, taken from the shared relay port pool.
     pub port: RelayPort,
 }
 
-/// A TURN channel number, 0x4000..=0x4FFF (RFC 8656 §12).
+/// A TURN channel number (RFC 8656 §12): 0x4000..=0x4FFF, as [`ChannelNumber::new`]
+/// checks. With `ServerConfig::rfc5766_channel_numbers` the core also binds RFC 5766's
+/// 0x5000..=0x7FFF, constructing the value directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelNumber(pub u16);
 
 impl ChannelNumber {
+    /// Lowest channel number RFC 8656 §12 allows.
     pub const MIN: u16 = 0x4000;
+    /// Highest channel number RFC 8656 §12 allows (RFC 5766 allowed up to 0x7FFF).
     pub const MAX: u16 = 0x4FFF;
 
+    /// `n` as a channel number if it is in RFC 8656's range `MIN..=MAX`, else `None`.
     pub fn new(n: u16) -> Option<ChannelNumber> {
         (Self::MIN..=Self::MAX)
             .contains(&n)

@@ -1,5 +1,5 @@
 //! One allocation's state: relayed addresses, permissions, channels and lifetimes
-//! (RFC 8656 §2.2, §9, §12). Plain data with expiry times; the server decides.
+//! (RFC 8656 §3.2, §9, §12). Plain data with expiry times; the server decides.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -21,16 +21,27 @@ pub const MAX_PERMISSIONS: usize = 64;
 /// mistaken for the new binding's.
 pub const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
 
+/// A permission (RFC 8656 §9): datagrams from this peer IP reach the client, and the
+/// client may send to it, until `expires`.
 #[derive(Debug, Clone, Copy)]
 pub struct Permission {
+    /// The peer's IP address; RFC 8656 §9 keys permissions by IP only, any port.
     pub ip: IpAddr,
+    /// When the permission lapses: [`PERMISSION_LIFETIME`] after its last
+    /// CreatePermission or ChannelBind.
     pub expires: Instant,
 }
 
+/// A channel binding (RFC 8656 §12): ChannelData with `number` goes to `peer`, and
+/// `peer`'s datagrams come back as ChannelData with `number`.
 #[derive(Debug, Clone, Copy)]
 pub struct Channel {
+    /// The number the client chose in ChannelBind (CHANNEL-NUMBER, RFC 8656 §18.1).
     pub number: ChannelNumber,
+    /// The peer's full transport address: unlike a permission, a channel names a port.
     pub peer: SocketAddr,
+    /// When the binding lapses: [`CHANNEL_LIFETIME`] after its last ChannelBind. The
+    /// entry stays in the list for [`CHANNEL_QUARANTINE`] more, to refuse rebinding.
     pub expires: Instant,
     /// `Some` when the peer was allowed only as the relayed address of another live
     /// allocation of this relay: once that allocation is gone its port may belong to
@@ -43,15 +54,22 @@ pub struct Channel {
 /// A relayed transport address of the allocation (one per family: RFC 6156 dual allocation).
 #[derive(Debug, Clone, Copy)]
 pub struct Relay {
+    /// The relay socket the shell opened for it (family and port).
     pub key: RelayKey,
     /// What we told the client in XOR-RELAYED-ADDRESS.
     pub advertised: SocketAddr,
 }
 
+/// A TURN allocation (RFC 8656 §3.2), owned by one client 5-tuple on one worker.
 #[derive(Debug)]
 pub struct Allocation {
+    /// Its relayed transport addresses: one, or one per family for a dual allocation
+    /// (RFC 8656 §7.2 ADDITIONAL-ADDRESS-FAMILY).
     pub relays: Vec<Relay>,
+    /// The credential that made it: later requests must use the same username
+    /// (RFC 8656 §5, 441 otherwise), and its quota user is charged for it.
     pub credential: Credential,
+    /// When it dies unless refreshed: now + the granted LIFETIME (RFC 8656 §7.2, §8.2).
     pub expires: Instant,
     /// When the one expiry timer this allocation keeps queued fires. A Refresh that
     /// extends the lifetime queues nothing: that timer re-arms itself at `expires`, so
@@ -60,11 +78,13 @@ pub struct Allocation {
     /// The Allocate that created this allocation and our answer, so a retransmission
     /// gets the same answer instead of 437 (RFC 8656 §7.2).
     pub created_by: TransactionId,
+    /// The encoded success response to that Allocate, resent as is.
     pub created_response: Vec<u8>,
     /// Few peers per allocation in practice (one for a call), so a vector scan beats a map.
     pub permissions: Vec<Permission>,
+    /// Channel bindings, live and quarantined (see [`Channel::expires`]).
     pub channels: Vec<Channel>,
-    /// The client asked for DONT-FRAGMENT (RFC 8656 §14.8).
+    /// The client asked for DONT-FRAGMENT (RFC 8656 §18.9).
     pub dont_fragment: bool,
     /// The last peer a Send indication was allowed to reach, and the
     /// [`Shared::retired`](crate::shared::Shared::retired) count when that was
@@ -75,10 +95,12 @@ pub struct Allocation {
 }
 
 impl Allocation {
+    /// Does it have a relayed address of `family`?
     pub fn has_family(&self, family: Family) -> bool {
         self.relays.iter().any(|r| r.key.family == family)
     }
 
+    /// Its relayed address of `family`: the socket that sends to a peer of that family.
     pub fn relay_for(&self, family: Family) -> Option<&Relay> {
         self.relays.iter().find(|r| r.key.family == family)
     }
@@ -140,7 +162,7 @@ impl Allocation {
             .find(|c| c.peer == peer && c.expires > now)
     }
 
-    /// Bind or refresh `number` ↔ `peer`; false (RFC 8656 §11.2: 400) when the number
+    /// Bind or refresh `number` ↔ `peer`; false (RFC 8656 §12.2: 400) when the number
     /// is bound to another peer or the peer to another number, including bindings
     /// that expired less than [`CHANNEL_QUARANTINE`] ago.
     pub fn bind_channel(

@@ -53,7 +53,9 @@ pub const OFFERED_ALGORITHMS: [u16; 2] = [PASSWORD_ALGORITHM_SHA256, PASSWORD_AL
 /// legacy (RFC 5389) client never sees MESSAGE-INTEGRITY-SHA256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Integrity {
+    /// MESSAGE-INTEGRITY, HMAC-SHA1 (RFC 8489 §14.5).
     Sha1,
+    /// MESSAGE-INTEGRITY-SHA256, HMAC-SHA256 (RFC 8489 §14.6).
     Sha256,
 }
 
@@ -64,7 +66,10 @@ pub struct Credential {
     pub username: String,
     /// Whom quotas count against: the user part of a REST username, else the username.
     pub quota_user: String,
+    /// The long-term key (RFC 8489 §9.2.2, see [`long_term_key`]) that verified the
+    /// request; our response is signed with it.
     pub key: Vec<u8>,
+    /// The integrity attribute the request carried, and so the one our response carries.
     pub integrity: Integrity,
 }
 
@@ -88,6 +93,11 @@ enum NonceCheck {
 }
 
 impl Authenticator {
+    /// `users`: static name → password pairs. `secrets`: TURN REST shared secrets, any
+    /// of which may verify. `max_credential_lifetime`: seconds a REST credential may
+    /// claim to stay valid (see [`Authenticator::authenticate`]). `nonce_lifetime`:
+    /// seconds before a nonce earns 438. `nonce_key`: HMAC key of the stateless nonces,
+    /// the same on every worker. `max_username_len`: longest USERNAME in bytes (400 past it).
     pub fn new(
         realm: String,
         users: Vec<(String, String)>,
@@ -108,6 +118,7 @@ impl Authenticator {
         }
     }
 
+    /// REALM (RFC 8489 §14.9) we put in 401/438 answers and require in requests.
     pub fn realm(&self) -> &str {
         &self.realm
     }
@@ -172,6 +183,11 @@ impl Authenticator {
 
     /// Authenticate a request (RFC 8489 §9.2.4). `Err` carries what the client is told;
     /// 401 and 438 answers must carry REALM and a fresh NONCE (the caller adds them).
+    ///
+    /// A static user is looked up by name. Any other USERNAME is taken as a TURN REST
+    /// one, `"<expiry>:<user>"` (or a bare expiry), and accepted only if its expiry,
+    /// in Unix seconds, is after `unix_now` and at most `max_credential_lifetime` + 60 s
+    /// ahead of it: the 60 s allow for skew between our clock and the minter's.
     pub fn authenticate(
         &self,
         msg: &Message<'_>,

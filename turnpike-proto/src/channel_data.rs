@@ -2,8 +2,9 @@
 //! followed by application data. This is the per-packet hot path, so parsing borrows
 //! and encoding writes a header in front of data already in place.
 
-/// Smallest and largest channel numbers a client may bind (RFC 8656 §12).
+/// Smallest channel number a client may bind (RFC 8656 §12).
 pub const MIN_CHANNEL: u16 = 0x4000;
+/// Largest channel number a client may bind under RFC 8656 §12.
 pub const MAX_CHANNEL: u16 = 0x4FFF;
 /// RFC 5766, which RFC 8656 replaced, allowed 0x4000..=0x7FFF, and clients of that era
 /// (coturn's own `turnutils_uclient` among them) still pick numbers up there. The wire
@@ -16,12 +17,21 @@ pub const HEADER_LEN: usize = 4;
 /// Why bytes are not a usable ChannelData message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
 pub enum ChannelDataError {
+    /// Fewer than [`HEADER_LEN`] bytes (to parse, or to write the header into).
     #[error("shorter than the 4-byte ChannelData header")]
     TooShort,
+    /// The channel number, outside `MIN_CHANNEL..=MAX_LEGACY_CHANNEL`.
     #[error("channel number {0:#06x} outside 0x4000..=0x7FFF")]
     BadChannel(u16),
+    /// The length field promises more data than the buffer holds.
     #[error("length field says {declared} bytes of data, {available} present")]
-    Truncated { declared: usize, available: usize },
+    Truncated {
+        /// Bytes of data the length field announces.
+        declared: usize,
+        /// Bytes present after the header.
+        available: usize,
+    },
+    /// The data length given to [`write_header`], above 65535.
     #[error("{0} bytes of data do not fit the 16-bit length field")]
     TooLong(usize),
 }

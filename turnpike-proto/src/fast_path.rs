@@ -18,7 +18,11 @@ use super::server::Server;
 /// One channel the kernel may forward in both directions until `expires`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FastRoute {
+    /// The bound channel number: the ChannelData header the kernel strips (client →
+    /// peer) or writes (peer → client).
     pub channel: ChannelNumber,
+    /// The channel's peer: destination of the client's data, the only source accepted
+    /// on `relay` for this route.
     pub peer: SocketAddr,
     /// The relay socket's local address: what the peer's packets arrive at, and the
     /// source the kernel writes on packets to the peer.
@@ -31,7 +35,10 @@ pub struct FastRoute {
 /// The routes one allocation now allows; empty when it has none (or is gone).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastPathUpdate {
+    /// The allocation's owner (a UDP client 5-tuple).
     pub client: ClientId,
+    /// Every route the kernel may now take for it, at most [`MAX_FAST_ROUTES`]; the
+    /// shell replaces whatever it installed for `client` with exactly these.
     pub routes: Vec<FastRoute>,
 }
 

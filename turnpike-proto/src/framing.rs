@@ -12,7 +12,13 @@ pub enum Frame {
     Incomplete,
     /// The next message is `buf[..message_len]`; drop `consume` bytes (message plus
     /// stream padding) before looking for the one after.
-    Complete { consume: usize, message_len: usize },
+    Complete {
+        /// Bytes to drop from the stream: the message and, for ChannelData, its padding
+        /// to a multiple of 4 (RFC 8656 §12.5).
+        consume: usize,
+        /// Bytes of the message itself, what the core is given.
+        message_len: usize,
+    },
     /// Not STUN or ChannelData: the stream cannot be resynchronised, close it.
     Invalid,
 }
@@ -21,7 +27,9 @@ pub enum Frame {
 ///
 /// STUN: `consume = message_len = 20 + length`. ChannelData: `message_len = 4 + length`,
 /// `consume` rounded up to a multiple of 4. Invalid: a first byte that is neither STUN
-/// (top bits 00) nor ChannelData (0x40..=0x4F), a STUN length that is not a multiple
+/// (top bits 00) nor ChannelData (top bits 01, 0x40..=0x7F: RFC 8656 channel numbers
+/// start with 0x40..=0x4F, RFC 5766's reach 0x7F; whether a number is bound is the
+/// core's business, which drops ChannelData on an unbound one), a STUN length that is not a multiple
 /// of 4, or (once 8 bytes are in) a wrong magic cookie — each means the peer is not
 /// speaking TURN, and waiting for more bytes would only let it hold a buffer hostage.
 pub fn next_frame(buf: &[u8]) -> Frame {

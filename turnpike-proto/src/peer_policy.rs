@@ -74,8 +74,9 @@ impl Denied {
     }
 }
 
-/// The operator's peer rules plus the relay's own addresses. Cheap to clone; rebuilt on
-/// reload.
+/// The operator's peer rules plus the relay's own addresses. Built once at start-up
+/// from the configuration (`peers.allow`, `peers.deny`, the listeners and relay
+/// addresses) and cloned into every worker's core.
 #[derive(Debug, Clone, Default)]
 pub struct PeerPolicy {
     /// Exceptions to the default classification (e.g. an internal media server in 10/8).

@@ -57,9 +57,9 @@ impl PortPool {
             .is_some_and(|used| !used)
     }
 
-    /// Take a random free port (random so relayed addresses are hard to guess);
-    /// with `even_pair`, an even port whose successor is free too, both taken
-    /// (RFC 8656 §7.2 EVEN-PORT with the R bit).
+    /// Take a random free port (random so relayed addresses are hard to guess); with
+    /// `even`, an even port; with `pair`, an even port whose successor is free too, both
+    /// taken (RFC 8656 §7.2 EVEN-PORT with the R bit).
     pub fn take_random(&mut self, rng: &mut impl Rng, even: bool, pair: bool) -> Option<u16> {
         let len = self.used.len();
         if len == 0 {

@@ -25,11 +25,14 @@ pub enum Reject {
     PeerAddressFamilyMismatch,
     /// 486: the user has as many allocations as allowed.
     AllocationQuotaReached,
-    /// 508: out of relay ports, over the total quota, or draining.
+    /// 508: out of relay ports (or the kernel refused every port tried), over the
+    /// relay-wide allocation quota, a RESERVATION-TOKEN nobody holds, or more
+    /// permissions than one allocation may have.
     InsufficientCapacity,
 }
 
 impl Reject {
+    /// The STUN error code (RFC 8489 §14.8 ERROR-CODE: class × 100 + number).
     pub fn code(&self) -> u16 {
         match self {
             Reject::BadRequest => 400,

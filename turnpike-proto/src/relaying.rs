@@ -60,7 +60,7 @@ impl Server {
         forward(&mut self.stats, alloc, permitted, peer, payload)
     }
 
-    /// Send indication (RFC 8656 §10.2): client → peer without a channel.
+    /// Send indication (RFC 8656 §11.2): client → peer without a channel.
     pub(crate) fn handle_send<'a>(
         &mut self,
         now: Instant,
@@ -125,7 +125,7 @@ impl Server {
             self.stats.count_drop(DropReason::NoAllocation);
             return None;
         };
-        // RFC 8656 §10.3: only permitted peers reach the client.
+        // RFC 8656 §11.3: only permitted peers reach the client.
         if !alloc.permits(peer.ip(), now) {
             self.stats.count_drop(DropReason::NoPermission);
             return None;
@@ -183,7 +183,7 @@ fn forward<'a>(
     })
 }
 
-/// Write a Data indication (RFC 8656 §10.3) in front of the payload at
+/// Write a Data indication (RFC 8656 §11.3) in front of the payload at
 /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`, padding after it; returns where the
 /// message starts. Hand-written rather than via `MessageBuilder` because it must
 /// frame the payload in place, without copying it.

@@ -1,4 +1,4 @@
-//! The TURN requests: Allocate, Refresh, CreatePermission, ChannelBind (RFC 8656 §7–§11,
+//! The TURN requests: Allocate, Refresh, CreatePermission, ChannelBind (RFC 8656 §7–§12,
 //! RFC 6156). Each handler runs after authentication and returns the `Reject` the
 //! client is told on failure; successes queue their own response.
 
@@ -23,7 +23,7 @@ use super::stun::{attr, Class, Message, MessageBuilder};
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// How many ports we try when the kernel refuses a bind (another process holds it).
 const MAX_BIND_ATTEMPTS: u32 = 8;
-/// REQUESTED-TRANSPORT value for UDP (RFC 8656 §14.7): the only one we relay.
+/// REQUESTED-TRANSPORT value for UDP (RFC 8656 §18.8): the only one we relay.
 const PROTOCOL_UDP: u8 = 17;
 const FAMILY_V4: u8 = 0x01;
 const FAMILY_V6: u8 = 0x02;
@@ -119,7 +119,7 @@ impl Server {
                 families.push(Family::V6)
             }
             Some(FAMILY_V6) => address_error = Some(Family::V6),
-            // ADDITIONAL-ADDRESS-FAMILY may only ask for IPv6 (RFC 8656 §14.9).
+            // ADDITIONAL-ADDRESS-FAMILY may only ask for IPv6 (RFC 8656 §18.11).
             Some(_) => return Err(Reject::BadRequest),
         }
         let lifetime = self.granted_lifetime(msg)?;
@@ -280,7 +280,7 @@ impl Server {
             b.add_xor_address(attr::XOR_RELAYED_ADDRESS, relay.advertised);
         }
         if let Some(Family::V6) = p.address_error {
-            // ADDRESS-ERROR-CODE (RFC 8656 §14.12): family, reserved, class, number, reason.
+            // ADDRESS-ERROR-CODE (RFC 8656 §18.12): family, reserved, class, number, reason.
             let reason = Reject::AddressFamilyNotSupported.reason();
             let mut value = vec![FAMILY_V6, 0, 4, 40];
             value.extend_from_slice(reason.as_bytes());
@@ -374,13 +374,13 @@ impl Server {
         };
         let requested = optional(msg, attr::LIFETIME, attr::decode_u32)?;
         let alloc = owned(&mut self.allocations, client, cred)?;
-        // RFC 8656 §7.3: refreshing a family the allocation lacks is 443.
+        // RFC 8656 §8.2: refreshing a family the allocation lacks is 443.
         if let Some(family) = family {
             if !alloc.has_family(family) {
                 return Err(Reject::PeerAddressFamilyMismatch);
             }
         }
-        // RFC 8656 §7.3: the "desired lifetime" is 0 if asked for, else computed as for
+        // RFC 8656 §8.2: the "desired lifetime" is 0 if asked for, else computed as for
         // Allocate: min(requested, max), but never below the default.
         let lifetime = match requested {
             Some(0) => Duration::ZERO,
@@ -434,7 +434,7 @@ impl Server {
         if peers.is_empty() {
             return Err(Reject::BadRequest);
         }
-        // RFC 8656 §9.2: all or nothing — check every peer before installing any.
+        // RFC 8656 §10.2: all or nothing — check every peer before installing any.
         let alloc = owned(&mut self.allocations, client, cred)?;
         for peer in &peers {
             check_peer(alloc, &self.config.peer_policy, &*self.shared, *peer)?;
@@ -482,7 +482,7 @@ impl Server {
         if !alloc.bind_channel(number, peer, own_relay, now) {
             return Err(Reject::BadRequest);
         }
-        // RFC 8656 §11.2: binding a channel installs or refreshes the permission.
+        // RFC 8656 §12.2: binding a channel installs or refreshes the permission.
         alloc.permit(peer.ip(), now);
         self.fast_path_changed(client);
         self.reply_success(client, info, cred, |_| {});
@@ -562,7 +562,7 @@ pub(crate) fn peer_route(
 }
 
 /// 443 if the allocation has no relay of the peer's family (RFC 6156 §5), 403 if
-/// policy refuses the peer (RFC 8656 §9.1, §11.1).
+/// policy refuses the peer (RFC 8656 §10.2, §12.2).
 fn check_peer(
     alloc: &Allocation,
     policy: &super::peer_policy::PeerPolicy,

@@ -142,7 +142,7 @@ pub enum Event {
     OpenRelay(RelayKey),
     /// Close the relay socket; its allocation is gone.
     CloseRelay(RelayKey),
-    /// The client asked for DONT-FRAGMENT (RFC 8656 §14.8): set the DF bit on what
+    /// The client asked for DONT-FRAGMENT (RFC 8656 §18.9): set the DF bit on what
     /// this relay socket sends (no fragmentation; oversize sends fail instead).
     DontFragment(RelayKey),
 }

@@ -5,15 +5,22 @@
 /// STUN/TURN request methods we count (a bounded label set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MethodLabel {
+    /// Binding (RFC 8489 §3): answered without credentials.
     Binding = 0,
+    /// Allocate (RFC 8656 §7).
     Allocate,
+    /// Refresh (RFC 8656 §8).
     Refresh,
+    /// CreatePermission (RFC 8656 §10).
     CreatePermission,
+    /// ChannelBind (RFC 8656 §12).
     ChannelBind,
+    /// Any other method; answered with 400.
     Other,
 }
 
 impl MethodLabel {
+    /// Every label, in index order (the rows of [`Stats::requests`]).
     pub const ALL: [MethodLabel; 6] = [
         MethodLabel::Binding,
         MethodLabel::Allocate,
@@ -22,6 +29,7 @@ impl MethodLabel {
         MethodLabel::ChannelBind,
         MethodLabel::Other,
     ];
+    /// The `method` label value on `turnpike_requests_total`.
     pub fn as_str(self) -> &'static str {
         match self {
             MethodLabel::Binding => "binding",
@@ -43,8 +51,7 @@ fn result_index(code: u16) -> usize {
     RESULT_CODES
         .iter()
         .position(|&c| c == code)
-        // 500 and anything unexpected are folded into the last slot's neighbour: we keep
-        // a dedicated "other" bucket at the end.
+        // Any other code goes to the extra "other" column after the listed ones.
         .unwrap_or(RESULT_CODES.len())
 }
 
@@ -66,6 +73,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, in index order (the slots of [`Stats::drops`]).
     pub const ALL: [DropReason; 6] = [
         DropReason::Malformed,
         DropReason::NoAllocation,
@@ -74,6 +82,7 @@ impl DropReason {
         DropReason::Ignored,
         DropReason::SendFailed,
     ];
+    /// The `reason` label value on `turnpike_dropped_packets_total`.
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",
@@ -96,7 +105,9 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// Both directions, in index order (the slots of [`Stats::packets`] and [`Stats::bytes`]).
     pub const ALL: [Direction; 2] = [Direction::ToPeer, Direction::ToClient];
+    /// The `direction` label value on the relayed-traffic metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::ToPeer => "to_peer",
@@ -110,28 +121,35 @@ impl Direction {
 pub struct Stats {
     /// `requests[method][result]`; the extra last column counts unexpected codes.
     pub requests: [[u64; RESULT_CODES.len() + 1]; 6],
+    /// Relayed packets by [`Direction`] (index `Direction as usize`).
     pub packets: [u64; 2],
+    /// Relayed payload bytes (without ChannelData or STUN framing) by [`Direction`].
     pub bytes: [u64; 2],
+    /// Dropped packets by [`DropReason`] (index `DropReason as usize`).
     pub drops: [u64; 6],
     /// Gauge: allocations alive in this core right now.
     pub allocations: u64,
-    /// Monotonic: allocations ever created / expired or deleted.
+    /// Monotonic: allocations ever created.
     pub allocations_created: u64,
+    /// Monotonic: allocations ever expired or deleted.
     pub allocations_deleted: u64,
 }
 
 impl Stats {
+    /// Counts one answered request; `code` 0 is success, else the STUN error code sent.
     #[inline]
     pub fn count_request(&mut self, method: MethodLabel, code: u16) {
         self.requests[method as usize][result_index(code)] += 1;
     }
 
+    /// Counts one relayed packet of `bytes` payload bytes.
     #[inline]
     pub fn count_relayed(&mut self, dir: Direction, bytes: usize) {
         self.packets[dir as usize] += 1;
         self.bytes[dir as usize] += bytes as u64;
     }
 
+    /// Counts one dropped packet.
     #[inline]
     pub fn count_drop(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;

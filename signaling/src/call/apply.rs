@@ -155,7 +155,8 @@ impl Switchboard {
     }
 
     /// An invite to a local callee arrived. Glare: the callee is ringing the caller with
-    /// another call; the greater call id of the two loses (DESIGN.md §6). Busy: the callee
+    /// another call; the greater call id of the two (byte order) loses, a rule every node
+    /// applies alike without asking another (`docs/signaling.md`, "Glare"). Busy: the callee
     /// is in any other call. Either way the loser is claimed for ending; returns true if
     /// this invite must not ring.
     fn busy_or_glare(&self, call_id: &str, out: &mut Vec<Output>) -> bool {

@@ -8,58 +8,102 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use super::{TransactionId, MAGIC_COOKIE};
 
 // Comprehension-required range 0x0000..=0x7FFF (RFC 8489 §14, §18.3).
+/// RFC 8489 §14.1 MAPPED-ADDRESS: the client's reflexive address, unobfuscated (RFC 3489 clients).
 pub const MAPPED_ADDRESS: u16 = 0x0001;
+/// RFC 8489 §14.3 USERNAME: the long-term credential's user name, UTF-8, under 509 bytes.
 pub const USERNAME: u16 = 0x0006;
+/// RFC 8489 §14.5 MESSAGE-INTEGRITY: HMAC-SHA1 over the message up to it (20 bytes).
 pub const MESSAGE_INTEGRITY: u16 = 0x0008;
+/// RFC 8489 §14.8 ERROR-CODE: class, number and reason phrase of an error response.
 pub const ERROR_CODE: u16 = 0x0009;
+/// RFC 8489 §14.13 UNKNOWN-ATTRIBUTES: the comprehension-required types a 420 refuses.
 pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+/// RFC 8656 §18.1 CHANNEL-NUMBER: the channel a ChannelBind binds (16 bits + 2 reserved bytes).
 pub const CHANNEL_NUMBER: u16 = 0x000C;
+/// RFC 8656 §18.2 LIFETIME: seconds the allocation lives unless refreshed.
 pub const LIFETIME: u16 = 0x000D;
+/// RFC 8656 §18.3 XOR-PEER-ADDRESS: a peer's transport address, XOR-obfuscated.
 pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+/// RFC 8656 §18.4 DATA: the application payload of a Send or Data indication.
 pub const DATA: u16 = 0x0013;
+/// RFC 8489 §14.9 REALM: the realm of the long-term credentials (part of the key).
 pub const REALM: u16 = 0x0014;
+/// RFC 8489 §14.10 NONCE: the server's nonce, echoed by authenticated requests.
 pub const NONCE: u16 = 0x0015;
+/// RFC 8656 §18.5 XOR-RELAYED-ADDRESS: the relayed transport address an Allocate got.
 pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+/// RFC 8656 §18.6 REQUESTED-ADDRESS-FAMILY: the family of relayed address asked for.
 pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+/// RFC 8656 §18.7 EVEN-PORT: ask for an even relay port, with the R bit also reserving the next one.
 pub const EVEN_PORT: u16 = 0x0018;
+/// RFC 8656 §18.8 REQUESTED-TRANSPORT: the protocol to relay (an IANA protocol number; 17 = UDP).
 pub const REQUESTED_TRANSPORT: u16 = 0x0019;
+/// RFC 8656 §18.9 DONT-FRAGMENT: send to peers with the DF bit set (no value).
 pub const DONT_FRAGMENT: u16 = 0x001A;
+/// RFC 8489 §14.6 MESSAGE-INTEGRITY-SHA256: HMAC-SHA256 over the message up to it (16–32 bytes).
 pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
+/// RFC 8489 §14.12 PASSWORD-ALGORITHM: the algorithm the client chose for the long-term key.
 pub const PASSWORD_ALGORITHM: u16 = 0x001D;
+/// RFC 8489 §14.4 USERHASH: a hashed user name (username anonymity; not offered by this relay).
 pub const USERHASH: u16 = 0x001E;
+/// RFC 8489 §14.2 XOR-MAPPED-ADDRESS: the client's reflexive address, XOR-obfuscated.
 pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
+/// RFC 8656 §18.10 RESERVATION-TOKEN: 8 bytes naming a port reserved by EVEN-PORT's R bit.
 pub const RESERVATION_TOKEN: u16 = 0x0022;
+/// RFC 8445 §16.1 PRIORITY: an ICE connectivity check's candidate priority.
 pub const PRIORITY: u16 = 0x0024;
+/// RFC 8445 §16.1 USE-CANDIDATE: ICE nomination flag (no value).
 pub const USE_CANDIDATE: u16 = 0x0025;
+/// RFC 5780 PADDING: bytes that pad a NAT-behaviour-discovery response.
 pub const PADDING: u16 = 0x0026;
+/// RFC 5780 RESPONSE-PORT: the port a NAT-behaviour-discovery response should go to.
 pub const RESPONSE_PORT: u16 = 0x0027;
+/// RFC 6062 CONNECTION-ID: a TCP relay connection (TCP allocations; not offered).
 pub const CONNECTION_ID: u16 = 0x002A;
 
 // Comprehension-optional range 0x8000..=0xFFFF.
+/// RFC 8656 §18.11 ADDITIONAL-ADDRESS-FAMILY: ask for an IPv6 relayed address besides the IPv4 one.
 pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+/// RFC 8656 §18.12 ADDRESS-ERROR-CODE: why one family of a dual allocation was not granted.
 pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
+/// RFC 8489 §14.11 PASSWORD-ALGORITHMS: the algorithms the server offers, echoed by the client.
 pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
+/// RFC 8489 §14.16 ALTERNATE-DOMAIN: the TLS domain of an ALTERNATE-SERVER.
 pub const ALTERNATE_DOMAIN: u16 = 0x8003;
+/// RFC 8656 §18.13 ICMP: an ICMP error about a peer, carried in a Data indication.
 pub const ICMP: u16 = 0x8004;
+/// RFC 8489 §14.14 SOFTWARE: a textual description of the sender's software.
 pub const SOFTWARE: u16 = 0x8022;
+/// RFC 8489 §14.15 ALTERNATE-SERVER: where a 300 (Try Alternate) redirects the client.
 pub const ALTERNATE_SERVER: u16 = 0x8023;
+/// RFC 7982 TRANSACTION-TRANSMIT-COUNTER: which retransmission a request or response is.
 pub const TRANSACTION_TRANSMIT_COUNTER: u16 = 0x8025;
+/// RFC 5780 CACHE-TIMEOUT: how long a NAT binding is expected to last.
 pub const CACHE_TIMEOUT: u16 = 0x8027;
+/// RFC 8489 §14.7 FINGERPRINT: CRC-32 of the message XOR 0x5354554E, always last.
 pub const FINGERPRINT: u16 = 0x8028;
+/// RFC 8445 §16.1 ICE-CONTROLLED: the sender is the controlled ICE agent (tie-breaker value).
 pub const ICE_CONTROLLED: u16 = 0x8029;
+/// RFC 8445 §16.1 ICE-CONTROLLING: the sender is the controlling ICE agent (tie-breaker value).
 pub const ICE_CONTROLLING: u16 = 0x802A;
+/// RFC 5780 RESPONSE-ORIGIN: the address a NAT-behaviour-discovery response was sent from.
 pub const RESPONSE_ORIGIN: u16 = 0x802B;
+/// RFC 5780 OTHER-ADDRESS: the server's alternate address for NAT-behaviour discovery.
 pub const OTHER_ADDRESS: u16 = 0x802C;
 
-/// RFC 8489 §18.5: PASSWORD-ALGORITHM numbers.
+/// RFC 8489 §18.5 PASSWORD-ALGORITHM 0x0001: key = MD5(username ":" realm ":" password),
+/// the RFC 5389 key, used when the client names no algorithm.
 pub const PASSWORD_ALGORITHM_MD5: u16 = 0x0001;
+/// RFC 8489 §18.5 PASSWORD-ALGORITHM 0x0002: key = SHA-256(username ":" realm ":" password).
 pub const PASSWORD_ALGORITHM_SHA256: u16 = 0x0002;
 
-/// RFC 8489 §14.1: address family codes in (XOR-)MAPPED-ADDRESS style values.
+/// RFC 8489 §14.1: family code of an IPv4 address in (XOR-)MAPPED-ADDRESS style values
+/// (a 4-byte address follows).
 pub const FAMILY_IPV4: u8 = 0x01;
+/// Family code of an IPv6 address (16-byte address follows).
 pub const FAMILY_IPV6: u8 = 0x02;
 
-/// RFC 8489 §14.2: types 0x0000..=0x7FFF must be understood by the receiver.
+/// RFC 8489 §14: types 0x0000..=0x7FFF must be understood by the receiver.
 pub fn is_comprehension_required(typ: u16) -> bool {
     typ < 0x8000
 }
@@ -67,10 +111,13 @@ pub fn is_comprehension_required(typ: u16) -> bool {
 /// Why an attribute value could not be decoded. The string names the attribute kind.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AttrError {
+    /// The value has the wrong length or layout for its kind (named here).
     #[error("malformed {0}")]
     Malformed(&'static str),
+    /// An address value whose family byte is neither 0x01 nor 0x02.
     #[error("unknown address family {0:#04x}")]
     UnknownFamily(u8),
+    /// A text attribute (USERNAME, REALM, NONCE, …) that is not UTF-8.
     #[error("attribute value is not valid UTF-8")]
     NotUtf8,
 }
@@ -164,7 +211,7 @@ pub fn decode_error_code(value: &[u8]) -> Result<(u16, &str), AttrError> {
     Ok((class * 100 + number, decode_str(reason)?))
 }
 
-/// REQUESTED-TRANSPORT (RFC 8656 §14.7): protocol number then 3 RFFU bytes.
+/// REQUESTED-TRANSPORT (RFC 8656 §18.8): protocol number then 3 RFFU bytes.
 pub fn decode_requested_transport(value: &[u8]) -> Result<u8, AttrError> {
     match value {
         [protocol, _, _, _] => Ok(*protocol),
@@ -172,7 +219,7 @@ pub fn decode_requested_transport(value: &[u8]) -> Result<u8, AttrError> {
     }
 }
 
-/// REQUESTED-ADDRESS-FAMILY / ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §14.1, §14.2): the
+/// REQUESTED-ADDRESS-FAMILY / ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.6, §18.11): the
 /// raw family byte (0x01 IPv4, 0x02 IPv6); the caller answers 440 to other values.
 pub fn decode_family(value: &[u8]) -> Result<u8, AttrError> {
     match value {
@@ -181,7 +228,7 @@ pub fn decode_family(value: &[u8]) -> Result<u8, AttrError> {
     }
 }
 
-/// EVEN-PORT (RFC 8656 §14.6): one byte whose top bit R asks to reserve the next port.
+/// EVEN-PORT (RFC 8656 §18.7): one byte whose top bit R asks to reserve the next port.
 pub fn decode_even_port(value: &[u8]) -> Result<bool, AttrError> {
     match value {
         [flags] => Ok(flags & 0x80 != 0),
@@ -189,8 +236,9 @@ pub fn decode_even_port(value: &[u8]) -> Result<bool, AttrError> {
     }
 }
 
-/// CHANNEL-NUMBER (RFC 8656 §14.1): channel number then 2 RFFU bytes. The range is
-/// the caller's to check (it answers 400 outside 0x4000..=0x4FFF).
+/// CHANNEL-NUMBER (RFC 8656 §18.1): channel number then 2 RFFU bytes. The range is
+/// the caller's to check (the core answers 400 outside 0x4000..=0x4FFF, or outside
+/// 0x4000..=0x7FFF with `rfc5766_channel_numbers`).
 pub fn decode_channel_number(value: &[u8]) -> Result<u16, AttrError> {
     match value {
         [hi, lo, _, _] => Ok(u16::from_be_bytes([*hi, *lo])),

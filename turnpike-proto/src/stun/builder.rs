@@ -9,6 +9,7 @@ use super::{message_type, Class, TransactionId, HEADER_LEN, MAGIC_COOKIE, MAX_ME
 /// Why an attribute could not be added.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
 pub enum BuildError {
+    /// The value's length in bytes: with it the message would exceed the 16-bit length field.
     #[error("attribute value of {0} bytes does not fit a STUN message")]
     TooLong(usize),
 }

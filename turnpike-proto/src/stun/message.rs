@@ -12,41 +12,77 @@ pub const MAX_ATTRIBUTES: usize = 32;
 /// One attribute as it appears on the wire: its type and its value without padding.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RawAttribute<'a> {
+    /// The attribute type (see [`super::attr`] for the known ones).
     pub typ: u16,
+    /// The value, `length` bytes, without the padding to a multiple of 4.
     pub value: &'a [u8],
 }
 
 /// Why a datagram or frame is not a well-formed STUN message; the caller drops it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
 pub enum ParseError {
+    /// Fewer than the 20 header bytes (RFC 8489 §5).
     #[error("shorter than the 20-byte STUN header")]
     TooShort,
+    /// The first two bits are not 00, so this is not STUN (RFC 8489 §5, RFC 7983).
     #[error("first two bits are not 00")]
     NotStun,
+    /// Bytes 4..8 are not [`super::MAGIC_COOKIE`].
     #[error("wrong magic cookie")]
     BadMagicCookie,
+    /// The length field, which RFC 8489 §5 requires to be a multiple of 4.
     #[error("length field {0} is not a multiple of 4")]
     LengthNotAligned(u16),
+    /// The length field disagrees with the bytes after the header.
     #[error("length field says {declared} bytes of attributes, {actual} present")]
-    LengthMismatch { declared: usize, actual: usize },
+    LengthMismatch {
+        /// Attribute bytes the header's length field announces.
+        declared: usize,
+        /// Bytes actually present after the header.
+        actual: usize,
+    },
+    /// Fewer than 4 bytes left where an attribute header should start.
     #[error("attribute header truncated")]
     AttributeHeaderTruncated,
+    /// An attribute's value (with padding) extends past the message's end.
     #[error("attribute {typ:#06x} value runs past the end of the message")]
-    AttributeOverrun { typ: u16 },
+    AttributeOverrun {
+        /// The offending attribute's type.
+        typ: u16,
+    },
+    /// An attribute follows FINGERPRINT, which must be last (RFC 8489 §14.7).
     #[error("attribute {typ:#06x} after FINGERPRINT")]
-    AttributeAfterFingerprint { typ: u16 },
+    AttributeAfterFingerprint {
+        /// The type of the attribute found after FINGERPRINT.
+        typ: u16,
+    },
+    /// An attribute other than MESSAGE-INTEGRITY-SHA256 or FINGERPRINT follows
+    /// MESSAGE-INTEGRITY (RFC 8489 §14.5).
     #[error("attribute {typ:#06x} after MESSAGE-INTEGRITY")]
-    AttributeAfterIntegrity { typ: u16 },
+    AttributeAfterIntegrity {
+        /// The type of the attribute found after MESSAGE-INTEGRITY.
+        typ: u16,
+    },
+    /// An attribute other than FINGERPRINT follows MESSAGE-INTEGRITY-SHA256
+    /// (RFC 8489 §14.6).
     #[error("attribute {typ:#06x} after MESSAGE-INTEGRITY-SHA256")]
-    AttributeAfterIntegritySha256 { typ: u16 },
+    AttributeAfterIntegritySha256 {
+        /// The type of the attribute found after MESSAGE-INTEGRITY-SHA256.
+        typ: u16,
+    },
+    /// FINGERPRINT's value length, which must be 4.
     #[error("FINGERPRINT value is {0} bytes, not 4")]
     FingerprintLength(usize),
+    /// FINGERPRINT's CRC does not match the bytes before it.
     #[error("FINGERPRINT does not match the message")]
     BadFingerprint,
+    /// MESSAGE-INTEGRITY's value length, which must be 20 (an HMAC-SHA1).
     #[error("MESSAGE-INTEGRITY value is {0} bytes, not 20")]
     IntegrityLength(usize),
+    /// MESSAGE-INTEGRITY-SHA256's value length, which must be 16..=32 in steps of 4.
     #[error("MESSAGE-INTEGRITY-SHA256 value is {0} bytes, not 16..=32 in steps of 4")]
     IntegritySha256Length(usize),
+    /// More attributes than [`MAX_ATTRIBUTES`]; the message is refused, not buffered.
     #[error("more than {MAX_ATTRIBUTES} attributes")]
     TooManyAttributes,
 }
@@ -190,6 +226,7 @@ impl<'a> Message<'a> {
         Ok(msg)
     }
 
+    /// The message class (request, indication, success or error response).
     pub fn class(&self) -> Class {
         self.split_type().0
     }
@@ -203,6 +240,7 @@ impl<'a> Message<'a> {
         split_message_type(be16(self.buf, 0).unwrap_or_default())
     }
 
+    /// The 96-bit transaction id (bytes 8..20 of the header).
     pub fn transaction_id(&self) -> TransactionId {
         let mut tid = [0u8; 12];
         if let Some(bytes) = self.buf.get(8..HEADER_LEN) {
@@ -254,6 +292,7 @@ impl<'a> Message<'a> {
             .map(|s| self.raw(s).value)
     }
 
+    /// Does the message carry an attribute of type `typ`?
     pub fn has(&self, typ: u16) -> bool {
         self.slots().iter().any(|s| s.typ == typ)
     }

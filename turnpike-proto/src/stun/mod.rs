@@ -34,9 +34,13 @@ pub struct TransactionId(pub [u8; 12]);
 /// The message class, carried in bits C1 C0 of the message type (RFC 8489 §5).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Class {
+    /// A request (0b00): answered by a success or error response.
     Request,
+    /// An indication (0b01): never answered (Send, Data).
     Indication,
+    /// A success response (0b10).
     Success,
+    /// An error response (0b11), carrying ERROR-CODE.
     Error,
 }
 
@@ -64,12 +68,19 @@ impl Class {
 
 /// STUN/TURN method numbers (12 bits). RFC 8489 §18.2, RFC 8656 §17.
 pub mod method {
+    /// Binding (RFC 8489 §3): tells the client its reflexive address; no credentials.
     pub const BINDING: u16 = 0x001;
+    /// Allocate (RFC 8656 §7): create an allocation and its relayed address(es).
     pub const ALLOCATE: u16 = 0x003;
+    /// Refresh (RFC 8656 §8): extend an allocation's lifetime, or delete it with 0.
     pub const REFRESH: u16 = 0x004;
+    /// Send (RFC 8656 §11): an indication carrying data from the client to a peer.
     pub const SEND: u16 = 0x006;
+    /// Data (RFC 8656 §11): an indication carrying a peer's data to the client.
     pub const DATA: u16 = 0x007;
+    /// CreatePermission (RFC 8656 §10): allow peer IPs to exchange data.
     pub const CREATE_PERMISSION: u16 = 0x008;
+    /// ChannelBind (RFC 8656 §12): bind a channel number to a peer address.
     pub const CHANNEL_BIND: u16 = 0x009;
 }
 

@@ -1,5 +1,5 @@
 //! RFC 5769 test vectors (§2.1–§2.4) and RFC 8489 Appendix B.1 as corrected by
-//! verified erratum 6268, copied from /work/shared/testdata/stun_test_vectors.py.
+//! verified erratum 6268, as printed in those documents.
 
 use super::attr::{self, decode_str, decode_xor_address};
 use super::integrity::{long_term_key_md5, long_term_key_sha256, userhash};
