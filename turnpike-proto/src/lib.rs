@@ -8,7 +8,7 @@
 //! through the [`shared::Shared`] trait it is given at construction.
 
 #![forbid(unsafe_code)]
-#![allow(missing_docs)]
+#![warn(missing_docs)]
 
 pub mod addr;
 pub mod allocation;

@@ -150,15 +150,20 @@ pub enum Event {
 /// Forward `payload` from relay socket `relay` to `peer` (client → peer hot path).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Forward<'a> {
+    /// The allocation's relay socket to send from.
     pub relay: RelayKey,
+    /// The peer to send to.
     pub peer: SocketAddr,
+    /// The bytes to send: the ChannelData payload or Send indication's DATA.
     pub payload: &'a [u8],
 }
 
 /// Send `buf[range]` to `client` (peer → client hot path, framed in place).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToClient {
+    /// The client whose allocation the peer reached.
     pub client: ClientId,
+    /// The framed message (ChannelData or Data indication) in the shell's buffer.
     pub range: Range<usize>,
 }
 

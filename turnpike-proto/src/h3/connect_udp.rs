@@ -150,7 +150,9 @@ fn is_dns_name(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -230,15 +232,30 @@ mod tests {
         let status = |pairs: &[(&str, &str)]| parse_request(&fields(pairs)).map_err(|r| r.status);
         let path = (":path", "/.well-known/masque/udp/192.0.2.6/3478/");
         assert_eq!(
-            status(&[(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "/")]),
+            status(&[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":authority", "a"),
+                (":path", "/")
+            ]),
             Err(405)
         );
         assert_eq!(
-            status(&[(":method", "POST"), (":scheme", "https"), (":authority", "a"), path]),
+            status(&[
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", "a"),
+                path
+            ]),
             Err(405)
         );
         let connect = |protocol: Option<&str>| {
-            let mut pairs = vec![(":method", "CONNECT"), (":scheme", "https"), (":authority", "a"), path];
+            let mut pairs = vec![
+                (":method", "CONNECT"),
+                (":scheme", "https"),
+                (":authority", "a"),
+                path,
+            ];
             if let Some(p) = protocol {
                 pairs.push((":protocol", p));
             }
@@ -250,13 +267,22 @@ mod tests {
         // Malformed: no method, repeated pseudo-header, pseudo after regular, upper case.
         assert_eq!(status(&[(":path", "/")]), Err(400));
         let mut repeated = request("/.well-known/masque/udp/192.0.2.6/3478/");
-        repeated.push(Field { name: b":path".to_vec(), value: b"/".to_vec() });
+        repeated.push(Field {
+            name: b":path".to_vec(),
+            value: b"/".to_vec(),
+        });
         assert_eq!(parse_request(&repeated).map_err(|r| r.status), Err(400));
         let mut upper = request("/.well-known/masque/udp/192.0.2.6/3478/");
         upper[5].name = b"Capsule-Protocol".to_vec();
         assert_eq!(parse_request(&upper).map_err(|r| r.status), Err(400));
         assert_eq!(
-            status(&[(":method", "CONNECT"), (":protocol", "connect-udp"), (":scheme", "http"), (":authority", "a"), path]),
+            status(&[
+                (":method", "CONNECT"),
+                (":protocol", "connect-udp"),
+                (":scheme", "http"),
+                (":authority", "a"),
+                path
+            ]),
             Err(400)
         );
     }

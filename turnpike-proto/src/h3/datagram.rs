@@ -37,8 +37,7 @@ pub fn parse_quic_datagram(frame: &[u8]) -> Result<QuicDatagram, H3Error> {
     if quarter > varint::MAX / 4 {
         return Err(error("quarter stream ID out of range"));
     }
-    let (context_id, b) =
-        varint::read(&frame[a..]).ok_or(error("no context ID"))?;
+    let (context_id, b) = varint::read(&frame[a..]).ok_or(error("no context ID"))?;
     Ok(QuicDatagram {
         stream_id: quarter * 4,
         context_id,

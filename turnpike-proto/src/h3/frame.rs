@@ -169,8 +169,7 @@ impl Settings {
         let mut seen: Vec<u64> = Vec::new();
         while !payload.is_empty() {
             let (id, a) = varint::read(payload).ok_or(error("truncated setting id"))?;
-            let (value, b) =
-                varint::read(&payload[a..]).ok_or(error("truncated setting value"))?;
+            let (value, b) = varint::read(&payload[a..]).ok_or(error("truncated setting value"))?;
             payload = &payload[a + b..];
             if seen.contains(&id) {
                 return Err(error("duplicate setting"));

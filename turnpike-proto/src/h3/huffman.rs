@@ -89,10 +89,16 @@ mod tests {
                 .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
                 .collect()
         };
-        assert_eq!(decoded(&hex("f1e3c2e5f23a6ba0ab90f4ff")).unwrap(), b"www.example.com");
+        assert_eq!(
+            decoded(&hex("f1e3c2e5f23a6ba0ab90f4ff")).unwrap(),
+            b"www.example.com"
+        );
         assert_eq!(decoded(&hex("a8eb10649cbf")).unwrap(), b"no-cache");
         assert_eq!(decoded(&hex("25a849e95ba97d7f")).unwrap(), b"custom-key");
-        assert_eq!(decoded(&hex("25a849e95bb8e8b4bf")).unwrap(), b"custom-value");
+        assert_eq!(
+            decoded(&hex("25a849e95bb8e8b4bf")).unwrap(),
+            b"custom-value"
+        );
     }
 
     #[test]

@@ -96,8 +96,14 @@ pub const STATIC_TABLE: [(&str, &str); 99] = [
     ("content-type", "text/plain;charset=utf-8"),
     ("range", "bytes=0-"),
     ("strict-transport-security", "max-age=31536000"),
-    ("strict-transport-security", "max-age=31536000; includesubdomains"),
-    ("strict-transport-security", "max-age=31536000; includesubdomains; preload"),
+    (
+        "strict-transport-security",
+        "max-age=31536000; includesubdomains",
+    ),
+    (
+        "strict-transport-security",
+        "max-age=31536000; includesubdomains; preload",
+    ),
     ("vary", "accept-encoding"),
     ("vary", "origin"),
     ("x-content-type-options", "nosniff"),
@@ -309,8 +315,8 @@ mod tests {
     fn rfc_9204_appendix_b_1_literal_with_static_name_reference() {
         // B.1: ":path: /index.html" as a literal with name reference to static 1.
         let section = [
-            0x00, 0x00, 0x51, 0x0b, 0x2f, 0x69, 0x6e, 0x64, 0x65, 0x78, 0x2e, 0x68, 0x74,
-            0x6d, 0x6c,
+            0x00, 0x00, 0x51, 0x0b, 0x2f, 0x69, 0x6e, 0x64, 0x65, 0x78, 0x2e, 0x68, 0x74, 0x6d,
+            0x6c,
         ];
         assert_eq!(
             decode(&section, 4096).unwrap(),
@@ -355,7 +361,10 @@ mod tests {
             Err(QpackError::BadStaticIndex)
         );
         // A literal that claims more bytes than there are.
-        assert_eq!(decode(&[0, 0, 0x51, 0x0b, b'/'], 4096), Err(QpackError::Truncated));
+        assert_eq!(
+            decode(&[0, 0, 0x51, 0x0b, b'/'], 4096),
+            Err(QpackError::Truncated)
+        );
         // An integer continuation that never ends within 2^62.
         let mut endless = vec![0, 0, 0xFF];
         endless.extend_from_slice(&[0xFF; 12]);
