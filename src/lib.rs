@@ -9,6 +9,7 @@ pub mod config;
 pub mod fastpath;
 pub mod metrics;
 pub mod net;
+pub mod quic;
 pub mod serve;
 
 pub use turnpike_proto as proto;

@@ -21,6 +21,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the relay.
@@ -46,9 +48,9 @@ struct ServeArgs {
     /// Configuration file (default: the embedded config/turnpike.toml).
     #[arg(long, env = "TURNPIKE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// TURN listener. A bare ADDR:PORT listens on UDP and TCP; udp://, tcp:// or tls://
-    /// picks one transport. Replaces listen.udp and listen.tcp (listen.tls only when a
-    /// tls:// address is given).
+    /// TURN listener. A bare ADDR:PORT listens on UDP and TCP; udp://, tcp://, tls:// or
+    /// quic:// picks one transport. Replaces listen.udp and listen.tcp (listen.tls and
+    /// listen.quic only when a tls:// or quic:// address is given).
     #[arg(
         long,
         env = "TURNPIKE_LISTEN",
@@ -56,6 +58,12 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     listen: Option<Vec<String>>,
+    /// PEM certificate chain for TLS and QUIC listeners (tls.certificate).
+    #[arg(long, env = "TURNPIKE_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<String>,
+    /// PEM private key for TLS and QUIC listeners (tls.private_key).
+    #[arg(long, env = "TURNPIKE_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<String>,
     /// Realm (server.realm).
     #[arg(long, env = "TURNPIKE_REALM", value_name = "REALM")]
     realm: Option<String>,
@@ -177,6 +185,8 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         listen: args.listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
         realm: args.realm,
         users: args.users,
         secrets: args.secrets,

@@ -194,6 +194,12 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
         );
         Some(Arc::new(fast_path))
     };
+    let quic = expand_wildcards(&settings.listen.quic);
+    let quic_config = if quic.is_empty() {
+        None
+    } else {
+        Some(quic_config(settings, &quic)?)
+    };
     let tls_config = match &settings.tls {
         Some(tls) => Some(net::tls::load_server_config(
             &tls.certificate,
@@ -280,9 +286,50 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
         tcp: settings.listen.tcp.clone(),
         tls: settings.listen.tls.clone(),
         tls_config,
+        quic,
+        quic_config,
         server,
         shared,
         rng_seed: u64::from_le_bytes(nonce_key[..8].try_into().unwrap_or([0; 8])),
+    })
+}
+
+/// The QUIC listeners' TLS certificate (the configured one, or a self-signed one whose
+/// fingerprint is logged) and the CONNECT-UDP targets they serve: this relay's own TURN
+/// listeners, QUIC ones included.
+fn quic_config(
+    settings: &Settings,
+    quic: &[SocketAddr],
+) -> anyhow::Result<crate::quic::config::QuicConfig> {
+    use crate::quic::config::{self, QuicConfig, Targets};
+    let (certs, key) = match &settings.tls {
+        Some(tls) => net::tls::load_certified_key(&tls.certificate, &tls.private_key)?,
+        None => {
+            let mut names = vec!["localhost".to_string()];
+            names.extend(quic.iter().map(|a| a.ip().to_string()));
+            let (certs, key, fingerprint) =
+                config::self_signed(names).context("cannot make a self-signed certificate")?;
+            tracing::warn!(
+                sha256 = %fingerprint,
+                "no [tls] certificate configured: QUIC uses a self-signed certificate made \
+                 at start-up (clients must pin this fingerprint or skip verification)"
+            );
+            (certs, key)
+        }
+    };
+    let server = config::server_config(certs, key).context("tls: not usable for QUIC")?;
+    let mut addrs = expand_wildcards(&settings.listen.udp);
+    addrs.extend(expand_wildcards(&settings.listen.tcp));
+    addrs.extend(expand_wildcards(&settings.listen.tls));
+    addrs.extend_from_slice(quic);
+    addrs.sort();
+    addrs.dedup();
+    Ok(QuicConfig {
+        server,
+        targets: Arc::new(Targets {
+            addrs,
+            names: Vec::new(),
+        }),
     })
 }
 

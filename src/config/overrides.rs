@@ -15,9 +15,14 @@ use super::validate::FlagMap;
 /// Values are kept as typed by the operator, so validation can quote them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
-    /// `--listen`: `ADDR:PORT` (UDP and TCP) or `udp://`, `tcp://`, `tls://` + `ADDR:PORT`.
-    /// Replaces `listen.udp` and `listen.tcp`; replaces `listen.tls` only if one has `tls://`.
+    /// `--listen`: `ADDR:PORT` (UDP and TCP) or `udp://`, `tcp://`, `tls://`, `quic://` +
+    /// `ADDR:PORT`. Replaces `listen.udp` and `listen.tcp`; replaces `listen.tls` and
+    /// `listen.quic` only if one has `tls://` or `quic://`.
     pub listen: Option<Vec<String>>,
+    /// `--tls-cert FILE` → `tls.certificate` (for TLS and QUIC).
+    pub tls_cert: Option<String>,
+    /// `--tls-key FILE` → `tls.private_key` (for TLS and QUIC).
+    pub tls_key: Option<String>,
     /// `--realm` → `server.realm`.
     pub realm: Option<String>,
     /// `--user NAME:PASSWORD` → `auth.users`.
@@ -55,7 +60,8 @@ impl Overrides {
     pub(crate) fn apply(&self, raw: &mut RawConfig) -> Result<FlagMap, ConfigError> {
         let mut flags = FlagMap::new();
         if let Some(listen) = &self.listen {
-            let (mut udp, mut tcp, mut tls) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut udp, mut tcp, mut tls, mut quic) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for value in listen {
                 match value.split_once("://") {
                     None => {
@@ -65,12 +71,13 @@ impl Overrides {
                     Some(("udp", addr)) => udp.push(addr.to_string()),
                     Some(("tcp", addr)) => tcp.push(addr.to_string()),
                     Some(("tls", addr)) => tls.push(addr.to_string()),
+                    Some(("quic", addr)) => quic.push(addr.to_string()),
                     Some((scheme, _)) => {
                         return Err(flag_error(
                             "--listen",
                             format!(
                                 "{value:?}: unknown transport {scheme:?} \
-                                 (use udp://, tcp:// or tls://)"
+                                 (use udp://, tcp://, tls:// or quic://)"
                             ),
                         ))
                     }
@@ -84,6 +91,18 @@ impl Overrides {
                 raw.listen.tls = tls;
                 flags.insert("listen.tls", "--listen");
             }
+            if !quic.is_empty() {
+                raw.listen.quic = quic;
+                flags.insert("listen.quic", "--listen");
+            }
+        }
+        if let Some(cert) = &self.tls_cert {
+            raw.tls.certificate = cert.clone();
+            flags.insert("tls.certificate", "--tls-cert");
+        }
+        if let Some(key) = &self.tls_key {
+            raw.tls.private_key = key.clone();
+            flags.insert("tls.private_key", "--tls-key");
         }
         if let Some(realm) = &self.realm {
             raw.server.realm = realm.clone();

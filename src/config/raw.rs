@@ -56,6 +56,7 @@ pub struct RawListen {
     pub udp: Vec<String>,
     pub tcp: Vec<String>,
     pub tls: Vec<String>,
+    pub quic: Vec<String>,
 }
 
 impl Default for RawListen {
@@ -65,11 +66,12 @@ impl Default for RawListen {
             udp: both.clone(),
             tcp: both,
             tls: Vec::new(),
+            quic: Vec::new(),
         }
     }
 }
 
-/// `[tls]`: certificate for the `listen.tls` listeners.
+/// `[tls]`: certificate for the `listen.tls` and `listen.quic` listeners.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawTls {

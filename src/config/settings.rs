@@ -84,6 +84,8 @@ pub struct Listen {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
+    /// TURN over QUIC (CONNECT-UDP tunnels over HTTP/3).
+    pub quic: Vec<SocketAddr>,
 }
 
 /// PEM files for the TLS listeners, as given (relative paths are relative to the working
@@ -227,7 +229,7 @@ impl Settings {
         };
         let quota = |q: Option<u32>| q.map_or("unlimited".to_string(), |n| n.to_string());
         format!(
-            "realm: {}\nworkers: {}\nlisten udp: {}\nlisten tcp: {}\nlisten tls: {}\n\
+            "realm: {}\nworkers: {}\nlisten udp: {}\nlisten tcp: {}\nlisten tls: {}\nlisten quic: {}\n\
              relay ipv4: {}\nrelay ipv6: {}\nrelay ports: {}-{}\n\
              users: {}, secrets: {}\nquota per user: {}, total: {}\n\
              peers allow: {}, deny: {}\nmetrics: {}\nsignaling: {}",
@@ -236,6 +238,7 @@ impl Settings {
             list(&self.listen.udp),
             list(&self.listen.tcp),
             list(&self.listen.tls),
+            list(&self.listen.quic),
             relay_addr(&self.relay.ipv4),
             relay_addr(&self.relay.ipv6),
             self.relay.ports.start(),

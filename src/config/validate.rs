@@ -97,20 +97,30 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
     let coalesce = std::time::Duration::from_micros(raw.server.coalesce_us);
     let fast_path_interfaces = fast_path_interfaces(ctx, &raw.server.fast_path_interfaces)?;
     let listen = listen(ctx, &raw.listen)?;
-    let tls = if listen.tls.is_empty() {
-        None
-    } else {
-        let path = |key: &str, value: &str| {
-            if value.is_empty() {
-                Err(ctx.err(key, "required because listen.tls is not empty"))
-            } else {
-                Ok(PathBuf::from(value))
-            }
-        };
-        Some(Tls {
-            certificate: path("tls.certificate", &raw.tls.certificate)?,
-            private_key: path("tls.private_key", &raw.tls.private_key)?,
-        })
+    // TLS listeners need a certificate; QUIC listeners use it when there is one and
+    // make a self-signed one otherwise (a development default, like the ephemeral
+    // secret). Half a certificate is an error either way.
+    let (cert, key) = (&raw.tls.certificate, &raw.tls.private_key);
+    let tls = match (cert.is_empty(), key.is_empty()) {
+        (false, false) => Some(Tls {
+            certificate: PathBuf::from(cert),
+            private_key: PathBuf::from(key),
+        }),
+        (true, true) if listen.tls.is_empty() => None,
+        (true, _) if !listen.tls.is_empty() => {
+            return Err(ctx.err(
+                "tls.certificate",
+                "required because listen.tls is not empty",
+            ))
+        }
+        (_, true) if !listen.tls.is_empty() => {
+            return Err(ctx.err(
+                "tls.private_key",
+                "required because listen.tls is not empty",
+            ))
+        }
+        (true, _) => return Err(ctx.err("tls.certificate", "required with tls.private_key")),
+        (_, true) => return Err(ctx.err("tls.private_key", "required with tls.certificate")),
     };
     let relay = relay(ctx, &raw.relay, workers)?;
     let limits = Limits {
@@ -314,16 +324,30 @@ fn listen(ctx: &Ctx, raw: &RawListen) -> Result<Listen, ConfigError> {
         udp: list("udp", &raw.udp)?,
         tcp: list("tcp", &raw.tcp)?,
         tls: list("tls", &raw.tls)?,
+        quic: list("quic", &raw.quic)?,
     };
+    // QUIC and UDP listeners are both UDP sockets: one address cannot serve both.
+    if let Some(i) = listen.quic.iter().position(|a| listen.udp.contains(a)) {
+        let key = format!("listen.quic[{i}]");
+        return Err(ctx.err(
+            &key,
+            "also in listen.udp; UDP and QUIC need different ports",
+        ));
+    }
     // TCP and TLS are both TCP sockets: one address cannot serve both.
     if let Some(i) = listen.tls.iter().position(|a| listen.tcp.contains(a)) {
         let key = format!("listen.tls[{i}]");
         return Err(ctx.err(&key, "also in listen.tcp; TCP and TLS need different ports"));
     }
-    if listen.udp.is_empty() && listen.tcp.is_empty() && listen.tls.is_empty() {
+    if listen.udp.is_empty()
+        && listen.tcp.is_empty()
+        && listen.tls.is_empty()
+        && listen.quic.is_empty()
+    {
         return Err(ctx.err(
             "listen.udp",
-            "no TURN listener at all (listen.udp, listen.tcp and listen.tls are all empty)",
+            "no TURN listener at all (listen.udp, listen.tcp, listen.tls and listen.quic \
+             are all empty)",
         ));
     }
     Ok(listen)

@@ -44,6 +44,10 @@ pub struct NetConfig {
     pub tls: Vec<SocketAddr>,
     /// Required iff `tls` is non-empty.
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// QUIC listen addresses (TURN in CONNECT-UDP tunnels over HTTP/3).
+    pub quic: Vec<SocketAddr>,
+    /// Required iff `quic` is non-empty.
+    pub quic_config: Option<crate::quic::config::QuicConfig>,
     /// Core configuration, cloned for every worker.
     pub server: ServerConfig,
     /// What the workers' cores share: the relay port pool and the quotas (in the relay,
@@ -71,6 +75,8 @@ impl NetConfig {
             tcp: Vec::new(),
             tls: Vec::new(),
             tls_config: None,
+            quic: Vec::new(),
+            quic_config: None,
             server,
             shared,
             busy_poll: std::time::Duration::ZERO,
@@ -157,6 +163,9 @@ where
             "TLS listen addresses need a TLS certificate and key",
         ));
     }
+    if !cfg.quic.is_empty() && cfg.quic_config.is_none() {
+        return Err(invalid("QUIC listen addresses need a QUIC configuration"));
+    }
     cfg.server.fast_path = cfg.fast_path.is_some();
     let relay_v4 = cfg.server.relay_v4.as_ref().map(|r| r.bind);
     let relay_v6 = cfg.server.relay_v6.as_ref().map(|r| r.bind);
@@ -195,6 +204,26 @@ where
                 Ok(local)
             })?;
             addrs.push((transport, bound));
+        }
+    }
+    if let Some(quic_config) = &cfg.quic_config {
+        for &addr in &cfg.quic {
+            let mut index = 0;
+            let mut first: Option<std::os::fd::RawFd> = None;
+            let bound = bind_all(addr, &mut prepared, |p, a| {
+                let sock = bind::udp_listener(a)?;
+                let local = sock.local_addr()?;
+                first.get_or_insert(std::os::fd::AsRawFd::as_raw_fd(&sock));
+                let listener = crate::quic::QuicListener::new(sock, quic_config.clone(), index)?;
+                index += 1;
+                p.io.add_quic_listener(listener)?;
+                Ok(local)
+            })?;
+            // Socket i of the reuseport group is worker i's: steer by connection ID.
+            if let Some(fd) = first {
+                crate::quic::steer::attach_steering(&fd)?;
+            }
+            addrs.push((Transport::Quic, bound));
         }
     }
     for (transport, addr) in &addrs {

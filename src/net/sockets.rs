@@ -14,6 +14,7 @@ use super::bind;
 use super::stream::{Close, ReadStatus, SendStatus, StreamConn};
 use crate::metrics::ShellStats;
 use crate::proto::{ClientId, Family, RelayKey, Transport};
+use crate::quic::QuicListener;
 
 /// A token is `kind << KIND_SHIFT | id`, so the kind of a ready socket is known without a
 /// lookup, and a relay token carries its `RelayKey` itself.
@@ -28,6 +29,7 @@ pub(crate) enum Source {
     StreamListener(usize),
     Relay(RelayKey),
     Conn(usize),
+    QuicListener(usize),
 }
 
 impl Source {
@@ -44,6 +46,7 @@ impl Source {
                 (3, family << 16 | usize::from(key.port.0))
             }
             Source::Conn(slot) => (4, slot),
+            Source::QuicListener(i) => (5, i),
         };
         Token(kind << KIND_SHIFT | (id & ID_MASK))
     }
@@ -63,6 +66,7 @@ impl Source {
                 port: crate::proto::RelayPort((id & 0xFFFF) as u16),
             }),
             4 => Source::Conn(id),
+            5 => Source::QuicListener(id),
             _ => return None,
         })
     }
@@ -87,6 +91,8 @@ pub(crate) struct Sockets {
     pub(crate) registry: Registry,
     pub(crate) udp: Vec<UdpListener>,
     pub(crate) listeners: Vec<StreamListener>,
+    /// QUIC listeners: each carries CONNECT-UDP tunnels, one client each.
+    pub(crate) quic: Vec<QuicListener>,
     pub(crate) relays: HashMap<RelayKey, UdpSocket>,
     /// Stream connections by slot (the slot is in the poll token); `free` lists empty slots.
     conns: Vec<Option<StreamConn>>,
@@ -123,6 +129,7 @@ impl Sockets {
             registry,
             udp: Vec::new(),
             listeners: Vec::new(),
+            quic: Vec::new(),
             relays: HashMap::new(),
             conns: Vec::new(),
             free: Vec::new(),
@@ -155,6 +162,14 @@ impl Sockets {
         self.registry
             .register(&mut sock, token, Interest::READABLE)?;
         self.listeners.push(StreamListener { sock, transport });
+        Ok(())
+    }
+
+    pub(crate) fn add_quic_listener(&mut self, mut listener: QuicListener) -> io::Result<()> {
+        let token = Source::QuicListener(self.quic.len()).token();
+        self.registry
+            .register(&mut listener.sock, token, Interest::READABLE)?;
+        self.quic.push(listener);
         Ok(())
     }
 
@@ -211,6 +226,18 @@ impl Sockets {
 
     /// Sends one message to a client on the transport it reached us by.
     pub(crate) fn send_to_client(&mut self, client: ClientId, msg: &[u8]) {
+        if client.transport == Transport::Quic {
+            let sent = self
+                .quic
+                .iter_mut()
+                .find(|l| l.local == client.local)
+                .is_some_and(|l| l.send(client, msg));
+            if !sent {
+                tracing::trace!(%client, "message for a closed QUIC tunnel");
+                self.stats.send_errors += 1;
+            }
+            return;
+        }
         if client.transport == Transport::Udp {
             match self.udp.iter().find(|l| l.local == client.local) {
                 Some(listener) => {
@@ -361,6 +388,7 @@ mod tests {
                 port: RelayPort(0),
             }),
             Source::Conn(123_456),
+            Source::QuicListener(2),
         ];
         for source in sources {
             assert_eq!(Source::of(source.token()), Some(source));

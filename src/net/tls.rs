@@ -34,12 +34,11 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or
-/// SEC1) into a server configuration. Client certificates are not requested: TURN
-/// authenticates users with long-term credentials inside the tunnel.
-pub fn load_server_config(
+/// SEC1).
+pub fn load_certified_key(
     cert_pem: &Path,
     key_pem: &Path,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let cert_bytes = read(cert_pem)?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_bytes.as_slice())
         .collect::<Result<_, _>>()
@@ -63,6 +62,17 @@ pub fn load_server_config(
             path: key_pem.to_owned(),
         })?;
 
+    Ok((certs, key))
+}
+
+/// The TLS listeners' server configuration from a PEM certificate chain and key. Client
+/// certificates are not requested: TURN authenticates users with long-term credentials
+/// inside the tunnel.
+pub fn load_server_config(
+    cert_pem: &Path,
+    key_pem: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (certs, key) = load_certified_key(cert_pem, key_pem)?;
     let rustls_error = |source| TlsError::Rustls {
         cert: cert_pem.to_owned(),
         key: key_pem.to_owned(),

@@ -21,6 +21,7 @@ use super::stream::{Close, ReadStatus, StreamConn};
 use crate::fastpath::{FastPath, Routes};
 use crate::metrics::{FastPathPublisher, StatsPublisher};
 use crate::proto::{ClientId, Event, RelayKey, Transport};
+use crate::quic::TunnelInput;
 
 /// Reads per socket per wake-up before moving on to other sockets (fairness: one busy
 /// client must not starve the rest of the worker).
@@ -152,6 +153,12 @@ impl<C: Core> Worker<C> {
                     Some(t) => t.min(next_publish),
                     None => next_publish,
                 };
+                let deadline = self
+                    .io
+                    .quic
+                    .iter_mut()
+                    .filter_map(|l| l.poll_timeout())
+                    .fold(deadline, Instant::min);
                 Some(deadline.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
@@ -182,6 +189,9 @@ impl<C: Core> Worker<C> {
                 self.core.handle_timeout(now);
                 self.drain(now);
             }
+            if !self.io.quic.is_empty() {
+                self.service_quic(now);
+            }
             if now >= next_publish {
                 self.publish();
                 next_publish = now + PUBLISH_INTERVAL;
@@ -207,6 +217,48 @@ impl<C: Core> Worker<C> {
             Some(Source::StreamListener(i)) => self.accept(i),
             Some(Source::Relay(key)) => self.read_relay(now, token, key),
             Some(Source::Conn(slot)) => self.conn_ready(now, token, slot),
+            Some(Source::QuicListener(i)) => self.read_quic(now, token, i),
+        }
+    }
+
+    /// QUIC packets on a QUIC listener: the listener runs QUIC and HTTP/3 and hands
+    /// over whole TURN messages per tunnel, which go to the core like any client's.
+    fn read_quic(&mut self, now: Instant, token: Token, i: usize) {
+        let Some(listener) = self.io.quic.get_mut(i) else {
+            return;
+        };
+        if listener.read(now) {
+            self.again.push(token);
+        }
+        self.handle_tunnel_inputs(now, i);
+    }
+
+    /// Hands a QUIC listener's tunnel messages and closed tunnels to the core.
+    fn handle_tunnel_inputs(&mut self, now: Instant, i: usize) {
+        while let Some(input) = self.io.quic.get_mut(i).and_then(|l| l.poll_input()) {
+            match input {
+                TunnelInput::Message { client, bytes } => {
+                    self.wake_datagrams += 1;
+                    if let Some(fwd) = self.core.handle_client_input(now, client, &bytes) {
+                        let sent = send_on_relay(&self.io.relays, fwd.relay, fwd.peer, fwd.payload);
+                        count_send(&mut self.io.stats, sent);
+                    }
+                }
+                TunnelInput::Closed(client) => self.core.handle_client_closed(now, client),
+            }
+            self.drain(now);
+        }
+    }
+
+    /// Fires due QUIC timers, then sends what every QUIC connection has to send.
+    fn service_quic(&mut self, now: Instant) {
+        for i in 0..self.io.quic.len() {
+            let due = self.io.quic[i].poll_timeout().is_some_and(|t| t <= now);
+            if due {
+                self.io.quic[i].handle_timeout(now);
+                self.handle_tunnel_inputs(now, i);
+            }
+            self.io.quic[i].flush(now);
         }
     }
 
@@ -413,7 +465,7 @@ impl<C: Core> Worker<C> {
                 })?;
                 Some(rustls::ServerConnection::new(config).map_err(io::Error::other)?)
             }
-            Transport::Tcp | Transport::Udp => None,
+            Transport::Tcp | Transport::Udp | Transport::Quic => None,
         };
         let client = ClientId {
             transport,

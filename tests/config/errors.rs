@@ -108,6 +108,10 @@ fn each_validation_error_names_its_key_and_line() {
             "tls.private_key",
         ),
         ("[listen]\ntls = [\"0.0.0.0:3478\"]", "listen.tls[0]"),
+        ("[listen]\nquic = [\"0.0.0.0:3478\"]", "listen.quic[0]"),
+        ("[listen]\nquic = [\"0.0.0.0:0\"]", "listen.quic[0]"),
+        ("[tls]\ncertificate = \"c.pem\"", "tls.private_key"),
+        ("[tls]\nprivate_key = \"k.pem\"", "tls.certificate"),
         ("[relay]\nbind_ipv4 = \"::1\"", "relay.bind_ipv4"),
         ("[relay]\nbind_ipv6 = \"1.2.3.4\"", "relay.bind_ipv6"),
         (

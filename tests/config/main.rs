@@ -54,6 +54,7 @@ fast_path_interfaces = ["eth0", "eth1"]
 udp = ["192.0.2.1:3478"]
 tcp = ["192.0.2.1:3479"]
 tls = ["[2001:db8::1]:5349"]
+quic = ["127.0.0.1:4433"]
 [tls]
 certificate = "/etc/tls/cert.pem"
 private_key = "/etc/tls/key.pem"

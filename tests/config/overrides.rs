@@ -13,6 +13,8 @@ fn overrides_replace_scalars_and_whole_lists() {
     let file = ConfigFile::parse(origin(), EVERY_KEY).unwrap();
     let overrides = Overrides {
         listen: strings(&["127.0.0.1:3478", "udp://[::1]:3478"]),
+        tls_cert: None,
+        tls_key: None,
         realm: Some("override.example".into()),
         users: strings(&["carol:pw"]),
         secrets: strings(&["fresh"]),
@@ -74,6 +76,40 @@ fn listen_prefixes_pick_a_transport_and_external_ip_picks_a_family() {
 }
 
 #[test]
+fn quic_listeners_and_certificates_come_from_flags() {
+    let file = ConfigFile::embedded().unwrap();
+    let s = file
+        .validate_with(&Overrides {
+            listen: strings(&["quic://127.0.0.1:4433"]),
+            ..Overrides::default()
+        })
+        .unwrap();
+    // QUIC alone: no UDP or TCP listener, and no certificate needed (self-signed).
+    assert_eq!(s.listen.quic, vec![sa("127.0.0.1:4433")]);
+    assert!(s.listen.udp.is_empty() && s.listen.tcp.is_empty());
+    assert_eq!(s.tls, None);
+    let s = file
+        .validate_with(&Overrides {
+            listen: strings(&["127.0.0.1:3478", "quic://127.0.0.1:443"]),
+            tls_cert: Some("/etc/turnpike/cert.pem".into()),
+            tls_key: Some("/etc/turnpike/key.pem".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+    assert_eq!(s.listen.udp, vec![sa("127.0.0.1:3478")]);
+    assert_eq!(s.listen.quic, vec![sa("127.0.0.1:443")]);
+    let tls = s.tls.expect("a certificate");
+    assert_eq!(
+        tls.certificate,
+        std::path::PathBuf::from("/etc/turnpike/cert.pem")
+    );
+    assert_eq!(
+        tls.private_key,
+        std::path::PathBuf::from("/etc/turnpike/key.pem")
+    );
+}
+
+#[test]
 fn override_errors_name_the_flag() {
     let file = ConfigFile::embedded().unwrap();
     let check = |o: Overrides, flag: &str| {
@@ -95,7 +131,7 @@ fn override_errors_name_the_flag() {
     );
     check(
         Overrides {
-            listen: strings(&["quic://0.0.0.0:443"]),
+            listen: strings(&["sctp://0.0.0.0:443"]),
             ..o()
         },
         "--listen",

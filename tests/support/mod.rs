@@ -108,8 +108,8 @@ impl Default for TurnpikeConfig {
     }
 }
 
-/// A `turnpike serve` child process on loopback with UDP+TCP on one port, TLS on another
-/// and the metrics endpoint on a third. Killed (and reaped) on drop.
+/// A `turnpike serve` child process on loopback with UDP+TCP on one port, TLS on another,
+/// QUIC on a third and the metrics endpoint on a fourth. Killed (and reaped) on drop.
 pub struct TurnpikeProcess {
     child: Child,
     /// Holds the config file and the certificate; removed on drop.
@@ -118,6 +118,8 @@ pub struct TurnpikeProcess {
     pub port: u16,
     /// TLS listener port.
     pub tls_port: u16,
+    /// QUIC listener port (UDP; TURN in CONNECT-UDP tunnels, same certificate as TLS).
+    pub quic_port: u16,
     pub metrics_addr: SocketAddr,
     /// Relay port range (inclusive).
     pub relay_ports: (u16, u16),
@@ -146,6 +148,7 @@ impl TurnpikeProcess {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let port = free_port(ip, true);
         let tls_port = free_port(ip, true);
+        let quic_port = free_port(ip, false);
         let metrics_port = free_port(ip, true);
         let relay_ports = relay_range();
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
@@ -157,6 +160,7 @@ workers = {workers}
 udp = ["127.0.0.1:{port}"]
 tcp = ["127.0.0.1:{port}"]
 tls = ["127.0.0.1:{tls_port}"]
+quic = ["127.0.0.1:{quic_port}"]
 [tls]
 certificate = {cert:?}
 private_key = {key:?}
@@ -224,6 +228,7 @@ level = "info"
             dir,
             port,
             tls_port,
+            quic_port,
             metrics_addr: SocketAddr::new(ip, metrics_port),
             relay_ports,
             log,

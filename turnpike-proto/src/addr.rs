@@ -2,7 +2,7 @@
 //! address can never be passed where a peer's is expected.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// How a client reaches the relay. The relayed (peer) side is always UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -13,21 +13,26 @@ pub enum Transport {
     Tcp,
     /// TLS over TCP (RFC 8656 §3.1, "turns:"): framed as TCP inside the TLS stream.
     Tls,
+    /// A CONNECT-UDP tunnel over HTTP/3 (RFC 9298): one STUN or ChannelData message per
+    /// HTTP datagram, so framed as UDP; the client is the tunnel, not a 4-tuple (see
+    /// [`ClientId::quic_tunnel`]).
+    Quic,
 }
 
 impl Transport {
     /// Stream transports frame STUN and ChannelData back to back and pad
     /// ChannelData to a multiple of four bytes (RFC 8656 §12.5).
     pub fn is_stream(self) -> bool {
-        !matches!(self, Transport::Udp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 
-    /// Lower-case name for logs and metric labels (`"udp"`, `"tcp"`, `"tls"`).
+    /// Lower-case name for logs and metric labels (`"udp"`, `"tcp"`, `"tls"`, `"quic"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Quic => "quic",
         }
     }
 }
@@ -41,6 +46,24 @@ pub struct ClientId {
     pub remote: SocketAddr,
     /// Our listening address the client reached.
     pub local: SocketAddr,
+}
+
+impl ClientId {
+    /// The client behind CONNECT-UDP tunnel number `tunnel` of the QUIC listener at
+    /// `local`. A tunnel is one request stream of one QUIC connection, whatever address
+    /// the connection's packets come from: path migration (RFC 9000 §9) changes that
+    /// address, and the allocation must not notice. So the identity is the tunnel, in
+    /// `remote` as an address of the discard-only prefix 100::/64 (RFC 6666) that no
+    /// real client has, with the tunnel number in its low 64 bits. It is also what the
+    /// client is told as its XOR-MAPPED-ADDRESS: a tunnel has no reflexive address.
+    pub fn quic_tunnel(local: SocketAddr, tunnel: u64) -> ClientId {
+        let ip = Ipv6Addr::from((0x0100u128 << 112) | u128::from(tunnel));
+        ClientId {
+            transport: Transport::Quic,
+            remote: SocketAddr::new(IpAddr::V6(ip), 0),
+            local,
+        }
+    }
 }
 
 impl fmt::Display for ClientId {

@@ -143,6 +143,7 @@ impl Authenticator {
             Transport::Udp => 0,
             Transport::Tcp => 1,
             Transport::Tls => 2,
+            Transport::Quic => 3,
         }]);
         for addr in [client.remote, client.local] {
             match addr.ip() {

@@ -1,0 +1,199 @@
+//! TURN over QUIC against a QUIC and HTTP/3 stack nobody here wrote: aioquic (PyPI)
+//! drives a CONNECT-UDP tunnel (RFC 9298) to `turnpike serve` and speaks TURN inside it
+//! (`tests/quic/turn_client.py`). The relay runs two workers, so a migrated
+//! connection's packets only reach the worker that owns it if steering by connection
+//! ID works.
+//!
+//! aioquic must be installed (`pip install aioquic`; CI does it): without it the tests
+//! fail with that command instead of skipping.
+
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{run_bounded, TurnpikeConfig, TurnpikeProcess};
+
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/quic/turn_client.py");
+/// Bound on one client run; a healthy one takes a few seconds.
+const CLIENT_LIMIT: Duration = Duration::from_secs(60);
+
+fn require_aioquic() {
+    let out = Command::new("python3")
+        .args(["-c", "import aioquic"])
+        .output();
+    assert!(
+        matches!(&out, Ok(o) if o.status.success()),
+        "aioquic is missing ({out:?}); install it: pip install aioquic"
+    );
+}
+
+fn server() -> TurnpikeProcess {
+    require_aioquic();
+    TurnpikeProcess::start(TurnpikeConfig::default())
+}
+
+fn quic_addr(server: &TurnpikeProcess) -> String {
+    format!("127.0.0.1:{}", server.quic_port)
+}
+
+fn allocations(server: &TurnpikeProcess) -> f64 {
+    server.metrics().sum("turnpike_allocations", &[])
+}
+
+/// The whole life of a tunnel: allocate with REST credentials, permission, Send/Data,
+/// ChannelBind, ChannelData both ways; then the client's packets leave from a new
+/// socket on another address (QUIC path migration) and the same allocation keeps
+/// relaying; closing the tunnel frees the allocation at once.
+#[test]
+fn aioquic_relays_through_a_tunnel_that_survives_migration() {
+    let server = server();
+    // Garbage on the QUIC port first: dropped, and nothing breaks for the next client.
+    let garbage = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for len in [1usize, 7, 40, 1200, 1500] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
+        garbage.send_to(&bytes, quic_addr(&server)).unwrap();
+    }
+
+    let mut client = Command::new("python3")
+        .arg(CLIENT)
+        .args([
+            "relay",
+            "--server",
+            &quic_addr(&server),
+            "--secret",
+            "rest-secret",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The client prints its observations, then holds the tunnel open until told.
+    let stdout = client.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = line_tx.send(line);
+    });
+    let line = line_rx.recv_timeout(CLIENT_LIMIT).unwrap_or_else(|_| {
+        let _ = client.kill();
+        panic!(
+            "the aioquic client printed nothing in time; relay log:\n{}",
+            server.log()
+        )
+    });
+    let seen: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+        panic!(
+            "client output {line:?} is not JSON ({e}); relay log:\n{}",
+            server.log()
+        )
+    });
+
+    assert_eq!(seen["status"], "200", "{seen}");
+    // Class 2 is a success response (RFC 8489 §5).
+    for step in ["allocate", "permission", "channel_bind", "refresh_after"] {
+        assert_eq!(seen[step], 2, "{step}: {seen}");
+    }
+    let all_true = |key: &str| {
+        seen[key]
+            .as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|v| v == true))
+    };
+    assert!(all_true("send_data"), "Send/Data echo: {seen}");
+    assert!(all_true("channel_before"), "ChannelData echo: {seen}");
+    assert!(
+        all_true("channel_after"),
+        "ChannelData echo after migration: {seen}"
+    );
+    assert!(
+        seen["client_address_after"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.2:")),
+        "the client moved to 127.0.0.2: {seen}"
+    );
+    // The peer saw one relayed address, the allocated one, before and after.
+    let relayed = format!(
+        "{}:{}",
+        seen["relayed"][0].as_str().unwrap(),
+        seen["relayed"][1]
+    );
+    assert_eq!(seen["peer_sources_before"], serde_json::json!([relayed]));
+    assert_eq!(seen["peer_sources_after"], serde_json::json!([relayed]));
+
+    // One allocation, made once: the migration made no new one.
+    let metrics = server.wait_for_metrics("the tunnel's allocation", |m| {
+        m.sum("turnpike_allocations", &[]) == 1.0
+    });
+    assert_eq!(metrics.sum("turnpike_allocations_created_total", &[]), 1.0);
+    assert_eq!(metrics.requests("allocate", "success"), 1.0);
+
+    // Closing the tunnel's stream frees the allocation at once: the gauge, published
+    // once a second by each worker, shows it within that second and a little.
+    let closed_at = Instant::now();
+    client.stdin.take().unwrap().write_all(b"close\n").unwrap();
+    while allocations(&server) != 0.0 {
+        assert!(
+            closed_at.elapsed() < Duration::from_millis(1500),
+            "allocation not freed after the tunnel closed; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = client.wait().unwrap();
+    assert!(status.success(), "client exit status {status}");
+}
+
+/// A relay is not a UDP proxy: CONNECT-UDP to anything but its own TURN listeners is
+/// 403 with Proxy-Status; other paths, methods and protocols get their 4xx/5xx; a
+/// datagram for a stream that is no tunnel is dropped; the connection survives it all.
+#[test]
+fn requests_that_are_not_a_tunnel_to_this_relay_are_refused() {
+    let server = server();
+    let out = run_bounded(
+        Command::new("python3")
+            .arg(CLIENT)
+            .args(["refuse", "--server", &quic_addr(&server)]),
+        CLIENT_LIMIT,
+    );
+    assert!(
+        out.success(),
+        "{}\nrelay log:\n{}",
+        out.combined(),
+        server.log()
+    );
+    let seen: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    for case in [
+        "other_peer",
+        "private_target",
+        "loopback_other_port",
+        "name_target",
+    ] {
+        assert_eq!(seen[case][":status"], "403", "{case}: {seen}");
+        assert!(
+            seen[case]["proxy-status"]
+                .as_str()
+                .is_some_and(|v| v.contains("error=destination_ip_prohibited")),
+            "{case}: {seen}"
+        );
+    }
+    assert_eq!(seen["bad_path"][":status"], "404", "{seen}");
+    assert_eq!(seen["get"], "405", "{seen}");
+    assert_eq!(seen["post"], "405", "{seen}");
+    assert_eq!(seen["websocket"], "501", "{seen}");
+    assert_eq!(seen["good_after"], "200", "{seen}");
+    assert_eq!(seen["terminated"], false, "{seen}");
+    // Nothing was allocated by any of it.
+    assert_eq!(
+        server
+            .settled_metrics()
+            .sum("turnpike_allocations_created_total", &[]),
+        0.0
+    );
+}
