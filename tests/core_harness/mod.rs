@@ -82,7 +82,8 @@ pub fn base_config(t0: Instant) -> ServerConfig {
     }
 }
 
-/// A client → peer datagram the core asked the shell to send, owned.
+/// A client → peer datagram the core asked the shell to send, owned: `payload` is the
+/// client's packet in the forward's range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded {
     pub relay: RelayKey,
@@ -225,7 +226,7 @@ impl Net {
             .map(|f| Forwarded {
                 relay: f.relay,
                 peer: f.peer,
-                payload: f.payload.to_vec(),
+                payload: bytes[f.range].to_vec(),
             });
         self.step();
         forwarded
