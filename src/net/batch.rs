@@ -10,6 +10,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
@@ -68,24 +69,29 @@ impl RecvBatch {
             .unwrap_or_default()
     }
 
-    /// The received bytes of datagram `i` (possibly several GRO segments of `stride`).
-    pub(crate) fn datagram(&self, i: usize) -> &[u8] {
-        let len = self.meta.get(i).map_or(0, |m| m.len);
-        self.slot(i)
-            .get(PEER_HEADROOM..PEER_HEADROOM + len)
-            .unwrap_or_default()
+    /// Where the datagrams received in slot `i` lie in it. With GRO the kernel may have
+    /// coalesced several datagrams of one sender into one receive, `stride` bytes apart
+    /// (the last may be shorter); each is one range. An empty receive yields none.
+    pub(crate) fn segments(&self, i: usize) -> impl Iterator<Item = Range<usize>> {
+        let (len, stride) = self
+            .meta
+            .get(i)
+            .map_or((0, 1), |m| (m.len, m.stride.max(1)));
+        let end = PEER_HEADROOM + len;
+        (PEER_HEADROOM..end)
+            .step_by(stride)
+            .map(move |at| at..end.min(at + stride))
     }
 }
 
-/// Where a relay-bound or client-bound datagram lies: `slot[range]` of the batch.
+/// A peer-bound or client-bound datagram whose bytes lie in the batch: `slot(slot)[range]`.
 #[derive(Debug, Clone)]
 pub(crate) struct Pending<K> {
     /// Whom it goes to, via which socket (compared to form GSO runs).
     pub(crate) key: K,
     pub(crate) dst: SocketAddr,
     pub(crate) slot: usize,
-    pub(crate) start: usize,
-    pub(crate) len: usize,
+    pub(crate) range: Range<usize>,
 }
 
 /// Send the `pending` datagrams, whose bytes live in `batch`, grouping consecutive
@@ -100,17 +106,18 @@ pub(crate) fn for_each_run<K: PartialEq + Copy>(
 ) {
     let mut i = 0;
     while let Some(first) = pending.get(i) {
-        let size = first.len;
+        let size = first.range.len();
         let mut end = i + 1;
         if gso && size > 0 {
             while let Some(next) = pending.get(end) {
                 let same_flow = next.key == first.key && next.dst == first.dst;
+                let len = next.range.len();
                 // A shorter datagram may close a run; a longer one cannot join it.
-                if !same_flow || next.len > size || end - i >= MAX_GSO_SEGMENTS {
+                if !same_flow || len > size || end - i >= MAX_GSO_SEGMENTS {
                     break;
                 }
                 end += 1;
-                if next.len < size {
+                if len < size {
                     break;
                 }
             }
@@ -119,10 +126,7 @@ pub(crate) fn for_each_run<K: PartialEq + Copy>(
         let mut total = 0usize;
         let mut count = 0;
         for p in pending.get(i..end).unwrap_or_default() {
-            let bytes = batch
-                .slot(p.slot)
-                .get(p.start..p.start + p.len)
-                .unwrap_or_default();
+            let bytes = batch.slot(p.slot).get(p.range.clone()).unwrap_or_default();
             // GSO runs are capped at 64 KiB of payload too.
             if count > 0 && total + bytes.len() > MAX_DATAGRAM {
                 end = i + count;
@@ -257,8 +261,7 @@ mod tests {
             key,
             dst,
             slot: 0,
-            start: PEER_HEADROOM,
-            len,
+            range: PEER_HEADROOM..PEER_HEADROOM + len,
         };
         let pending = [
             p(1, a, 100),

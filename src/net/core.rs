@@ -12,12 +12,12 @@ use crate::proto::{
 
 /// Mirrors [`Server`]'s `handle_*` / `poll_*` API one to one; see there for semantics.
 pub(crate) trait Core {
-    fn handle_client_input<'a>(
+    fn handle_client_input(
         &mut self,
         now: Instant,
         client: ClientId,
-        packet: &'a [u8],
-    ) -> Option<Forward<'a>>;
+        packet: &[u8],
+    ) -> Option<Forward>;
     fn handle_peer_input(
         &mut self,
         now: Instant,
@@ -40,12 +40,12 @@ pub(crate) trait Core {
 }
 
 impl Core for Server {
-    fn handle_client_input<'a>(
+    fn handle_client_input(
         &mut self,
         now: Instant,
         client: ClientId,
-        packet: &'a [u8],
-    ) -> Option<Forward<'a>> {
+        packet: &[u8],
+    ) -> Option<Forward> {
         Server::handle_client_input(self, now, client, packet)
     }
     fn handle_peer_input(

@@ -71,18 +71,19 @@ impl Scripted {
 }
 
 impl Core for Scripted {
-    fn handle_client_input<'a>(
+    fn handle_client_input(
         &mut self,
         _now: Instant,
         client: ClientId,
-        packet: &'a [u8],
-    ) -> Option<Forward<'a>> {
+        packet: &[u8],
+    ) -> Option<Forward> {
         // ChannelData: the length field excludes padding (RFC 8656 §12.4).
-        let msg = match packet {
+        let (at, msg) = match packet {
             [0x40, _, hi, lo, ..] => {
-                packet.get(4..4 + usize::from(u16::from_be_bytes([*hi, *lo])))?
+                let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+                (4, packet.get(4..4 + len)?)
             }
-            _ => packet,
+            _ => (0, packet),
         };
         if msg == b"open" {
             self.client = Some(client);
@@ -91,10 +92,11 @@ impl Core for Scripted {
         }
         let rest = msg.strip_prefix(b"fwd")?;
         let port = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+        // The data follows "fwd" and the port.
         Some(Forward {
             relay: self.relay?,
             peer: SocketAddr::new(LOOPBACK, port),
-            payload: rest.get(2..)?,
+            range: at + 5..at + msg.len(),
         })
     }
 

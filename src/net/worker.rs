@@ -1,6 +1,7 @@
 //! One worker thread: a `mio::Poll` loop that owns its sockets and its own core (the
-//! relay's `Server`, behind [`Core`]; DESIGN.md §3). Everything here is `&mut self`; the
-//! only things shared with other threads are the stop flag and the waker.
+//! relay's `Server`, behind [`Core`]; see "Threads and what they share" in
+//! ARCHITECTURE.md). Everything here is `&mut self`; the only things shared with other
+//! threads are the stop flag and the waker.
 //!
 //! The core decides all protocol behaviour. The worker only moves bytes: after each
 //! `handle_*` call it drains `poll_event` (open/close relay sockets) and `poll_transmit`
@@ -33,14 +34,29 @@ const READY_CAPACITY: usize = 1024;
 /// How often the worker's counters are published to the metrics registry.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A UDP socket the worker reads in batches. The two kinds differ only in the socket,
+/// in how a received datagram is handed to the core, and in where the forwards go.
+#[derive(Debug, Clone, Copy)]
+enum UdpSource {
+    /// Client-facing listener `i`, with GRO: one receive may hold several datagrams
+    /// of one client. Forwards go to peers, out of relay sockets.
+    Listener(usize),
+    /// A relay socket, without GRO: one receive is one peer datagram, with headroom in
+    /// its slot for the core to frame it. Forwards go to the allocations' clients.
+    Relay(RelayKey),
+}
+
 pub(crate) struct Worker<C> {
     pub(crate) index: usize,
     pub(crate) poll: Poll,
     pub(crate) core: C,
     pub(crate) io: Sockets,
-    /// The worker's receive slots, allocated once (taken out while a batch is being
-    /// handled, so the core and the sockets can be borrowed alongside it).
-    batch: Option<Box<RecvBatch>>,
+    /// The worker's receive slots, allocated once. A field of their own, borrowed apart
+    /// from `core` and `io`: a datagram goes to the core straight from its slot, and
+    /// forwards are sent from the slots through `io`. The core's decisions are ranges
+    /// of its input, not borrows of it, so `drain` (all of `self`) may run between two
+    /// datagrams of a batch.
+    batch: Box<RecvBatch>,
     /// Forwards decided during one batch, sent as GSO runs after it. Allocated once;
     /// they only grow during warm-up.
     to_peer: Vec<Pending<RelayKey>>,
@@ -77,7 +93,7 @@ impl<C: Core> Worker<C> {
             poll,
             core,
             io,
-            batch: Some(Box::new(RecvBatch::new())),
+            batch: Box::new(RecvBatch::new()),
             // Sized for the worst case up front, so no packet ever grows them: GRO may
             // coalesce up to 64 datagrams into each of a batch's slots; relay sockets
             // have no GRO.
@@ -169,7 +185,11 @@ impl<C: Core> Worker<C> {
                     break;
                 }
             }
-            // One clock read per wake-up (DESIGN.md §3).
+            // One clock read serves everything this wake-up handles: every datagram,
+            // message and timer below sees this `now`, none reads the clock itself.
+            // Before the next poll the clock is read again, since handling takes time:
+            // for the poll timeout when the worker may block, and for the busy-poll
+            // window when that is on.
             let now = Instant::now();
             woke_to_traffic = !events.is_empty();
             if woke_to_traffic {
@@ -213,9 +233,9 @@ impl<C: Core> Worker<C> {
     fn dispatch(&mut self, now: Instant, token: Token) {
         match Source::of(token) {
             Some(Source::Waker) | None => {}
-            Some(Source::UdpListener(i)) => self.read_udp_listener(now, token, i),
+            Some(Source::UdpListener(i)) => self.read_udp(now, token, UdpSource::Listener(i)),
             Some(Source::StreamListener(i)) => self.accept(i),
-            Some(Source::Relay(key)) => self.read_relay(now, token, key),
+            Some(Source::Relay(key)) => self.read_udp(now, token, UdpSource::Relay(key)),
             Some(Source::Conn(slot)) => self.conn_ready(now, token, slot),
             Some(Source::QuicListener(i)) => self.read_quic(now, token, i),
         }
@@ -262,77 +282,38 @@ impl<C: Core> Worker<C> {
         }
     }
 
-    /// Client datagrams on a UDP listener, a batch per syscall. Forwards to peers are
-    /// collected for the whole batch and sent as GSO runs afterwards; STUN answers go
-    /// out as they are made.
-    fn read_udp_listener(&mut self, now: Instant, token: Token, i: usize) {
-        let Some(mut batch) = self.batch.take() else {
-            return;
-        };
+    /// Datagrams on a UDP socket, a batch per syscall. Each is handed to the core as it
+    /// comes, and what the core queued is carried out at once (STUN answers, relay
+    /// sockets to open); the forwards of the whole batch are sent as GSO runs after it
+    /// (one video frame to one peer or client: one send).
+    fn read_udp(&mut self, now: Instant, token: Token, from: UdpSource) {
         for _ in 0..READ_BUDGET / BATCH {
-            let Some(listener) = self.io.udp.get(i) else {
-                break;
-            };
-            let local = listener.local;
-            let n = match batch.recv(&listener.state, &listener.sock) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.batch = Some(batch);
-                    return;
+            let batch = &mut self.batch;
+            let received = match from {
+                UdpSource::Listener(i) => {
+                    let listener = self.io.udp.get(i);
+                    listener.map(|l| batch.recv(&l.state, &l.sock))
                 }
-                Err(e) => {
+                UdpSource::Relay(key) => {
+                    let sock = self.io.relays.get(&key);
+                    sock.map(|sock| batch.recv(&self.io.relay_state, sock))
+                }
+            };
+            let n = match received {
+                // The socket is gone: a relay socket closed while its event was pending.
+                None => return,
+                Some(Ok(n)) => n,
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Some(Err(e)) => {
                     // E.g. an ICMP error surfacing; the next datagram is unaffected.
-                    tracing::trace!("udp listener recv: {e}");
+                    tracing::trace!(?from, "udp recv: {e}");
                     self.io.stats.recv_errors += 1;
                     continue;
                 }
             };
-            self.to_peer.clear();
-            for d in 0..n {
-                let meta = batch.meta[d];
-                let client = ClientId {
-                    transport: Transport::Udp,
-                    remote: meta.addr,
-                    local,
-                };
-                let data = batch.datagram(d);
-                let base = data.as_ptr() as usize - batch.slot(d).as_ptr() as usize;
-                // GRO may have coalesced several datagrams of one client: `stride` apart.
-                let stride = meta.stride.max(1);
-                for (k, packet) in data.chunks(stride).enumerate() {
-                    self.wake_datagrams += 1;
-                    if let Some(fwd) = self.core.handle_client_input(now, client, packet) {
-                        let start = fwd.payload.as_ptr() as usize - packet.as_ptr() as usize
-                            + base
-                            + k * stride;
-                        self.to_peer.push(Pending {
-                            key: fwd.relay,
-                            dst: fwd.peer,
-                            slot: d,
-                            start,
-                            len: fwd.payload.len(),
-                        });
-                    }
-                    self.drain(now);
-                }
-            }
-            let (relays, stats) = (&self.io.relays, &mut self.io.stats);
-            // Set when the kernel refuses GSO: the worker stops trying (see send_run).
-            let mut gso_failed = false;
-            for_each_run(
-                &self.to_peer,
-                &batch,
-                self.io.gso,
-                |relay, peer, iovs, segment| {
-                    let sent = match relays.get(&relay) {
-                        Some(sock) => send_run(sock, peer, iovs, segment, &mut gso_failed),
-                        None => Err(io::Error::from(io::ErrorKind::NotFound)),
-                    };
-                    count_run(stats, segment, iovs.len(), sent);
-                },
-            );
-            if gso_failed {
-                self.io.gso = false;
+            match from {
+                UdpSource::Listener(i) => self.handle_client_batch(now, i, n),
+                UdpSource::Relay(key) => self.handle_peer_batch(now, key, n),
             }
             if n < BATCH {
                 // recvmmsg on a non-blocking socket stops at the first empty read, so a
@@ -341,61 +322,91 @@ impl<C: Core> Worker<C> {
                 // datagram), so no read that ends in EAGAIN is needed: at low rates that
                 // saves two of five syscalls per wake-up (that read, and a zero-timeout
                 // poll for the requeued token).
-                self.batch = Some(batch);
                 return;
             }
         }
-        self.batch = Some(batch);
         self.again.push(token);
     }
 
-    /// Peer datagrams on a relay socket, a batch per syscall, each framed for its
-    /// client in place, then sent as GSO runs (one video frame to one client: one send).
-    fn read_relay(&mut self, now: Instant, token: Token, key: RelayKey) {
-        let Some(mut batch) = self.batch.take() else {
+    /// The `n` receives of a batch from client-facing listener `listener`: each client
+    /// datagram to the core, then its forwards to peers, out of the relay sockets.
+    fn handle_client_batch(&mut self, now: Instant, listener: usize, n: usize) {
+        let Some(local) = self.io.udp.get(listener).map(|l| l.local) else {
             return;
         };
-        for _ in 0..READ_BUDGET / BATCH {
-            let Some(sock) = self.io.relays.get(&key) else {
-                // Closed while its event was pending.
-                self.batch = Some(batch);
-                return;
+        self.to_peer.clear();
+        for d in 0..n {
+            let client = ClientId {
+                transport: Transport::Udp,
+                remote: self.batch.meta[d].addr,
+                local,
             };
-            let n = match batch.recv(&self.io.relay_state, sock) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.batch = Some(batch);
-                    return;
-                }
-                Err(e) => {
-                    tracing::trace!(?key, "relay recv: {e}");
-                    self.io.stats.recv_errors += 1;
-                    continue;
-                }
-            };
-            self.to_client.clear();
-            self.wake_datagrams += n as u64;
-            for d in 0..n {
-                let meta = batch.meta[d];
-                let slot = batch.slot_mut(d);
-                if let Some(out) = self
-                    .core
-                    .handle_peer_input(now, key, meta.addr, slot, meta.len)
-                {
-                    self.to_client.push(Pending {
-                        key: out.client,
-                        dst: out.client.remote,
+            // GRO may have coalesced several datagrams of one client into the slot.
+            for segment in self.batch.segments(d) {
+                self.wake_datagrams += 1;
+                let packet = self.batch.slot(d).get(segment.clone()).unwrap_or_default();
+                if let Some(fwd) = self.core.handle_client_input(now, client, packet) {
+                    // `fwd.range` is within the packet, which starts at `segment.start`.
+                    let at = segment.start;
+                    self.to_peer.push(Pending {
+                        key: fwd.relay,
+                        dst: fwd.peer,
                         slot: d,
-                        start: out.range.start,
-                        len: out.range.len(),
+                        range: at + fwd.range.start..at + fwd.range.end,
                     });
                 }
                 self.drain(now);
             }
-            let (io, to_client) = (&mut self.io, &self.to_client);
-            let gso = io.gso;
-            let mut gso_failed = false;
-            for_each_run(to_client, &batch, gso, |client, dst, iovs, segment| {
+        }
+        let (relays, stats) = (&self.io.relays, &mut self.io.stats);
+        // Set when the kernel refuses GSO: the worker stops trying (see send_run).
+        let mut gso_failed = false;
+        for_each_run(
+            &self.to_peer,
+            &self.batch,
+            self.io.gso,
+            |relay, peer, iovs, segment| {
+                let sent = match relays.get(&relay) {
+                    Some(sock) => send_run(sock, peer, iovs, segment, &mut gso_failed),
+                    None => Err(io::Error::from(io::ErrorKind::NotFound)),
+                };
+                count_run(stats, segment, iovs.len(), sent);
+            },
+        );
+        if gso_failed {
+            self.io.gso = false;
+        }
+    }
+
+    /// The `n` datagrams of a batch from relay socket `key`: each peer datagram to the
+    /// core, which frames it for its client in place (in the slot's headroom), then the
+    /// framed messages to their clients.
+    fn handle_peer_batch(&mut self, now: Instant, key: RelayKey, n: usize) {
+        self.to_client.clear();
+        for d in 0..n {
+            self.wake_datagrams += 1;
+            let meta = self.batch.meta[d];
+            let slot = self.batch.slot_mut(d);
+            if let Some(out) = self
+                .core
+                .handle_peer_input(now, key, meta.addr, slot, meta.len)
+            {
+                self.to_client.push(Pending {
+                    key: out.client,
+                    dst: out.client.remote,
+                    slot: d,
+                    range: out.range,
+                });
+            }
+            self.drain(now);
+        }
+        let io = &mut self.io;
+        let mut gso_failed = false;
+        for_each_run(
+            &self.to_client,
+            &self.batch,
+            io.gso,
+            |client, dst, iovs, segment| {
                 if client.transport == Transport::Udp {
                     let sent = match io.udp.iter().find(|l| l.local == client.local) {
                         Some(l) => send_run(&l.sock, dst, iovs, segment, &mut gso_failed),
@@ -409,18 +420,11 @@ impl<C: Core> Worker<C> {
                         io.send_to_client(client, iov);
                     }
                 }
-            });
-            if gso_failed {
-                self.io.gso = false;
-            }
-            if n < BATCH {
-                // Drained (see read_udp_listener).
-                self.batch = Some(batch);
-                return;
-            }
+            },
+        );
+        if gso_failed {
+            self.io.gso = false;
         }
-        self.batch = Some(batch);
-        self.again.push(token);
     }
 
     /// Accepts every pending connection on a TCP or TLS listener.
@@ -509,12 +513,11 @@ impl<C: Core> Worker<C> {
                 return Ok(());
             };
             let client = conn.client;
-            if let Some(fwd) = self
-                .core
-                .handle_client_input(now, client, conn.input(range))
-            {
+            let message = conn.input(range);
+            if let Some(fwd) = self.core.handle_client_input(now, client, message) {
                 // Split borrows: the message lives in `conns`, the relay socket in `relays`.
-                let sent = send_on_relay(&self.io.relays, fwd.relay, fwd.peer, fwd.payload);
+                let payload = message.get(fwd.range).unwrap_or_default();
+                let sent = send_on_relay(&self.io.relays, fwd.relay, fwd.peer, payload);
                 count_send(&mut self.io.stats, sent);
             }
             if let Some(conn) = self.io.conn_mut(slot) {

@@ -85,7 +85,8 @@ pub fn shared_pool(ports: RangeInclusive<u16>, quotas: Quotas) -> Arc<SharedPool
     Arc::new(SharedPool::new(ports, quotas))
 }
 
-/// A client → peer datagram the core asked the shell to send, owned.
+/// A client → peer datagram the core asked the shell to send, owned: `payload` is the
+/// client's packet in the forward's range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded {
     pub relay: RelayKey,
@@ -263,7 +264,7 @@ impl Net {
             .map(|f| Forwarded {
                 relay: f.relay,
                 peer: f.peer,
-                payload: f.payload.to_vec(),
+                payload: bytes[f.range].to_vec(),
             });
         self.step();
         forwarded

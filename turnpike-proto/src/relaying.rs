@@ -1,9 +1,10 @@
 //! The two forwarding paths of the core, client → peer (ChannelData, Send) and
-//! peer → client (ChannelData, Data indication): per packet, so a lookup and a slice,
-//! no allocation. The peer → client path frames the datagram in place, in the headroom
-//! the shell left in front of it.
+//! peer → client (ChannelData, Data indication): per packet, so a lookup and a range of
+//! the shell's buffer, no allocation. The peer → client path frames the datagram in
+//! place, in the headroom the shell left in front of it.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::time::Instant;
 
 use rand::RngCore;
@@ -16,18 +17,20 @@ use super::stats::{Direction, DropReason, Stats};
 use super::stun::{attr, Message, TransactionId, MAGIC_COOKIE};
 
 impl Server {
-    /// The client → peer hot path for channels: a lookup and a slice, no allocation.
+    /// The client → peer hot path for channels: a lookup and a range, no allocation.
     #[inline]
-    pub(crate) fn handle_channel_data<'a>(
+    pub(crate) fn handle_channel_data(
         &mut self,
         now: Instant,
         client: ClientId,
-        packet: &'a [u8],
-    ) -> Option<Forward<'a>> {
-        let Ok((number, payload)) = channel_data::parse(packet) else {
+        packet: &[u8],
+    ) -> Option<Forward> {
+        let Ok((number, data)) = channel_data::parse(packet) else {
             self.stats.count_drop(DropReason::Malformed);
             return None;
         };
+        // The data follows the header (RFC 8656 §12.4); padding after it is not forwarded.
+        let payload = channel_data::HEADER_LEN..channel_data::HEADER_LEN + data.len();
         let retired = self.shared.retired();
         // An allocation past its lifetime is gone even if the timer has not fired yet.
         let Some(alloc) = self
@@ -61,12 +64,12 @@ impl Server {
     }
 
     /// Send indication (RFC 8656 §11.2): client → peer without a channel.
-    pub(crate) fn handle_send<'a>(
+    pub(crate) fn handle_send(
         &mut self,
         now: Instant,
         client: ClientId,
-        msg: &Message<'a>,
-    ) -> Option<Forward<'a>> {
+        msg: &Message<'_>,
+    ) -> Option<Forward> {
         let retired = self.shared.retired();
         let Some(alloc) = self
             .allocations
@@ -79,7 +82,7 @@ impl Server {
         let peer = msg
             .get(attr::XOR_PEER_ADDRESS)
             .and_then(|v| attr::decode_xor_address(v, &msg.transaction_id()).ok());
-        let (Some(peer), Some(data)) = (peer, msg.get(attr::DATA)) else {
+        let (Some(peer), Some(data)) = (peer, msg.value_range(attr::DATA)) else {
             self.stats.count_drop(DropReason::Malformed);
             return None;
         };
@@ -160,16 +163,17 @@ impl Server {
     }
 }
 
-/// The client → peer decision shared by ChannelData and Send: out of the allocation's
-/// relay socket of the peer's family, if the peer is permitted.
+/// The client → peer decision shared by ChannelData and Send: `payload` (a range of the
+/// client's packet) out of the allocation's relay socket of the peer's family, if the
+/// peer is permitted.
 #[inline]
-fn forward<'a>(
+fn forward(
     stats: &mut Stats,
     alloc: &Allocation,
     permitted: bool,
     peer: SocketAddr,
-    payload: &'a [u8],
-) -> Option<Forward<'a>> {
+    payload: Range<usize>,
+) -> Option<Forward> {
     let relay = alloc.relay_for(Family::of(&peer)).filter(|_| permitted);
     let Some(relay) = relay else {
         stats.count_drop(DropReason::NoPermission);
@@ -179,7 +183,7 @@ fn forward<'a>(
     Some(Forward {
         relay: relay.key,
         peer,
-        payload,
+        range: payload,
     })
 }
 

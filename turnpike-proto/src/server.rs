@@ -10,10 +10,12 @@
 //! takes `now`; nothing here reads a clock, a socket or the environment, so every
 //! behaviour is testable with virtual time (see `tests/core_*.rs`).
 //!
-//! The two hot paths return their forwarding decision directly instead of queueing it:
-//! [`Forward`] borrows the payload from the client's packet, and [`ToClient`] names a
-//! range of the shell's own receive buffer where the ChannelData header or Data
-//! indication has been written in front of the peer's payload. Neither allocates.
+//! The two hot paths return their forwarding decision directly instead of queueing it,
+//! both as a range of the buffer the shell passed in: [`Forward`] names the payload
+//! within the client's packet, and [`ToClient`] the message in the shell's receive
+//! buffer, where the ChannelData header or Data indication has been written in front of
+//! the peer's payload. Neither allocates, and neither borrows the shell's buffer, so the
+//! shell is free to use it (and the core) again before acting on the decision.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -147,15 +149,17 @@ pub enum Event {
     DontFragment(RelayKey),
 }
 
-/// Forward `payload` from relay socket `relay` to `peer` (client → peer hot path).
-#[derive(Debug, PartialEq, Eq)]
-pub struct Forward<'a> {
+/// Send `packet[range]` from relay socket `relay` to `peer` (client → peer hot path),
+/// where `packet` is what was given to [`Server::handle_client_input`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
     /// The allocation's relay socket to send from.
     pub relay: RelayKey,
     /// The peer to send to.
     pub peer: SocketAddr,
-    /// The bytes to send: the ChannelData payload or Send indication's DATA.
-    pub payload: &'a [u8],
+    /// Where the bytes to send lie in the packet: the ChannelData payload or the Send
+    /// indication's DATA.
+    pub range: Range<usize>,
 }
 
 /// Send `buf[range]` to `client` (peer → client hot path, framed in place).
@@ -270,12 +274,12 @@ impl Server {
     }
 
     /// One datagram (UDP) or one framed message (TCP/TLS) from a client.
-    pub fn handle_client_input<'a>(
+    pub fn handle_client_input(
         &mut self,
         now: Instant,
         client: ClientId,
-        packet: &'a [u8],
-    ) -> Option<Forward<'a>> {
+        packet: &[u8],
+    ) -> Option<Forward> {
         // RFC 7983 demultiplexing on the first byte: 0–3 STUN, 64–79 ChannelData
         // (to 127 for RFC 5766 channel numbers; unbound numbers are dropped anyway).
         match packet.first() {
@@ -288,12 +292,7 @@ impl Server {
         }
     }
 
-    fn handle_stun<'a>(
-        &mut self,
-        now: Instant,
-        client: ClientId,
-        packet: &'a [u8],
-    ) -> Option<Forward<'a>> {
+    fn handle_stun(&mut self, now: Instant, client: ClientId, packet: &[u8]) -> Option<Forward> {
         let msg = match Message::parse(packet) {
             Ok(msg) => msg,
             Err(_) => {

@@ -1,5 +1,7 @@
 //! Parsing: a validated, borrowed view of one STUN message.
 
+use std::ops::Range;
+
 use super::attr;
 use super::integrity;
 use super::{split_message_type, Class, TransactionId, HEADER_LEN, MAGIC_COOKIE};
@@ -290,6 +292,13 @@ impl<'a> Message<'a> {
             .iter()
             .find(|s| s.typ == typ)
             .map(|s| self.raw(s).value)
+    }
+
+    /// Where [`Message::get`]'s value lies in the buffer the message was parsed from.
+    pub fn value_range(&self, typ: u16) -> Option<Range<usize>> {
+        let slot = self.slots().iter().find(|s| s.typ == typ)?;
+        let start = slot.offset as usize + 4;
+        Some(start..start + usize::from(slot.len))
     }
 
     /// Does the message carry an attribute of type `typ`?
