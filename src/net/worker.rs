@@ -260,7 +260,8 @@ impl<C: Core> Worker<C> {
                 TunnelInput::Message { client, bytes } => {
                     self.wake_datagrams += 1;
                     if let Some(fwd) = self.core.handle_client_input(now, client, &bytes) {
-                        let sent = send_on_relay(&self.io.relays, fwd.relay, fwd.peer, fwd.payload);
+                        let payload = bytes.get(fwd.range).unwrap_or_default();
+                        let sent = send_on_relay(&self.io.relays, fwd.relay, fwd.peer, payload);
                         count_send(&mut self.io.stats, sent);
                     }
                 }
