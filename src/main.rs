@@ -41,6 +41,34 @@ enum Command {
     /// Mint TURN REST API credentials (username "<expiry>:<user>", password
     /// base64(HMAC-SHA1(secret, username))), as coturn's turnadmin and eturnalctl do.
     Credentials(CredentialsArgs),
+    /// Give TURN clients a local UDP port carried to a Turnpike relay over QUIC
+    /// (CONNECT-UDP over HTTP/3): point any TURN client at --local as its TURN server.
+    /// Each local client gets its own tunnel, which follows the machine across network
+    /// changes (QUIC migration) without the client noticing.
+    Tunnel(TunnelArgs),
+}
+
+#[derive(Args)]
+struct TunnelArgs {
+    /// The relay's QUIC listener (HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT")]
+    relay: String,
+    /// Local UDP address for TURN clients.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:3478")]
+    local: std::net::SocketAddr,
+    /// TLS server name (default: the relay's host).
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+    /// Verify the relay's certificate against this PEM CA file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pin", "insecure"])]
+    ca: Option<PathBuf>,
+    /// Accept only the certificate with this SHA-256 (as `turnpike serve` logs it for its
+    /// self-signed certificate).
+    #[arg(long, value_name = "SHA256", conflicts_with = "insecure")]
+    pin: Option<String>,
+    /// Accept any certificate (development only).
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Args)]
@@ -172,6 +200,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(file),
         Command::Credentials(args) => credentials(args),
+        Command::Tunnel(args) => tunnel(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,6 +209,79 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn tunnel(args: TunnelArgs) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use turnpike::quic::client::{parse_fingerprint, Verify};
+    use turnpike::quic::tunnel::{run, TunnelOptions};
+
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let relay = args
+        .relay
+        .to_socket_addrs()
+        .with_context(|| format!("--relay {}", args.relay))?
+        .next()
+        .with_context(|| format!("--relay {}: no address", args.relay))?;
+    let host = args
+        .relay
+        .rsplit_once(':')
+        .map_or(args.relay.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let verify = if args.insecure {
+        Verify::Insecure
+    } else if let Some(pin) = &args.pin {
+        Verify::Pin(parse_fingerprint(pin).context("--pin: not a SHA-256 fingerprint")?)
+    } else if let Some(ca) = &args.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("--ca {}", ca.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots
+                .add(cert.with_context(|| format!("--ca {}", ca.display()))?)
+                .with_context(|| format!("--ca {}", ca.display()))?;
+        }
+        Verify::Roots(Arc::new(roots))
+    } else {
+        anyhow::bail!(
+            "say how to check the relay's certificate: --ca FILE, --pin SHA256 or --insecure"
+        )
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                });
+            }
+            stop.store(true, Ordering::Release);
+        });
+    }
+    let options = TunnelOptions {
+        relay,
+        server_name: args.server_name.unwrap_or_else(|| host.to_string()),
+        verify,
+        local: args.local,
+    };
+    run(
+        options,
+        stop,
+        |local| tracing::info!(%local, %relay, "tunnel ready: use {local} as the TURN server"),
+    )
+    .context("tunnel")
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

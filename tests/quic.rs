@@ -4,8 +4,12 @@
 //! connection's packets only reach the worker that owns it if steering by connection
 //! ID works.
 //!
-//! aioquic must be installed (`pip install aioquic`; CI does it): without it the tests
-//! fail with that command instead of skipping.
+//! And `turnpike tunnel` gives coturn's `turnutils_uclient`, a TURN client that knows
+//! nothing of QUIC, a local port through which it relays over a tunnel.
+//!
+//! aioquic must be installed (`pip install aioquic`; CI does it) and coturn's tools
+//! (`apt-get install coturn`): without them the tests fail with the command instead of
+//! skipping.
 
 #![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
@@ -17,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{run_bounded, TurnpikeConfig, TurnpikeProcess};
+use support::{free_port, require_tool, run_bounded, Background, TurnpikeConfig, TurnpikeProcess};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/quic/turn_client.py");
 /// Bound on one client run; a healthy one takes a few seconds.
@@ -196,4 +200,81 @@ fn requests_that_are_not_a_tunnel_to_this_relay_are_refused() {
             .sum("turnpike_allocations_created_total", &[]),
         0.0
     );
+}
+
+/// Any ordinary TURN client can use `turnpike tunnel` as its TURN server: coturn's
+/// uclient, four sessions of 50 packets each (one tunnel per session: its own QUIC
+/// connection and allocation), echoed by a peer with no loss. The tunnel checks the
+/// relay's certificate against the CA file (the test certificate, for "localhost").
+#[test]
+fn turnutils_uclient_relays_through_turnpike_tunnel() {
+    let server = server();
+    let install = "apt-get install coturn";
+    let uclient = require_tool("turnutils_uclient", install);
+    let peer_port = free_port("127.0.0.1".parse().unwrap(), false);
+    let _peer = Background::spawn(Command::new(require_tool("turnutils_peer", install)).args([
+        "-L",
+        "127.0.0.1",
+        "-p",
+        &peer_port.to_string(),
+    ]));
+    let local_port = free_port("127.0.0.1".parse().unwrap(), false);
+    let mut tunnel = Background::spawn(
+        Command::new(env!("CARGO_BIN_EXE_turnpike"))
+            .args([
+                "tunnel",
+                "--relay",
+                &quic_addr(&server),
+                "--server-name",
+                "localhost",
+            ])
+            .arg("--ca")
+            .arg(server.certificate_path())
+            .args(["--local", &format!("127.0.0.1:{local_port}")]),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    tunnel.assert_running();
+    let out = run_bounded(
+        Command::new(uclient).args([
+            "-W",
+            "rest-secret",
+            "-u",
+            "uclient",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port.to_string(),
+            "-m",
+            "4",
+            "-n",
+            "50",
+            "-l",
+            "170",
+            "-p",
+            &local_port.to_string(),
+            "127.0.0.1",
+        ]),
+        CLIENT_LIMIT,
+    );
+    let text = out.combined();
+    assert!(
+        text.contains("tot_send_msgs=200, tot_recv_msgs=200"),
+        "{text}\nrelay log:\n{}",
+        server.log()
+    );
+    assert!(text.contains("Total lost packets 0 "), "{text}");
+    // uclient only ever talked to the tunnel's port, so every allocation and packet the
+    // relay counts came through a tunnel (uclient allocates twice per session).
+    let metrics = server.settled_metrics();
+    assert!(
+        metrics.requests("allocate", "success") >= 4.0,
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics.relayed_packets("to_peer") >= 200.0,
+        "{}",
+        metrics.text
+    );
+    tunnel.assert_running();
 }

@@ -10,9 +10,11 @@
 //! [`ClientId::quic_tunnel`](crate::proto::ClientId::quic_tunnel): when the client's
 //! address changes (QUIC path migration), the allocation and its relayed address stay.
 
+pub mod client;
 pub mod config;
 mod conn;
 mod listener;
 pub mod steer;
+pub mod tunnel;
 
 pub(crate) use listener::{QuicListener, TunnelInput};

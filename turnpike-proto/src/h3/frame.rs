@@ -212,6 +212,21 @@ pub fn server_settings(max_field_section_size: u64) -> Vec<u8> {
     out
 }
 
+/// A client's SETTINGS payload for a CONNECT-UDP tunnel: no dynamic table, HTTP
+/// Datagrams on.
+pub fn client_settings() -> Vec<u8> {
+    let mut out = Vec::new();
+    for (id, value) in [
+        (setting::QPACK_MAX_TABLE_CAPACITY, 0),
+        (setting::QPACK_BLOCKED_STREAMS, 0),
+        (setting::H3_DATAGRAM, 1),
+    ] {
+        varint::write(id, &mut out);
+        varint::write(value, &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

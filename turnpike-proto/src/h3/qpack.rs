@@ -273,6 +273,24 @@ pub fn decode(section: &[u8], max_size: usize) -> Result<Vec<Field>, QpackError>
     Ok(fields)
 }
 
+/// Encodes a request field section of plain literals (what a client sends: CONNECT-UDP
+/// pseudo-headers and a few fields, once per tunnel).
+pub fn encode_request(fields: &[(&str, &str)], out: &mut Vec<u8>) {
+    // Required Insert Count 0, Delta Base 0.
+    out.extend_from_slice(&[0, 0]);
+    for (name, value) in fields {
+        write_literal(out, name, value);
+    }
+}
+
+/// A literal field line with a literal name, N = 0, H = 0 on both.
+fn write_literal(out: &mut Vec<u8>, name: &str, value: &str) {
+    write_prefix_int(out, 0b0010_0000, 3, name.len() as u64);
+    out.extend_from_slice(name.as_bytes());
+    write_prefix_int(out, 0, 7, value.len() as u64);
+    out.extend_from_slice(value.as_bytes());
+}
+
 /// Encodes a response field section: `:status` then `headers` (lower-case names), with
 /// static references where the table has them and plain literals otherwise.
 pub fn encode_response(status: u16, headers: &[(&str, &str)], out: &mut Vec<u8>) {
@@ -292,11 +310,7 @@ pub fn encode_response(status: u16, headers: &[(&str, &str)], out: &mut Vec<u8>)
         }
     }
     for (name, value) in headers {
-        // Literal with literal name, N = 0, H = 0 on both.
-        write_prefix_int(out, 0b0010_0000, 3, name.len() as u64);
-        out.extend_from_slice(name.as_bytes());
-        write_prefix_int(out, 0, 7, value.len() as u64);
-        out.extend_from_slice(value.as_bytes());
+        write_literal(out, name, value);
     }
 }
 
@@ -380,10 +394,21 @@ mod tests {
     }
 
     fn encode_literal(out: &mut Vec<u8>, name: &str, value: &str) {
-        write_prefix_int(out, 0b0010_0000, 3, name.len() as u64);
-        out.extend_from_slice(name.as_bytes());
-        write_prefix_int(out, 0, 7, value.len() as u64);
-        out.extend_from_slice(value.as_bytes());
+        write_literal(out, name, value);
+    }
+
+    #[test]
+    fn encoded_requests_decode_to_what_was_meant() {
+        let fields = [
+            (":method", "CONNECT"),
+            (":path", "/x"),
+            ("capsule-protocol", "?1"),
+        ];
+        let mut out = Vec::new();
+        encode_request(&fields, &mut out);
+        let decoded = decode(&out, 4096).unwrap();
+        let expected: Vec<Field> = fields.iter().map(|(n, v)| field(n, v)).collect();
+        assert_eq!(decoded, expected);
     }
 
     #[test]
