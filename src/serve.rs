@@ -144,9 +144,9 @@ async fn start_signaling(
     Ok((signaling, stop, server))
 }
 
-/// `turn:`/`turns:` URIs for this relay's own listeners (wildcards expanded to interface
-/// addresses; IPv4 replaced by `relay.external_ipv4` when set), for `hello_ok` when no
-/// relays are configured.
+/// `turn:`/`turns:` URIs (and `masque://` for QUIC) for this relay's own listeners
+/// (wildcards expanded to interface addresses; IPv4 replaced by `relay.external_ipv4`
+/// when set), for `hello_ok` when no relays are configured.
 fn own_relay_urls(settings: &Settings) -> Vec<String> {
     let external_v4 = settings.relay.ipv4.and_then(|r| r.external);
     let host = |addr: &SocketAddr| match (addr.ip(), external_v4) {
@@ -165,6 +165,13 @@ fn own_relay_urls(settings: &Settings) -> Vec<String> {
             if !urls.contains(&url) {
                 urls.push(url);
             }
+        }
+    }
+    // TURN over QUIC; signaling hands these out apart from the TURN URIs (`quic_urls`).
+    for addr in expand_wildcards(&settings.listen.quic) {
+        let url = format!("masque://{}", host(&addr));
+        if !urls.contains(&url) {
+            urls.push(url);
         }
     }
     urls

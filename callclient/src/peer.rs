@@ -301,6 +301,7 @@ mod tests {
             username: None,
             credential: None,
             region: "test".into(),
+            quic_urls: Vec::new(),
         }];
         assert_eq!(local_bind_addr(&servers), "127.0.0.1:0");
     }

@@ -21,7 +21,9 @@ pub struct RelayConfig {
     /// Where it is ("eu-west"); matched against the client's region hint.
     pub region: String,
     /// `turn:`/`turns:` URIs, e.g. `turn:relay.example.com:3478?transport=udp`,
-    /// `turn:relay.example.com:3478?transport=tcp`, `turns:relay.example.com:5349?transport=tcp`.
+    /// `turn:relay.example.com:3478?transport=tcp`, `turns:relay.example.com:5349?transport=tcp`,
+    /// and `masque://relay.example.com:443` for TURN over QUIC (these go to
+    /// [`IceServer::quic_urls`]).
     pub urls: Vec<String>,
 }
 
@@ -109,11 +111,15 @@ impl Credentials {
         self.ranked(region)
             .into_iter()
             .filter_map(|i| self.relays.get(i))
-            .map(|relay| IceServer {
-                urls: relay.urls.clone(),
-                username: cred.as_ref().map(|c| c.0.clone()),
-                credential: cred.as_ref().map(|c| c.1.clone()),
-                region: relay.region.clone(),
+            .map(|relay| {
+                let (quic_urls, urls) = relay.urls.iter().cloned().partition(|u| is_quic(u));
+                IceServer {
+                    urls,
+                    username: cred.as_ref().map(|c| c.0.clone()),
+                    credential: cred.as_ref().map(|c| c.1.clone()),
+                    region: relay.region.clone(),
+                    quic_urls,
+                }
             })
             .collect()
     }
@@ -126,7 +132,7 @@ impl Credentials {
             .ranked(region)
             .into_iter()
             .filter_map(|i| self.relays.get(i))
-            .flat_map(|r| r.urls.iter().cloned())
+            .flat_map(|r| r.urls.iter().filter(|u| !is_quic(u)).cloned())
             .collect();
         Some(RestCredential {
             username,
@@ -137,9 +143,39 @@ impl Credentials {
     }
 }
 
+/// A TURN-over-QUIC relay URL (`masque://host:port`): not for `RTCIceServer.urls`.
+fn is_quic(url: &str) -> bool {
+    url.starts_with("masque://")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quic_urls_are_kept_apart_from_the_turn_urls() {
+        let c = Credentials::new(
+            vec![RelayConfig {
+                region: "eu".into(),
+                urls: vec![
+                    "turn:relay.example.com:3478?transport=udp".into(),
+                    "masque://relay.example.com:443".into(),
+                ],
+            }],
+            Some(b"s".to_vec()),
+            Duration::from_secs(600),
+        );
+        let server = &c.ice_servers("alice", None, 0)[0];
+        assert_eq!(server.urls, ["turn:relay.example.com:3478?transport=udp"]);
+        assert_eq!(server.quic_urls, ["masque://relay.example.com:443"]);
+        // The same credentials serve both; the REST answer (for XMPP and Matrix servers)
+        // lists only what they understand.
+        assert!(server.username.is_some());
+        let rest = c.rest("alice", None, 0).unwrap();
+        assert_eq!(rest.uris, ["turn:relay.example.com:3478?transport=udp"]);
+        let json = serde_json::to_value(server).unwrap();
+        assert_eq!(json["quic_urls"][0], "masque://relay.example.com:443");
+    }
 
     fn relay(region: &str) -> RelayConfig {
         RelayConfig {

@@ -367,6 +367,12 @@ pub struct IceServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
     pub region: String,
+    /// The same relay's TURN-over-QUIC listeners, `masque://host:port` (a CONNECT-UDP
+    /// tunnel to that address; the same credentials). Kept out of `urls`, where a
+    /// browser would refuse the unknown scheme; a dictionary member it does not know
+    /// is ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quic_urls: Vec<String>,
 }
 
 /// Close codes the server uses (RFC 6455 §7.4.1 for 1000-range, 4000-4999 private use).

@@ -250,13 +250,16 @@ fn signaling(ctx: &Ctx, raw: &RawSignaling) -> Result<Option<Signaling>, ConfigE
             return Err(ctx.err(&key, "urls must not be empty"));
         }
         if let Some(bad) = relay.urls.iter().find(|u| {
-            !["turn:", "turns:", "stun:"]
+            !["turn:", "turns:", "stun:", "masque://"]
                 .iter()
                 .any(|p| u.starts_with(p))
         }) {
             return Err(ctx.err(
                 &key,
-                format!("{bad:?} is not a turn:, turns: or stun: URI (RFC 7065)"),
+                format!(
+                    "{bad:?} is not a turn:, turns: or stun: URI (RFC 7065), nor a \
+                     masque://host:port TURN-over-QUIC address"
+                ),
             ));
         }
         relays.push(SignalingRelay {

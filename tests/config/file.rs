@@ -136,7 +136,10 @@ fn every_key_is_read() {
     );
     let relay = SignalingRelay {
         region: "eu".into(),
-        urls: vec!["turn:relay.example.com:3478?transport=udp".into()],
+        urls: vec![
+            "turn:relay.example.com:3478?transport=udp".into(),
+            "masque://relay.example.com:443".into(),
+        ],
     };
     assert_eq!(sig.relays, vec![relay]);
 }

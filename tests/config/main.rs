@@ -97,5 +97,5 @@ max_frame_bytes = 32768
 invites_per_minute = 5
 push_webhook = "https://push.example.com/hook"
 redis_url = "redis://127.0.0.1:6379/"
-relays = [{ region = "eu", urls = ["turn:relay.example.com:3478?transport=udp"] }]
+relays = [{ region = "eu", urls = ["turn:relay.example.com:3478?transport=udp", "masque://relay.example.com:443"] }]
 "#;
