@@ -161,24 +161,14 @@ impl TunnelClient {
         let (TunnelState::Open, Some(stream)) = (self.state, self.request) else {
             return false;
         };
-        let mut out = Vec::with_capacity(msg.len() + 9);
-        datagram::quic_datagram_header(u64::from(stream), &mut out);
-        if self
-            .conn
-            .datagrams()
-            .max_size()
-            .is_some_and(|max| out.len() + msg.len() <= max)
-        {
-            out.extend_from_slice(msg);
-            return self.conn.datagrams().send(Bytes::from(out), true).is_ok();
+        // The relay always announces HTTP datagrams.
+        match super::carry(&mut self.conn, stream, true, msg) {
+            super::Carried::Datagram(queued) => queued,
+            super::Carried::Stream(bytes) => {
+                self.write_stream(stream, bytes);
+                true
+            }
         }
-        // Too large for a QUIC datagram: a DATAGRAM capsule on the request stream.
-        let mut capsule = Vec::with_capacity(msg.len() + 9);
-        datagram::write_datagram_capsule(msg, &mut capsule);
-        out.clear();
-        frame::write_frame(kind::DATA, &capsule, &mut out);
-        self.write_stream(stream, out);
-        true
     }
 
     /// The next TURN message from the relay.

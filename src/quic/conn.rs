@@ -490,24 +490,13 @@ impl QuicConn {
     /// Sends one TURN message to the tunnel on stream `id`: as a QUIC datagram when the
     /// client takes HTTP datagrams and it fits, else as a DATAGRAM capsule on the stream.
     pub(super) fn send(&mut self, id: StreamId, msg: &[u8]) -> bool {
-        let mut out = Vec::with_capacity(msg.len() + 9);
         let datagrams_ok = self.peer_settings.is_some_and(|s| s.h3_datagram);
-        datagram::quic_datagram_header(u64::from(id), &mut out);
-        if datagrams_ok
-            && self
-                .conn
-                .datagrams()
-                .max_size()
-                .is_some_and(|max| out.len() + msg.len() <= max)
-        {
-            out.extend_from_slice(msg);
-            return self.conn.datagrams().send(Bytes::from(out), true).is_ok();
+        match super::carry(&mut self.conn, id, datagrams_ok, msg) {
+            super::Carried::Datagram(queued) => queued,
+            super::Carried::Stream(bytes) => {
+                matches!(self.conn.send_stream(id).write(&bytes), Ok(n) if n == bytes.len())
+            }
         }
-        out.clear();
-        let mut capsule = Vec::with_capacity(msg.len() + 9);
-        datagram::write_datagram_capsule(msg, &mut capsule);
-        frame::write_frame(kind::DATA, &capsule, &mut out);
-        matches!(self.conn.send_stream(id).write(&out), Ok(n) if n == out.len())
     }
 
     fn close_tunnels(&mut self, ctx: &mut Ctx<'_>) {

@@ -18,3 +18,44 @@ pub mod steer;
 pub mod tunnel;
 
 pub(crate) use listener::{QuicListener, TunnelInput};
+
+use bytes::Bytes;
+use quinn_proto::{Connection, StreamId};
+
+use crate::proto::h3::datagram;
+use crate::proto::h3::frame::{self, kind};
+
+/// How one TURN message went into a tunnel.
+pub(crate) enum Carried {
+    /// In a QUIC datagram (RFC 9297 §2.1); `false` if quinn would not queue it.
+    Datagram(bool),
+    /// Too large for a datagram, or the peer takes none: these bytes (a DATA frame
+    /// holding a DATAGRAM capsule, RFC 9297 §3.5) go on the tunnel's request stream.
+    Stream(Vec<u8>),
+}
+
+/// Puts one TURN message for the tunnel on request stream `stream` into a QUIC
+/// datagram when `datagrams_ok` (the peer announced H3_DATAGRAM) and it fits, else
+/// frames it as a capsule for the stream. Both ends of a tunnel use it.
+pub(crate) fn carry(
+    conn: &mut Connection,
+    stream: StreamId,
+    datagrams_ok: bool,
+    msg: &[u8],
+) -> Carried {
+    let mut out = Vec::with_capacity(msg.len() + 9);
+    datagram::quic_datagram_header(u64::from(stream), &mut out);
+    let fits = conn
+        .datagrams()
+        .max_size()
+        .is_some_and(|max| out.len() + msg.len() <= max);
+    if datagrams_ok && fits {
+        out.extend_from_slice(msg);
+        return Carried::Datagram(conn.datagrams().send(Bytes::from(out), true).is_ok());
+    }
+    let mut capsule = Vec::with_capacity(msg.len() + 9);
+    datagram::write_datagram_capsule(msg, &mut capsule);
+    out.clear();
+    frame::write_frame(kind::DATA, &capsule, &mut out);
+    Carried::Stream(out)
+}
