@@ -37,6 +37,69 @@ fn require_aioquic() {
     );
 }
 
+/// The Python client in a mode that prints its observations as one JSON line, then
+/// holds its connections until told to let go.
+struct PythonClient {
+    child: std::process::Child,
+    seen: Value,
+}
+
+impl PythonClient {
+    fn start(args: &[&str], server: &TurnpikeProcess) -> PythonClient {
+        let mut child = Command::new("python3")
+            .arg(CLIENT)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (line_tx, line_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = line_tx.send(line);
+        });
+        let Ok(line) = line_rx.recv_timeout(CLIENT_LIMIT) else {
+            let _ = child.kill();
+            panic!(
+                "the aioquic client printed nothing in time; relay log:\n{}",
+                server.log()
+            )
+        };
+        let seen = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!(
+                "client output {line:?} is not JSON ({e}); relay log:\n{}",
+                server.log()
+            )
+        });
+        PythonClient { child, seen }
+    }
+
+    /// Tells the client to close what it holds.
+    fn release(&mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"close\n");
+        }
+    }
+
+    /// Releases and waits (bounded) for a clean exit.
+    fn finish(mut self) {
+        self.release();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "client exit status {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the client did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn server() -> TurnpikeProcess {
     require_aioquic();
     TurnpikeProcess::start(TurnpikeConfig::default())
@@ -64,41 +127,18 @@ fn aioquic_relays_through_a_tunnel_that_survives_migration() {
         garbage.send_to(&bytes, quic_addr(&server)).unwrap();
     }
 
-    let mut client = Command::new("python3")
-        .arg(CLIENT)
-        .args([
+    // The client prints its observations, then holds the tunnel open until told.
+    let mut client = PythonClient::start(
+        &[
             "relay",
             "--server",
             &quic_addr(&server),
             "--secret",
             "rest-secret",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The client prints its observations, then holds the tunnel open until told.
-    let stdout = client.stdout.take().unwrap();
-    let (line_tx, line_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = line_tx.send(line);
-    });
-    let line = line_rx.recv_timeout(CLIENT_LIMIT).unwrap_or_else(|_| {
-        let _ = client.kill();
-        panic!(
-            "the aioquic client printed nothing in time; relay log:\n{}",
-            server.log()
-        )
-    });
-    let seen: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-        panic!(
-            "client output {line:?} is not JSON ({e}); relay log:\n{}",
-            server.log()
-        )
-    });
+        ],
+        &server,
+    );
+    let seen = client.seen.clone();
 
     assert_eq!(seen["status"], "200", "{seen}");
     // Class 2 is a success response (RFC 8489 §5).
@@ -141,7 +181,7 @@ fn aioquic_relays_through_a_tunnel_that_survives_migration() {
     // Closing the tunnel's stream frees the allocation at once: the gauge, published
     // once a second by each worker, shows it within that second and a little.
     let closed_at = Instant::now();
-    client.stdin.take().unwrap().write_all(b"close\n").unwrap();
+    client.release();
     while allocations(&server) != 0.0 {
         assert!(
             closed_at.elapsed() < Duration::from_millis(1500),
@@ -150,8 +190,49 @@ fn aioquic_relays_through_a_tunnel_that_survives_migration() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = client.wait().unwrap();
-    assert!(status.success(), "client exit status {status}");
+    client.finish();
+}
+
+/// A thousand QUIC connections that complete the handshake and then never send a
+/// request (a handshake flood): the relay holds them in bounded memory, and a tunnel
+/// opened meanwhile relays as usual.
+#[test]
+fn idle_handshakes_cost_bounded_memory_and_block_no_tunnel() {
+    let server = server();
+    let before = server.rss_kib();
+    let flood = PythonClient::start(
+        &["flood", "--server", &quic_addr(&server), "--count", "1000"],
+        &server,
+    );
+    assert_eq!(flood.seen["connected"], 1000, "{}", flood.seen);
+    let during = server.rss_kib();
+    let grown_per_connection = during.saturating_sub(before) as f64 / 1000.0;
+    eprintln!("relay RSS {before} KiB before, {during} KiB with 1000 idle connections");
+    assert!(
+        grown_per_connection < 64.0,
+        "{grown_per_connection:.1} KiB per idle connection"
+    );
+    let bystander = PythonClient::start(
+        &[
+            "relay",
+            "--server",
+            &quic_addr(&server),
+            "--secret",
+            "rest-secret",
+        ],
+        &server,
+    );
+    assert_eq!(bystander.seen["status"], "200", "{}", bystander.seen);
+    assert_eq!(bystander.seen["allocate"], 2, "{}", bystander.seen);
+    assert!(
+        bystander.seen["channel_before"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|v| v == true)),
+        "{}",
+        bystander.seen
+    );
+    bystander.finish();
+    flood.finish();
 }
 
 /// A relay is not a UDP proxy: CONNECT-UDP to anything but its own TURN listeners is

@@ -354,9 +354,44 @@ def refuse(args):
     print(json.dumps(out))
 
 
+def flood(args):
+    """Opens args.count QUIC connections that complete the handshake and then send
+    nothing; reports how many got through, then holds them until stdin closes."""
+    tunnels = []
+    for _ in range(args.count):
+        config = QuicConfiguration(is_client=True, alpn_protocols=["h3"])
+        config.verify_mode = ssl.CERT_NONE
+        quic = QuicConnection(configuration=config)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        quic.connect(args.server, now=time.time())
+        tunnels.append((quic, sock))
+    done = set()
+    deadline = time.time() + 60
+    while len(done) < len(tunnels) and time.time() < deadline:
+        for i, (quic, sock) in enumerate(tunnels):
+            for data, addr in quic.datagrams_to_send(now=time.time()):
+                sock.sendto(data, addr)
+        socks = {sock: i for i, (_, sock) in enumerate(tunnels)}
+        ready, _, _ = select.select(list(socks), [], [], 0.05)
+        for sock in ready:
+            quic = tunnels[socks[sock]][0]
+            data, addr = sock.recvfrom(65536)
+            quic.receive_datagram(data, addr, now=time.time())
+            event = quic.next_event()
+            while event is not None:
+                if type(event).__name__ == "HandshakeCompleted":
+                    done.add(socks[sock])
+                event = quic.next_event()
+    sys.stdout.write(json.dumps({"connected": len(done)}) + "\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["relay", "refuse"])
+    p.add_argument("mode", choices=["relay", "refuse", "flood"])
+    p.add_argument("--count", type=int, default=1000)
     p.add_argument("--server", required=True)
     p.add_argument("--secret", default="")
     args = p.parse_args()
@@ -364,7 +399,7 @@ def main():
     args.server = (host, int(port))
     args.authority = args.server_text = f"{host}:{port}"
     args.path = f"/.well-known/masque/udp/{host}/{port}/"
-    {"relay": relay, "refuse": refuse}[args.mode](args)
+    {"relay": relay, "refuse": refuse, "flood": flood}[args.mode](args)
 
 
 if __name__ == "__main__":
