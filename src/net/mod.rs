@@ -207,23 +207,40 @@ where
         }
     }
     if let Some(quic_config) = &cfg.quic_config {
+        // Bind every QUIC socket first: a tunnel may target any of this relay's TURN
+        // listeners, QUIC ones included, as bound (port 0 resolved).
+        let mut sockets: Vec<(usize, mio::net::UdpSocket)> = Vec::new();
         for &addr in &cfg.quic {
             let mut index = 0;
-            let mut first: Option<std::os::fd::RawFd> = None;
-            let bound = bind_all(addr, &mut prepared, |p, a| {
+            let bound = bind_all(addr, &mut prepared, |_, a| {
                 let sock = bind::udp_listener(a)?;
                 let local = sock.local_addr()?;
-                first.get_or_insert(std::os::fd::AsRawFd::as_raw_fd(&sock));
-                let listener = crate::quic::QuicListener::new(sock, quic_config.clone(), index)?;
+                sockets.push((index, sock));
                 index += 1;
-                p.io.add_quic_listener(listener)?;
                 Ok(local)
             })?;
             // Socket i of the reuseport group is worker i's: steer by connection ID.
-            if let Some(fd) = first {
-                crate::quic::steer::attach_steering(&fd)?;
+            let first = index
+                .checked_sub(1)
+                .and_then(|n| sockets.iter().rev().nth(n));
+            if let Some((_, first)) = first {
+                crate::quic::steer::attach_steering(first)?;
             }
             addrs.push((Transport::Quic, bound));
+        }
+        let mut targets = (*quic_config.targets).clone();
+        targets.addrs.extend(addrs.iter().map(|&(_, a)| a));
+        targets.addrs.sort();
+        targets.addrs.dedup();
+        let quic_config = crate::quic::config::QuicConfig {
+            targets: Arc::new(targets),
+            ..quic_config.clone()
+        };
+        for (index, sock) in sockets {
+            let listener = crate::quic::QuicListener::new(sock, quic_config.clone(), index)?;
+            if let Some(p) = prepared.get_mut(index) {
+                p.io.add_quic_listener(listener)?;
+            }
         }
     }
     for (transport, addr) in &addrs {
