@@ -275,6 +275,8 @@ fn tunnel(args: TunnelArgs) -> anyhow::Result<()> {
         server_name: args.server_name.unwrap_or_else(|| host.to_string()),
         verify,
         local: args.local,
+        rebind: Arc::new(AtomicBool::new(false)),
+        moved: Arc::default(),
     };
     run(
         options,

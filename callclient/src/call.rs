@@ -4,10 +4,15 @@
 //! so its offer or answer already lists its relay candidate, and sends no `ice` messages.
 //! Candidates the other side trickles (a browser does) are applied as they come.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::time::{sleep_until, timeout_at};
-use turnpike_signaling::protocol::{ClientBody, IceCandidate, ServerBody};
+use turnpike::quic::client::Verify;
+use turnpike::quic::tunnel::{self, TunnelOptions};
+use turnpike_signaling::protocol::{ClientBody, IceCandidate, IceServer, ServerBody};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::{RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription};
 
@@ -42,6 +47,96 @@ pub struct CallOptions {
     /// Bound on each wait before media: sign-in, the callee coming online, the invite,
     /// the answer, ICE gathering, ICE + DTLS.
     pub setup_timeout: Duration,
+    /// How this client reaches the relay.
+    pub relay_transport: RelayTransport,
+    /// With QUIC: this long into the media, move the tunnel to a new local socket (a
+    /// network change); QUIC migrates it and the call goes on without an ICE restart.
+    pub rebind_after: Option<Duration>,
+}
+
+/// How the call client reaches its TURN relay.
+#[derive(Debug, Clone)]
+pub enum RelayTransport {
+    /// The `turn:` URLs of `ice_servers`, as any WebRTC client.
+    Udp,
+    /// The first `quic_urls` entry of `ice_servers` (`masque://host:port`): a CONNECT-UDP
+    /// tunnel over QUIC, which webrtc-rs reaches as a TURN server on a local UDP port
+    /// (`turnpike tunnel`'s code), checking the relay's certificate as given.
+    Quic(Verify),
+}
+
+/// A tunnel to the relay for the life of a call.
+struct RelayTunnel {
+    stop: Arc<AtomicBool>,
+    rebind: Arc<AtomicBool>,
+    moved: Arc<AtomicU64>,
+}
+
+impl Drop for RelayTunnel {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+impl RelayTunnel {
+    /// Starts a tunnel to the first QUIC relay of `servers` and returns the ICE server
+    /// that points webrtc-rs at it (same credentials).
+    fn start(servers: &[IceServer], verify: Verify) -> Result<(RelayTunnel, IceServer), CallError> {
+        let (server, url) = servers
+            .iter()
+            .find_map(|s| s.quic_urls.first().map(|u| (s, u)))
+            .ok_or(CallError::NoQuicRelay)?;
+        let host_port = url.trim_start_matches("masque://");
+        let relay: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(host_port)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or(CallError::NoQuicRelay)?;
+        let server_name = host_port
+            .rsplit_once(':')
+            .map_or(host_port, |(h, _)| h)
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let rebind = Arc::new(AtomicBool::new(false));
+        let moved = Arc::new(AtomicU64::new(0));
+        let options = TunnelOptions {
+            relay,
+            server_name,
+            verify,
+            local: SocketAddr::from(([127, 0, 0, 1], 0)),
+            rebind: rebind.clone(),
+            moved: moved.clone(),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("turnpike-tunnel".into())
+            .spawn(move || {
+                if let Err(e) = tunnel::run(options, thread_stop, |local| {
+                    let _ = ready_tx.send(local);
+                }) {
+                    tracing::warn!("relay tunnel: {e}");
+                }
+            })
+            .map_err(|_| CallError::NoQuicRelay)?;
+        let local = ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| CallError::Timeout("the relay tunnel to start"))?;
+        tracing::info!(%relay, %local, "relay over QUIC");
+        let via_tunnel = IceServer {
+            urls: vec![format!("turn:{local}?transport=udp")],
+            quic_urls: Vec::new(),
+            ..server.clone()
+        };
+        Ok((
+            RelayTunnel {
+                stop,
+                rebind,
+                moved,
+            },
+            via_tunnel,
+        ))
+    }
 }
 
 /// Why a call did not complete.
@@ -59,6 +154,8 @@ pub enum CallError {
     PeerConnection(RTCPeerConnectionState),
     #[error("the peer connection has no local description")]
     NoLocalDescription,
+    #[error("no relay in ice_servers offers TURN over QUIC (quic_urls)")]
+    NoQuicRelay,
 }
 
 /// Place or answer one call and report on it.
@@ -79,19 +176,34 @@ pub async fn run(options: CallOptions) -> Result<Report, CallError> {
         Role::Call { to } => vec![to.clone()],
         Role::Answer => vec![],
     };
-    let (sig, session) = within(
+    let (sig, mut session) = within(
         deadline,
         "hello_ok",
         SignalClient::connect(&options.signal, &token, watch),
     )
     .await??;
+    // Kept for the whole call: dropping it stops the tunnel.
+    let tunnel = match &options.relay_transport {
+        RelayTransport::Udp => None,
+        RelayTransport::Quic(verify) => {
+            let (tunnel, server) = RelayTunnel::start(&session.ice_servers, verify.clone())?;
+            session.ice_servers = vec![server];
+            Some(tunnel)
+        }
+    };
+    let rebind = tunnel
+        .as_ref()
+        .zip(options.rebind_after)
+        .map(|(t, after)| (after, t.rebind.clone()));
     // URLs only: the credentials are secrets until they expire.
     let relays: Vec<&String> = session.ice_servers.iter().flat_map(|s| &s.urls).collect();
     tracing::info!(user = %session.user, device = %session.device, ?relays, "signed in");
-    match options.role.clone() {
-        Role::Call { to } => place(sig, session, to, &options).await,
-        Role::Answer => answer(sig, session, &options).await,
-    }
+    let mut report = match options.role.clone() {
+        Role::Call { to } => place(sig, session, to, &options, rebind).await,
+        Role::Answer => answer(sig, session, &options, rebind).await,
+    }?;
+    report.tunnel_moves = tunnel.map_or(0, |t| t.moved.load(Ordering::Relaxed));
+    Ok(report)
 }
 
 async fn within<F: std::future::Future>(
@@ -116,6 +228,8 @@ struct Call {
     /// RTP sequence number and timestamp of the next packet.
     sequence_number: u16,
     timestamp: u32,
+    /// When into the media to move the relay tunnel to a new socket, and the switch.
+    rebind: Option<(Duration, Arc<AtomicBool>)>,
 }
 
 impl Call {
@@ -291,6 +405,13 @@ impl Call {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
+                    if let Some((after, switch)) = &self.rebind {
+                        if media_started.elapsed() >= *after {
+                            tracing::info!("moving the relay tunnel to a new socket");
+                            switch.store(true, Ordering::Release);
+                            self.rebind = None;
+                        }
+                    }
                     let payload = source.next_packet();
                     let payload_len = payload.len() as u64;
                     // RFC 3551 §4.1: the marker bit flags the first packet of a talkspurt.
@@ -347,6 +468,8 @@ impl Call {
             received,
             selected_pair,
             ended,
+            // Filled in by `run`, which owns the tunnel.
+            tunnel_moves: 0,
         })
     }
 }
@@ -361,6 +484,7 @@ async fn place(
     session: Session,
     to: String,
     options: &CallOptions,
+    rebind: Option<(Duration, Arc<AtomicBool>)>,
 ) -> Result<Report, CallError> {
     let deadline = Instant::now() + options.setup_timeout;
     // Invite only once the callee is online: an invite to an offline user rings nobody
@@ -385,6 +509,7 @@ async fn place(
         // RFC 3550 §5.1: sequence number and timestamp start at random values.
         sequence_number: rand::random(),
         timestamp: rand::random(),
+        rebind: rebind.clone(),
     };
     let offer = call.peer.pc.create_offer(None).await?;
     call.peer.pc.set_local_description(offer).await?;
@@ -425,6 +550,7 @@ async fn answer(
     mut sig: SignalClient,
     session: Session,
     options: &CallOptions,
+    rebind: Option<(Duration, Arc<AtomicBool>)>,
 ) -> Result<Report, CallError> {
     let deadline = Instant::now() + options.setup_timeout;
     let (call_id, from, offer) = loop {
@@ -452,6 +578,7 @@ async fn answer(
         // RFC 3550 §5.1: sequence number and timestamp start at random values.
         sequence_number: rand::random(),
         timestamp: rand::random(),
+        rebind: rebind.clone(),
     };
     call.set_remote(RTCSessionDescription::offer(offer)?)
         .await?;

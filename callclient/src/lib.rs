@@ -15,6 +15,6 @@ pub mod peer;
 pub mod report;
 pub mod signal;
 
-pub use call::{run, CallError, CallOptions, Role};
+pub use call::{run, CallError, CallOptions, RelayTransport, Role};
 pub use media::Payload;
 pub use report::Report;

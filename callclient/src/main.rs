@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use turnpike_callclient::{CallOptions, Payload, Role};
+use turnpike::quic::client::{parse_fingerprint, Verify};
+use turnpike_callclient::{CallOptions, Payload, RelayTransport, Role};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +51,17 @@ struct Cli {
     /// Bound on each step before media (sign-in, callee online, invite, answer, ICE).
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
+    /// How to reach the relay: "udp" (its turn: URLs) or "quic" (TURN over QUIC to its
+    /// quic_urls, through a local tunnel).
+    #[arg(long, default_value = "udp", value_parser = ["udp", "quic"])]
+    relay_transport: String,
+    /// With --relay-transport quic: accept only the relay certificate with this SHA-256
+    /// (`turnpike serve` logs it for its self-signed one).
+    #[arg(long, value_name = "SHA256")]
+    quic_pin: Option<String>,
+    /// With --relay-transport quic: accept any relay certificate (development only).
+    #[arg(long)]
+    quic_insecure: bool,
     /// Log filter for stderr, e.g. "info" or "turnpike_callclient=debug,webrtc=info".
     /// The default hides webrtc-rs's warning for each silent packet it drops (by design)
     /// before DTLS-SRTP is up.
@@ -83,6 +95,20 @@ async fn main() -> ExitCode {
         None => Role::Answer,
     };
     let marker = cli.marker.map(String::into_bytes);
+    let relay_transport = match cli.relay_transport.as_str() {
+        "quic" => {
+            let verify = if cli.quic_insecure {
+                Verify::Insecure
+            } else if let Some(pin) = cli.quic_pin.as_deref().and_then(parse_fingerprint) {
+                Verify::Pin(pin)
+            } else {
+                eprintln!("turnpike-call: --relay-transport quic needs --quic-pin SHA256 or --quic-insecure");
+                return ExitCode::from(2);
+            };
+            RelayTransport::Quic(verify)
+        }
+        _ => RelayTransport::Udp,
+    };
     let options = CallOptions {
         signal: cli.signal,
         user: cli.user,
@@ -96,6 +122,8 @@ async fn main() -> ExitCode {
         },
         expect_marker: marker,
         setup_timeout,
+        relay_transport,
+        rebind_after: None,
     };
     match turnpike_callclient::run(options).await {
         Ok(report) => match serde_json::to_string(&report) {

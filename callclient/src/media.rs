@@ -121,6 +121,11 @@ pub struct Received {
     /// Frequency of the received audio, from the zero crossings of the decoded PCMU
     /// (meaningful when the peer sent a tone).
     pub tone_hz: Option<f64>,
+    /// The longest time between two consecutive received packets, in milliseconds: how
+    /// long the audio stopped at worst (a 20 ms packet interval means a steady stream).
+    pub max_gap_ms: u64,
+    #[serde(skip)]
+    last_arrival: Option<std::time::Instant>,
     #[serde(skip)]
     zero_crossings: u64,
     #[serde(skip)]
@@ -132,6 +137,12 @@ pub struct Received {
 impl Received {
     /// Account for one received RTP packet.
     pub fn record(&mut self, ssrc: u32, payload_type: u8, payload: &[u8], marker: Option<&[u8]>) {
+        let now = std::time::Instant::now();
+        if let Some(last) = self.last_arrival {
+            let gap = now.saturating_duration_since(last).as_millis() as u64;
+            self.max_gap_ms = self.max_gap_ms.max(gap);
+        }
+        self.last_arrival = Some(now);
         self.packets += 1;
         self.payload_bytes += payload.len() as u64;
         self.ssrc = Some(ssrc);

@@ -23,6 +23,8 @@ pub struct Report {
     pub selected_pair: Option<PairInfo>,
     /// How the call ended: "hangup_sent", or the peer's `call_ended` reason.
     pub ended: String,
+    /// With the relay over QUIC: how many times the tunnel moved to a new socket.
+    pub tunnel_moves: u64,
 }
 
 /// RTP this side handed to the SRTP layer.

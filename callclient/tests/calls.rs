@@ -15,27 +15,25 @@ use std::time::{Duration, Instant};
 use support::tap::Tap;
 use support::wire::{self, Kind};
 use support::{options, Relay, Signal, LOOPBACK};
+use turnpike::quic::client::Verify;
 use turnpike_callclient::media::{PayloadSource, SAMPLES_PER_PACKET};
 use turnpike_callclient::report::PairInfo;
-use turnpike_callclient::{Payload, Report, Role};
+use turnpike_callclient::{CallOptions, Payload, RelayTransport, Report, Role};
 
 /// Whole call, sign-in to hangup; the clients bound each of their own steps too.
 const CALL_BUDGET: Duration = Duration::from_secs(60);
 
 /// Run bob (answering) and alice (calling bob) to the end of their call.
 async fn call(signal: &str, alice: Payload, bob: Payload) -> (Report, Report) {
-    let bob = tokio::spawn(turnpike_callclient::run(options(
-        signal,
-        "bob",
-        Role::Answer,
-        bob,
-    )));
-    let alice = tokio::spawn(turnpike_callclient::run(options(
-        signal,
-        "alice",
-        Role::Call { to: "bob".into() },
-        alice,
-    )));
+    let bob = options(signal, "bob", Role::Answer, bob);
+    let alice = options(signal, "alice", Role::Call { to: "bob".into() }, alice);
+    call_with(alice, bob).await
+}
+
+/// [`call`] with each side's options as given.
+async fn call_with(alice: CallOptions, bob: CallOptions) -> (Report, Report) {
+    let bob = tokio::spawn(turnpike_callclient::run(bob));
+    let alice = tokio::spawn(turnpike_callclient::run(alice));
     let (alice, bob) = tokio::time::timeout(CALL_BUDGET, async { tokio::join!(alice, bob) })
         .await
         .expect("the call finishes within its budget");
@@ -139,6 +137,70 @@ async fn two_clients_call_relay_to_relay_through_turnpike_with_audio_both_ways()
     let endings = [alice.ended.as_str(), bob.ended.as_str()];
     assert!(endings.contains(&"hangup_sent"), "{endings:?}");
     eprintln!("relay-to-relay call test took {:?}", started.elapsed());
+}
+
+/// Alice reaches the relay over QUIC (a CONNECT-UDP tunnel, the call client's own
+/// `turnpike tunnel` code), bob over UDP. Mid-call alice's tunnel moves to a new local
+/// socket, as on a network change: QUIC migrates the connection, her allocation and
+/// relayed address stay, and the audio keeps flowing both ways with no ICE restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_quic_survives_a_network_change_without_ice_restart() {
+    let relay = Relay::start_with(true);
+    let quic = relay.quic_addr.expect("a QUIC listener");
+    let signal = Signal::start(vec![
+        format!("turn:{}?transport=udp", relay.addr),
+        format!("masque://{quic}"),
+    ])
+    .await;
+    let media_time = Duration::from_secs(5);
+    let mut alice = options(
+        &signal.url,
+        "alice",
+        Role::Call { to: "bob".into() },
+        Payload::Tone(440.0),
+    );
+    alice.relay_transport = RelayTransport::Quic(Verify::Insecure);
+    alice.media_time = media_time;
+    alice.rebind_after = Some(Duration::from_millis(2000));
+    let mut bob = options(&signal.url, "bob", Role::Answer, Payload::Tone(660.0));
+    bob.media_time = media_time;
+    let (alice, bob) = call_with(alice, bob).await;
+
+    // Alice's tunnel did move (and bob has none).
+    assert_eq!((alice.tunnel_moves, bob.tunnel_moves), (1, 0));
+    // Both relayed by Turnpike, relay to relay; alice's allocation came through the
+    // tunnel (her only ICE server was the tunnel's local port).
+    let alice_pair = alice.selected_pair.as_ref().expect("alice's pair");
+    let bob_pair = bob.selected_pair.as_ref().expect("bob's pair");
+    assert_relay_pair("alice", alice_pair, &relay);
+    assert_relay_pair("bob", bob_pair, &relay);
+    // No ICE restart: at the end each side still uses the pair of the other's relayed
+    // address it started with (one allocation each, never replaced).
+    assert_eq!(alice_pair.remote.address, bob_pair.local.address);
+    assert_eq!(bob_pair.remote.address, alice_pair.local.address);
+    assert_received_most(&bob, &alice);
+    assert_received_most(&alice, &bob);
+    let heard_by_bob = bob.received.tone_hz.expect("bob decoded PCMU");
+    let heard_by_alice = alice.received.tone_hz.expect("alice decoded PCMU");
+    assert!(
+        (heard_by_bob - 440.0).abs() < 10.0,
+        "bob heard {heard_by_bob} Hz"
+    );
+    assert!(
+        (heard_by_alice - 660.0).abs() < 10.0,
+        "alice heard {heard_by_alice} Hz"
+    );
+    // The move cost at most a few packets: no gap in what alice heard over 300 ms.
+    assert!(
+        alice.received.max_gap_ms <= 300,
+        "alice's longest gap was {} ms",
+        alice.received.max_gap_ms
+    );
+    assert!(
+        bob.received.max_gap_ms <= 300,
+        "bob's longest gap was {} ms",
+        bob.received.max_gap_ms
+    );
 }
 
 /// The plaintext both clients put in every RTP payload. The relay must never see it.

@@ -39,6 +39,11 @@ pub struct TunnelOptions {
     pub verify: Verify,
     /// The local UDP address TURN clients use as their server.
     pub local: SocketAddr,
+    /// Set to move every tunnel to a new socket now, as on a network change (for
+    /// clients that know their network changed, and for tests); cleared when done.
+    pub rebind: Arc<AtomicBool>,
+    /// Counts tunnels moved to a new socket (network changes and `rebind`).
+    pub moved: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Tunnel {
@@ -115,8 +120,12 @@ pub fn run(
                 }
             }
         }
-        // A network change: the route to the relay leaves from another address now.
-        let mut moved = false;
+        // A network change: the route to the relay leaves from another address now, or
+        // the caller says so.
+        let mut moved = options.rebind.swap(false, Ordering::AcqRel);
+        if moved {
+            tracing::info!("moving tunnels to new sockets");
+        }
         if now >= next_route_check {
             next_route_check = now + ROUTE_CHECK;
             let ip = route_to(options.relay);
@@ -129,8 +138,11 @@ pub fn run(
         let mut gone = Vec::new();
         for (from, tunnel) in tunnels.iter_mut() {
             if moved {
-                if let Err(e) = rebind(tunnel, &poll, options.relay) {
-                    tracing::warn!("cannot move a tunnel to the new address: {e}");
+                match rebind(tunnel, &poll, options.relay) {
+                    Ok(()) => {
+                        options.moved.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!("cannot move a tunnel to the new address: {e}"),
                 }
             }
             if tunnel.client.poll_timeout().is_some_and(|t| t <= now) {

@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 use turnpike::config::{ConfigFile, Origin};
 use turnpike::net::{self, RelayHandle};
 use turnpike::proto::peer_policy::PeerPolicy;
-use turnpike_callclient::{CallOptions, Payload, Role};
+use turnpike::proto::Transport;
+use turnpike_callclient::{CallOptions, Payload, RelayTransport, Role};
 use turnpike_signaling::{RelayConfig, SignalingConfig};
 
 pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -22,6 +23,8 @@ const TURN_SECRET: &str = "e2e-turn-secret";
 /// A running relay: its UDP TURN listener and relay port range.
 pub struct Relay {
     pub addr: SocketAddr,
+    /// Its TURN-over-QUIC listener, when started with one.
+    pub quic_addr: Option<SocketAddr>,
     pub ports: RangeInclusive<u16>,
     handle: Option<RelayHandle>,
 }
@@ -46,6 +49,12 @@ impl Relay {
     /// but still refuses every port of it outside the relay range: peers may be other
     /// allocations on this relay, never its listener or any other local service.
     pub fn start() -> Relay {
+        Relay::start_with(false)
+    }
+
+    /// [`Relay::start`], with a TURN-over-QUIC listener (self-signed certificate) too
+    /// when `quic`.
+    pub fn start_with(quic: bool) -> Relay {
         // A random block of the relay range per relay, so tests running side by side
         // rarely pick the same port; 20000-29999 stays clear of Linux's ephemeral ports.
         let block = rand::random::<u16>() % 10;
@@ -57,6 +66,7 @@ impl Relay {
             [listen]
             udp = ["127.0.0.1:3478"]
             tcp = []
+            quic = {quic_listen}
             [relay]
             bind_ipv4 = "127.0.0.1"
             bind_ipv6 = ""
@@ -74,7 +84,8 @@ impl Relay {
             level = "warn"
             "#,
             ports.start(),
-            ports.end()
+            ports.end(),
+            quic_listen = if quic { r#"["127.0.0.1:4433"]"# } else { "[]" },
         );
         let settings = ConfigFile::parse(Origin::Embedded, &toml)
             .and_then(|file| file.validate())
@@ -83,6 +94,9 @@ impl Relay {
         // The config file insists on a fixed client port; the shell takes port 0, which
         // lets tests run side by side (and beside a real relay on 3478).
         config.udp = vec![SocketAddr::new(LOOPBACK, 0)];
+        if quic {
+            config.quic = vec![SocketAddr::new(LOOPBACK, 0)];
+        }
         let mut others = Vec::new();
         if *ports.start() > 1 {
             others.push(1..=ports.start() - 1);
@@ -94,14 +108,17 @@ impl Relay {
             PeerPolicy::new(vec!["127.0.0.1/32".parse().expect("CIDR")], vec![])
                 .with_own_addresses(vec![LOOPBACK], others);
         let handle = net::start(config).expect("relay starts");
-        let addr = handle
-            .local_addrs()
-            .into_iter()
-            .map(|(_, addr)| addr)
-            .next()
-            .expect("one UDP listener");
+        let addrs = handle.local_addrs();
+        let listener = |transport| {
+            addrs
+                .iter()
+                .find(|(t, _)| *t == transport)
+                .map(|&(_, addr)| addr)
+        };
+        let addr = listener(Transport::Udp).expect("one UDP listener");
         Relay {
             addr,
+            quic_addr: listener(Transport::Quic),
             ports,
             handle: Some(handle),
         }
@@ -165,5 +182,7 @@ pub fn options(signal: &str, user: &str, role: Role, payload: Payload) -> CallOp
         payload,
         expect_marker,
         setup_timeout: Duration::from_secs(20),
+        relay_transport: RelayTransport::Udp,
+        rebind_after: None,
     }
 }
