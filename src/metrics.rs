@@ -19,6 +19,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::fastpath::FastPathCounters;
 use crate::proto::stats::{Direction, DropReason, MethodLabel, Stats};
+use crate::proto::Transport;
 
 /// Counters of the shell itself (socket trouble the core never sees).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,7 +86,10 @@ fn describe() {
         "turnpike_dropped_packets_total",
         "Dropped packets by reason"
     );
-    describe_counter!("turnpike_allocations_created_total", "Allocations created");
+    describe_counter!(
+        "turnpike_allocations_created_total",
+        "Allocations created, by the client's transport (udp, tcp, tls, quic)"
+    );
     describe_counter!(
         "turnpike_allocations_deleted_total",
         "Allocations expired or deleted"
@@ -116,7 +120,8 @@ pub struct StatsPublisher {
     packets: [Counter; 2],
     bytes: [Counter; 2],
     drops: Vec<Counter>,
-    created: Counter,
+    /// Allocations created, per transport (`Transport::index` order).
+    created: [Counter; 4],
     deleted: Counter,
     allocations: Gauge,
     send_errors: Counter,
@@ -170,7 +175,8 @@ impl StatsPublisher {
                 .iter()
                 .map(|r| counter!("turnpike_dropped_packets_total", "reason" => r.as_str()))
                 .collect(),
-            created: counter!("turnpike_allocations_created_total"),
+            created: Transport::ALL
+                .map(|t| counter!("turnpike_allocations_created_total", "transport" => t.as_str())),
             deleted: counter!("turnpike_allocations_deleted_total"),
             allocations: gauge!("turnpike_allocations", "worker" => worker.to_string()),
             send_errors: counter!("turnpike_send_errors_total", "reason" => "io_error"),
@@ -203,11 +209,15 @@ impl StatsPublisher {
             let get = |s: &Stats| s.drops.get(i).copied().unwrap_or(0);
             add(counter, get(now_stats), get(last));
         }
-        add(
-            &self.created,
-            now_stats.allocations_created,
-            last.allocations_created,
-        );
+        for (i, counter) in self.created.iter().enumerate() {
+            let get = |s: &Stats| {
+                s.allocations_created_by_transport
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            add(counter, get(now_stats), get(last));
+        }
         add(
             &self.deleted,
             now_stats.allocations_deleted,

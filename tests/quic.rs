@@ -176,6 +176,13 @@ fn aioquic_relays_through_a_tunnel_that_survives_migration() {
         m.sum("turnpike_allocations", &[]) == 1.0
     });
     assert_eq!(metrics.sum("turnpike_allocations_created_total", &[]), 1.0);
+    assert_eq!(
+        metrics.sum(
+            "turnpike_allocations_created_total",
+            &[("transport", "quic")]
+        ),
+        1.0
+    );
     assert_eq!(metrics.requests("allocate", "success"), 1.0);
 
     // Closing the tunnel's stream frees the allocation at once: the gauge, published
@@ -347,6 +354,9 @@ fn turnutils_uclient_relays_through_turnpike_tunnel() {
     // uclient only ever talked to the tunnel's port, so every allocation and packet the
     // relay counts came through a tunnel (uclient allocates twice per session).
     let metrics = server.settled_metrics();
+    let created = |t| metrics.sum("turnpike_allocations_created_total", &[("transport", t)]);
+    assert!(created("quic") >= 4.0, "{}", metrics.text);
+    assert_eq!(created("udp"), 0.0, "{}", metrics.text);
     assert!(
         metrics.requests("allocate", "success") >= 4.0,
         "{}",

@@ -20,6 +20,24 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Every transport, in [`Transport::index`] order.
+    pub const ALL: [Transport; 4] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Quic,
+    ];
+
+    /// Position in [`Transport::ALL`], for per-transport counters.
+    pub fn index(self) -> usize {
+        match self {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+            Transport::Quic => 3,
+        }
+    }
+
     /// Stream transports frame STUN and ChannelData back to back and pad
     /// ChannelData to a multiple of four bytes (RFC 8656 §12.5).
     pub fn is_stream(self) -> bool {

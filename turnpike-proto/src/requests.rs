@@ -318,6 +318,13 @@ impl Server {
         );
         self.set_timer(expires, Timer::Allocation(client));
         self.stats.allocations_created += 1;
+        if let Some(n) = self
+            .stats
+            .allocations_created_by_transport
+            .get_mut(client.transport.index())
+        {
+            *n += 1;
+        }
         self.stats.allocations = self.allocations.len() as u64;
         self.stats.count_request(MethodLabel::Allocate, 0);
         self.transmits.push_back(Transmit {

@@ -131,6 +131,9 @@ pub struct Stats {
     pub allocations: u64,
     /// Monotonic: allocations ever created.
     pub allocations_created: u64,
+    /// Monotonic: allocations ever created, by the client's transport
+    /// ([`Transport::index`](crate::Transport::index)).
+    pub allocations_created_by_transport: [u64; 4],
     /// Monotonic: allocations ever expired or deleted.
     pub allocations_deleted: u64,
 }
