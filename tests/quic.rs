@@ -152,6 +152,10 @@ fn aioquic_relays_through_a_tunnel_that_survives_migration() {
     };
     assert!(all_true("send_data"), "Send/Data echo: {seen}");
     assert!(all_true("channel_before"), "ChannelData echo: {seen}");
+    assert_eq!(
+        seen["large_echo"], true,
+        "1400-byte ChannelData in capsules: {seen}"
+    );
     assert!(
         all_true("channel_after"),
         "ChannelData echo after migration: {seen}"
@@ -197,6 +201,39 @@ fn aioquic_relays_through_a_tunnel_that_survives_migration() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    client.finish();
+}
+
+/// A client without HTTP Datagrams (no QUIC DATAGRAM extension, no H3_DATAGRAM setting)
+/// still relays: TURN travels in DATAGRAM capsules on the request stream both ways.
+#[test]
+fn a_client_without_datagrams_relays_in_capsules() {
+    let server = server();
+    let client = PythonClient::start(
+        &[
+            "relay",
+            "--capsules",
+            "--server",
+            &quic_addr(&server),
+            "--secret",
+            "rest-secret",
+        ],
+        &server,
+    );
+    let seen = client.seen.clone();
+    assert_eq!(seen["status"], "200", "{seen}");
+    for step in ["allocate", "permission", "channel_bind", "refresh_after"] {
+        assert_eq!(seen[step], 2, "{step}: {seen}");
+    }
+    for key in ["send_data", "channel_before", "channel_after"] {
+        assert!(
+            seen[key]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|v| v == true)),
+            "{key}: {seen}"
+        );
+    }
+    assert_eq!(seen["large_echo"], true, "{seen}");
     client.finish();
 }
 
