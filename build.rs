@@ -1,8 +1,13 @@
-//! With the `fast-path` feature (on by default), compiles the in-kernel ChannelData fast
-//! path (src/fastpath/channel_tc.bpf.c) to a BPF object with clang, for `include_bytes!`
-//! in src/fastpath/maps.rs. Without clang and libbpf's headers the build fails and says
-//! what to install, or to build with `--no-default-features` (a relay without the fast
-//! path, which refuses `server.fast_path_interfaces` at start-up).
+//! Compiles the in-kernel ChannelData fast path (src/fastpath/channel_tc.bpf.c) to a BPF
+//! object with clang, for `include_bytes!` in src/fastpath/maps.rs, and then sets the
+//! `turnpike_bpf` cfg the code is built with:
+//!
+//! - feature `fast-path`: it must be built; without clang and libbpf's headers the
+//!   build fails and says what to install;
+//! - feature `fast-path-if-clang` (the default): built where clang and the headers
+//!   are there, otherwise left out with a build warning (a relay without it refuses
+//!   `server.fast_path_interfaces` at start-up);
+//! - neither (`--no-default-features`): never built.
 //!
 //! `TURNPIKE_CLANG` names the compiler; otherwise `clang`, then `clang-19` … are tried.
 
@@ -14,7 +19,9 @@ const SOURCE: &str = "src/fastpath/channel_tc.bpf.c";
 fn main() {
     println!("cargo::rerun-if-changed={SOURCE}");
     println!("cargo::rerun-if-env-changed=TURNPIKE_CLANG");
-    if std::env::var_os("CARGO_FEATURE_FAST_PATH").is_none() {
+    println!("cargo::rustc-check-cfg=cfg(turnpike_bpf)");
+    let required = std::env::var_os("CARGO_FEATURE_FAST_PATH").is_some();
+    if !required && std::env::var_os("CARGO_FEATURE_FAST_PATH_IF_CLANG").is_none() {
         return;
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
@@ -40,7 +47,10 @@ fn main() {
             .arg(&out)
             .output();
         match result {
-            Ok(o) if o.status.success() => return,
+            Ok(o) if o.status.success() => {
+                println!("cargo::rustc-cfg=turnpike_bpf");
+                return;
+            }
             Ok(o) => {
                 last_error = format!(
                     "{clang} failed: {}",
@@ -54,11 +64,19 @@ fn main() {
             Err(e) => last_error = format!("{clang}: {e}"),
         }
     }
+    let reason = last_error.lines().next().unwrap_or_default().to_string();
+    if !required {
+        println!(
+            "cargo::warning=the in-kernel fast path is not built ({reason}); install clang \
+             and libbpf-dev to build it, or build with --features fast-path to require it"
+        );
+        return;
+    }
     eprintln!(
         "error: the `fast-path` feature needs clang and libbpf's headers to compile \
-         {SOURCE}: {last_error}\n\
-         Install them (Debian: apt-get install clang libbpf-dev) or build without the \
-         in-kernel fast path: cargo build --no-default-features"
+         {SOURCE}: {reason}\n\
+         Install them (Debian: apt-get install clang libbpf-dev), or build without \
+         `--features fast-path` (the default builds the fast path only where clang is)"
     );
     std::process::exit(1);
 }

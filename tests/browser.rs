@@ -5,9 +5,8 @@
 //! itself is `tests/browser/call.test.mjs`; this file runs it under `cargo test` with the
 //! binary cargo just built.
 //!
-//! It fails (never skips) when Node.js, Chromium or `tests/browser/node_modules` is
-//! missing: `.ci/run` installs all three (`apt-get install -y chromium nodejs npm`,
-//! `npm ci --prefix tests/browser`).
+//! It fails (never skips) when Node.js 20 or newer (playwright-core's minimum), Chromium
+//! or `tests/browser/node_modules` is missing: `scripts/test` installs all three.
 
 #![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
@@ -34,17 +33,31 @@ fn check_prerequisites(dir: &Path) {
     let node = Command::new("node").arg("--version").output();
     assert!(
         matches!(&node, Ok(out) if out.status.success()),
-        "Node.js is missing (`node --version` failed: {node:?}); install it: apt-get install -y nodejs npm"
+        "Node.js is missing (`node --version` failed: {node:?}); scripts/test installs it"
+    );
+    // "v20.20.2\n"
+    let version = node
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= 20,
+        "Node.js {version} is too old: playwright-core needs 20 or newer; scripts/test installs it"
     );
     assert!(
         chromium().exists(),
-        "Chromium is missing at {}; install it: apt-get install -y chromium (or set CHROMIUM)",
+        "Chromium is missing at {}; install it: apt-get install -y chromium (or set CHROMIUM), or run scripts/test",
         chromium().display()
     );
     assert!(
         dir.join("node_modules/playwright-core/package.json")
             .exists(),
-        "playwright-core is not installed in {}; run: npm ci --prefix tests/browser",
+        "playwright-core is not installed in {}; run: npm ci --prefix tests/browser (scripts/test does)",
         dir.display()
     );
 }

@@ -27,6 +27,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use turnpike::proto::auth::{long_term_key, mint_rest_credential};
+use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
+use turnpike::proto::stun::{method, Class, Message, MessageBuilder, TransactionId};
+
 use support::{
     free_port, require_tool, run_bounded, turnpike_cli, Background, Metrics, ToolOutput,
     TurnpikeConfig, TurnpikeProcess,
@@ -556,15 +560,18 @@ fn peer_outside_the_allow_list_gets_403_and_no_packets() {
     assert_eq!(m.relayed_packets("to_client"), 0.0, "{}", m.text);
 }
 
-/// uclient mints REST credentials that expire exactly `max_credential_lifetime_secs`
-/// (86400) from its clock's current second — the longest Turnpike accepts. Turnpike's own
-/// idea of "now" must therefore not lag the wall clock, whatever the sub-second phase at
-/// which it started: a lag of one second makes the credential look 86401 s long and it is
-/// refused with 401. The test starts the server late in a second and runs the client
-/// early in a later one, where a clock that dropped the start's fraction of a second
-/// lags.
+/// Turnpike knows wall time as "unix second S began at instant I", taken at start-up. If
+/// it dropped the fraction of a second at which it started, its clock would lag the wall
+/// clock by up to a second, and a REST credential would stay valid after its expiry
+/// second has begun (or, rounded the other way, stop being valid before). So the server
+/// is started late in a second (its fraction ≥ 0.5), and early in a later second S
+/// (fraction 0.25) two credentials are tried: one expiring at S (expired: refused with
+/// 401) and one expiring at S + 1 (valid for another 0.75 s: accepted). A lagging clock
+/// accepts the first, a leading one refuses the second.
+///
+/// uclient mints its own expiry (now + a day), so this test sends its own Allocate.
 #[test]
-fn rest_credential_for_the_full_max_lifetime_is_accepted_at_any_clock_phase() {
+fn rest_credential_expiry_is_exact_to_the_second_at_any_clock_phase() {
     let mut server = None;
     for _ in 0..3 {
         sleep_until_subsec(0.75);
@@ -577,15 +584,92 @@ fn rest_credential_for_the_full_max_lifetime_is_accepted_at_any_clock_phase() {
         }
     }
     let server = server.expect("could not start the server late in a second");
-    let peer = EchoPeer::start(V4);
-    let mut uclient = Uclient::new(Transport::Udp, true, &peer);
-    uclient.auth = rest_alice();
-    uclient.sessions = 1;
-    uclient.messages = 5;
     std::thread::sleep(Duration::from_secs(1));
-    sleep_until_subsec(0.25);
-    let out = uclient.run(&server);
-    assert_all_echoed(&out, 5, &server);
+    // Both tries must fall in one wall-clock second; on a slow machine, try again.
+    for _ in 0..3 {
+        sleep_until_subsec(0.25);
+        let second = unix_time().as_secs();
+        let (expired_user, expired_pw) = mint_rest_credential(b"rest-secret", "alice", second);
+        let expired = allocate_with(server.udp_addr(), &expired_user, &expired_pw);
+        let (live_user, live_pw) = mint_rest_credential(b"rest-secret", "alice", second + 1);
+        let live = allocate_with(server.udp_addr(), &live_user, &live_pw);
+        if unix_time().as_secs() != second {
+            continue;
+        }
+        assert_eq!(
+            expired,
+            Err(401),
+            "a credential expiring at {second} was not refused during second {second}"
+        );
+        assert_eq!(
+            live,
+            Ok(()),
+            "a credential expiring at {} was refused during second {second}",
+            second + 1
+        );
+        return;
+    }
+    panic!("three tries each took longer than 0.75 s");
+}
+
+fn unix_time() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+}
+
+/// One Allocate (UDP) with long-term credentials `username`/`password`, after the 401
+/// that brings the realm and nonce: `Ok` on success, else the error code.
+fn allocate_with(server: SocketAddr, username: &str, password: &str) -> Result<(), u16> {
+    let sock = UdpSocket::bind((V4, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let exchange = |tid: u8, credentials: Option<(&[u8], &[u8])>| {
+        let mut buf = Vec::new();
+        let mut b = MessageBuilder::new(
+            &mut buf,
+            Class::Request,
+            method::ALLOCATE,
+            TransactionId([tid; 12]),
+        );
+        b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        if let Some((realm, nonce)) = credentials {
+            let realm_str = std::str::from_utf8(realm).unwrap();
+            b.add(attr::USERNAME, username.as_bytes());
+            b.add(attr::REALM, realm);
+            b.add(attr::NONCE, nonce);
+            b.add_message_integrity(&long_term_key(
+                PASSWORD_ALGORITHM_MD5,
+                username,
+                realm_str,
+                password,
+            ));
+        }
+        sock.send_to(&buf, server).unwrap();
+        let mut resp = vec![0u8; 1500];
+        let n = sock.recv(&mut resp).expect("an answer to Allocate");
+        resp.truncate(n);
+        resp
+    };
+    let challenge = exchange(1, None);
+    let challenge = Message::parse(&challenge).unwrap();
+    let realm = challenge
+        .get(attr::REALM)
+        .expect("REALM in the 401")
+        .to_vec();
+    let nonce = challenge
+        .get(attr::NONCE)
+        .expect("NONCE in the 401")
+        .to_vec();
+    let answer = exchange(2, Some((&realm, &nonce)));
+    let answer = Message::parse(&answer).unwrap();
+    match answer.class() {
+        Class::Success => Ok(()),
+        _ => Err(
+            attr::decode_error_code(answer.get(attr::ERROR_CODE).expect("ERROR-CODE"))
+                .unwrap()
+                .0,
+        ),
+    }
 }
 
 /// Sleeps until the wall clock's fraction of a second is `target` (0.0–1.0).

@@ -4,7 +4,7 @@
 use std::net::SocketAddrV4;
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
-#[cfg(feature = "fast-path")]
+#[cfg(turnpike_bpf)]
 use aya::programs::{tc, SchedClassifier, TcAttachType};
 use aya::{Ebpf, Pod};
 
@@ -135,12 +135,12 @@ const STAT_P2C_BYTES: u32 = 3;
 const STAT_EXPIRED: u32 = 4;
 
 /// The program's name in the object (its function name).
-#[cfg(feature = "fast-path")]
+#[cfg(turnpike_bpf)]
 const PROGRAM: &str = "turnpike_channel_tc";
 
 /// The program parses Ethernet framing: refuse interfaces without it (tun, WireGuard,
 /// PPP), where it would read the wrong bytes. Loopback has Ethernet-shaped headers.
-#[cfg(feature = "fast-path")]
+#[cfg(turnpike_bpf)]
 fn check_link_type(interface: &str) -> Result<(), FastPathError> {
     const ARPHRD_ETHER: u16 = 1;
     const ARPHRD_LOOPBACK: u16 = 772;
@@ -159,7 +159,7 @@ fn check_link_type(interface: &str) -> Result<(), FastPathError> {
 
 /// The interface's ARPHRD_* type, from SIOCGIFHWADDR on a socket of the calling
 /// thread's network namespace (sysfs shows the mount's namespace, which may differ).
-#[cfg(feature = "fast-path")]
+#[cfg(turnpike_bpf)]
 fn link_type(interface: &str) -> std::io::Result<u16> {
     use std::os::fd::AsRawFd;
     /// `struct ifreq`: the name, then a union whose `ifru_hwaddr.sa_family` comes first.
@@ -190,7 +190,7 @@ fn link_type(interface: &str) -> std::io::Result<u16> {
     Ok(req.family)
 }
 
-#[cfg(feature = "fast-path")]
+#[cfg(turnpike_bpf)]
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/channel_tc.bpf.o"));
 
 pub(super) struct Maps {
@@ -202,12 +202,12 @@ pub(super) struct Maps {
 }
 
 impl Maps {
-    #[cfg(not(feature = "fast-path"))]
+    #[cfg(not(turnpike_bpf))]
     pub(super) fn load(_interfaces: &[String]) -> Result<Maps, FastPathError> {
         Err(FastPathError::NotBuilt)
     }
 
-    #[cfg(feature = "fast-path")]
+    #[cfg(turnpike_bpf)]
     pub(super) fn load(interfaces: &[String]) -> Result<Maps, FastPathError> {
         let load = |e: &dyn std::fmt::Display| FastPathError::Load(e.to_string());
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| load(&e))?;
