@@ -58,7 +58,7 @@ impl Transport {
 /// The 5-tuple a client talks to us on: an allocation belongs to exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId {
-    /// The transport the client used to reach us (part of the 5-tuple).
+    /// The transport the client reached us by (part of the 5-tuple).
     pub transport: Transport,
     /// The client's address as we see it (its server-reflexive address).
     pub remote: SocketAddr,
