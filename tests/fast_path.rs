@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use turn_udp::Client;
+use turn_udp::{Client, Turn};
 use turnpike::fastpath::{FastPath, FastPathCounters};
 use turnpike::net::{start, NetConfig};
 use turnpike::proto::channel_data;

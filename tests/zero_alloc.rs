@@ -26,7 +26,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use turn_stream::{connect_tcp, connect_tls, self_signed_tls, send_indication, StreamClient};
-use turn_udp::{relay_config, Client};
+use turn_udp::{relay_config, Client, Turn};
 use turnpike::net::start;
 use turnpike::proto::channel_data;
 use turnpike::proto::stun::attr;

@@ -14,12 +14,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use turnpike::proto::auth::long_term_key;
 use turnpike::proto::framing::{next_frame, Frame};
-use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
+use turnpike::proto::stun::attr;
 use turnpike::proto::stun::{method, Class, Message, MessageBuilder, TransactionId};
 
-use super::turn_udp::{PASS, REALM, USER};
+use super::turn_udp::{Session, Turn};
 
 /// A TLS server configuration for the relay from a fresh self-signed certificate for
 /// `localhost` (files in `dir`), and the certificate (DER) for clients to trust.
@@ -72,8 +71,7 @@ pub fn connect_tcp(server: SocketAddr) -> TcpStream {
 /// 401 with the nonce it brings.
 pub struct StreamClient<S> {
     pub stream: S,
-    nonce: Vec<u8>,
-    next_tid: u8,
+    session: Session,
     /// Received bytes: `rx[start..filled]` is not yet returned as a frame.
     rx: Vec<u8>,
     start: usize,
@@ -84,8 +82,7 @@ impl<S: Read + Write> StreamClient<S> {
     pub fn new(stream: S) -> StreamClient<S> {
         StreamClient {
             stream,
-            nonce: Vec::new(),
-            next_tid: 0,
+            session: Session::default(),
             rx: vec![0; 64 * 1024],
             start: 0,
             filled: 0,
@@ -135,79 +132,25 @@ impl<S: Read + Write> StreamClient<S> {
             }
         }
     }
+}
 
-    /// Sends a request and returns the answer (success or error) other than the 401
-    /// that teaches the nonce. Indications and data arriving meanwhile are skipped.
-    pub fn request(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
-        for _ in 0..3 {
-            self.next_tid += 1;
-            let tid = TransactionId([self.next_tid; 12]);
-            let mut buf = Vec::new();
-            let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid);
-            attrs(&mut b);
-            if !self.nonce.is_empty() {
-                b.add(attr::USERNAME, USER.as_bytes());
-                b.add(attr::REALM, REALM.as_bytes());
-                b.add(attr::NONCE, &self.nonce);
-                b.add_message_integrity(&long_term_key(PASSWORD_ALGORITHM_MD5, USER, REALM, PASS));
+impl<S: Read + Write> Turn for StreamClient<S> {
+    /// Indications and data arriving before the answer are skipped.
+    fn exchange(&mut self, request: &[u8], tid: TransactionId) -> Vec<u8> {
+        self.send(request).expect("send request");
+        loop {
+            let frame = self.recv_frame().expect("response within the timeout");
+            let is_answer = Message::parse(frame).is_ok_and(|m| {
+                m.transaction_id() == tid && matches!(m.class(), Class::Success | Class::Error)
+            });
+            if is_answer {
+                return frame.to_vec();
             }
-            self.send(&buf).expect("send request");
-            let resp = loop {
-                let frame = self.recv_frame().expect("response within the timeout");
-                let is_answer = Message::parse(frame).is_ok_and(|m| {
-                    m.transaction_id() == tid && matches!(m.class(), Class::Success | Class::Error)
-                });
-                if is_answer {
-                    break frame.to_vec();
-                }
-            };
-            let msg = Message::parse(&resp).expect("a STUN response");
-            if msg.class() == Class::Error && self.nonce.is_empty() {
-                self.nonce = msg.get(attr::NONCE).expect("nonce in 401").to_vec();
-                continue;
-            }
-            return resp;
         }
-        panic!("request {method:#x} kept failing");
     }
 
-    /// [`StreamClient::request`], asserting a success answer.
-    pub fn expect_success(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) {
-        let resp = self.request(method, attrs);
-        let class = Message::parse(&resp).expect("a STUN response").class();
-        assert_eq!(class, Class::Success, "request {method:#x}");
-    }
-
-    /// Allocate (a UDP relay); the relayed address.
-    pub fn allocate(&mut self) -> SocketAddr {
-        let resp = self.request(method::ALLOCATE, |b| {
-            b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
-        });
-        let msg = Message::parse(&resp).expect("allocate response");
-        assert_eq!(msg.class(), Class::Success, "allocate");
-        attr::decode_xor_address(
-            msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed address"),
-            &msg.transaction_id(),
-        )
-        .expect("valid address")
-    }
-
-    /// Binds `channel` to `peer`, asserting success.
-    pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) {
-        self.expect_success(method::CHANNEL_BIND, |b| {
-            b.add(
-                attr::CHANNEL_NUMBER,
-                &[(channel >> 8) as u8, channel as u8, 0, 0],
-            );
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
-        });
-    }
-
-    /// Installs a permission for `peer`, asserting success.
-    pub fn create_permission(&mut self, peer: SocketAddr) {
-        self.expect_success(method::CREATE_PERMISSION, |b| {
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
-        });
+    fn session(&mut self) -> &mut Session {
+        &mut self.session
     }
 }
 

@@ -16,7 +16,7 @@ use turnpike::proto::auth::long_term_key;
 use turnpike::proto::peer_policy::PeerPolicy;
 use turnpike::proto::quota::Quotas;
 use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
-use turnpike::proto::stun::{Class, Message, MessageBuilder, TransactionId};
+use turnpike::proto::stun::{method, Class, Message, MessageBuilder, TransactionId};
 use turnpike::proto::{RelayIp, ServerConfig, SharedPool};
 
 pub const USER: &str = "alice";
@@ -50,48 +50,36 @@ pub fn relay_config(ip: IpAddr, peers: &str, workers: usize) -> NetConfig {
 
 /// A TURN client with [`USER`]'s long-term credentials; retries the first 401 with
 /// the nonce it brings. The socket needs a read timeout: every wait is bounded.
-pub struct Client {
-    pub sock: UdpSocket,
-    pub server: SocketAddr,
-    nonce: Vec<u8>,
-    next_tid: u8,
-}
-
-impl Client {
-    pub fn new(sock: UdpSocket, server: SocketAddr) -> Client {
-        Client {
-            sock,
-            server,
-            nonce: Vec::new(),
-            next_tid: 0,
-        }
-    }
+/// The requests a test's TURN client makes, signed with [`USER`]'s long-term
+/// credentials after the first 401 teaches the nonce, over whatever transport the
+/// client implements [`Turn::exchange`] for (UDP here, TCP and TLS in `turn_stream`).
+pub trait Turn {
+    /// Sends one request and returns the answer to it (skipping anything else).
+    fn exchange(&mut self, request: &[u8], tid: TransactionId) -> Vec<u8>;
+    /// The nonce and the transaction counter.
+    fn session(&mut self) -> &mut Session;
 
     /// Sends a request and returns the answer (success or error) other than the 401
     /// that teaches the nonce.
-    pub fn request(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
+    fn request(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
         for _ in 0..3 {
-            self.next_tid += 1;
-            let tid = TransactionId([self.next_tid; 12]);
+            let session = self.session();
+            session.next_tid += 1;
+            let tid = TransactionId([session.next_tid; 12]);
             let mut buf = Vec::new();
             let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid);
             attrs(&mut b);
-            if !self.nonce.is_empty() {
+            if !session.nonce.is_empty() {
                 b.add(attr::USERNAME, USER.as_bytes());
                 b.add(attr::REALM, REALM.as_bytes());
-                b.add(attr::NONCE, &self.nonce);
+                b.add(attr::NONCE, &session.nonce);
                 b.add_message_integrity(&long_term_key(PASSWORD_ALGORITHM_MD5, USER, REALM, PASS));
             }
-            self.sock.send_to(&buf, self.server).expect("send request");
-            let mut resp = vec![0u8; 2048];
-            let n = self
-                .sock
-                .recv(&mut resp)
-                .expect("response within the timeout");
-            resp.truncate(n);
+            let resp = self.exchange(&buf, tid);
             let msg = Message::parse(&resp).expect("a STUN response");
-            if msg.class() == Class::Error && self.nonce.is_empty() {
-                self.nonce = msg.get(attr::NONCE).expect("nonce in 401").to_vec();
+            let session = self.session();
+            if msg.class() == Class::Error && session.nonce.is_empty() {
+                session.nonce = msg.get(attr::NONCE).expect("nonce in 401").to_vec();
                 continue;
             }
             return resp;
@@ -99,16 +87,16 @@ impl Client {
         panic!("request {method:#x} kept failing");
     }
 
-    /// [`Client::request`], asserting a success answer.
-    pub fn expect_success(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) {
+    /// [`Turn::request`], asserting a success answer.
+    fn expect_success(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) {
         let resp = self.request(method, attrs);
         let class = Message::parse(&resp).expect("a STUN response").class();
         assert_eq!(class, Class::Success, "request {method:#x}");
     }
 
-    /// Allocate (UDP); the relayed address.
-    pub fn allocate(&mut self) -> SocketAddr {
-        let resp = self.request(turnpike::proto::stun::method::ALLOCATE, |b| {
+    /// Allocate (a UDP relay); the relayed address.
+    fn allocate(&mut self) -> SocketAddr {
+        let resp = self.request(method::ALLOCATE, |b| {
             b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
         });
         let msg = Message::parse(&resp).expect("allocate response");
@@ -121,13 +109,63 @@ impl Client {
     }
 
     /// Binds `channel` to `peer`, asserting success.
-    pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) {
-        self.expect_success(turnpike::proto::stun::method::CHANNEL_BIND, |b| {
+    fn channel_bind(&mut self, channel: u16, peer: SocketAddr) {
+        self.expect_success(method::CHANNEL_BIND, |b| {
             b.add(
                 attr::CHANNEL_NUMBER,
                 &[(channel >> 8) as u8, channel as u8, 0, 0],
             );
             b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
         });
+    }
+
+    /// Installs a permission for `peer`, asserting success.
+    fn create_permission(&mut self, peer: SocketAddr) {
+        self.expect_success(method::CREATE_PERMISSION, |b| {
+            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
+        });
+    }
+}
+
+/// What a [`Turn`] client remembers between requests.
+#[derive(Debug, Default)]
+pub struct Session {
+    nonce: Vec<u8>,
+    next_tid: u8,
+}
+
+/// A TURN client over a UDP socket (which needs a read timeout: every wait is bounded).
+pub struct Client {
+    pub sock: UdpSocket,
+    pub server: SocketAddr,
+    session: Session,
+}
+
+impl Client {
+    pub fn new(sock: UdpSocket, server: SocketAddr) -> Client {
+        Client {
+            sock,
+            server,
+            session: Session::default(),
+        }
+    }
+}
+
+impl Turn for Client {
+    fn exchange(&mut self, request: &[u8], _tid: TransactionId) -> Vec<u8> {
+        self.sock
+            .send_to(request, self.server)
+            .expect("send request");
+        let mut resp = vec![0u8; 2048];
+        let n = self
+            .sock
+            .recv(&mut resp)
+            .expect("response within the timeout");
+        resp.truncate(n);
+        resp
+    }
+
+    fn session(&mut self) -> &mut Session {
+        &mut self.session
     }
 }
