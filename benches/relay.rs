@@ -1,8 +1,10 @@
-//! Packet-throughput benchmark: Turnpike against coturn and a bare UDP
-//! forwarder, with a TURN load generator built on Turnpike's own codec.
+//! Packet-throughput benchmark: Turnpike against coturn and a bare UDP forwarder of the
+//! same shape, with a TURN load generator built on Turnpike's own codec.
 //!
 //! ```sh
-//! cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] [--out DIR] [--servers turnpike,turnpike-coalesce,turnpike-fastpath,coturn,bare]
+//! cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] [--repetitions N]
+//!     [--buffers equal|native|BYTES] [--out DIR]
+//!     [--servers turnpike,turnpike-coalesce,turnpike-fastpath,coturn,bare]
 //! ```
 //!
 //! The run happens in a private network namespace made for it (`ip netns add`), on
@@ -13,7 +15,13 @@
 //! (exit 1) if Turnpike forwarded nothing in some direction. `--quick` measures only the
 //! audio ChannelData path (its ramp, CPU per packet and latency) on one worker: the
 //! rows a change to the packet path moves, in a third of the time. `--rounds N` sets
-//! how many interleaved latency rounds are run (default 3).
+//! how many interleaved latency rounds are run (default 3). `--repetitions N` (default
+//! 3) sets how many times the audio ChannelData capacity is measured again on a fresh
+//! server, in rounds that interleave the servers: the table gives each capacity and
+//! ratio as the median and the min–max of those. `--buffers` sets every server's
+//! socket buffers: `equal` (default: the bench forces 2 MiB, which the kernel reports
+//! as 4 MiB, on every UDP socket of every server), `BYTES` (the same with that size),
+//! or `native` (each server's own).
 //!
 //! Results: a Markdown table on stdout, `results.json`, `throughput.svg` and
 //! `latency.svg` in `--out` (default `target/bench-results/`).
@@ -51,6 +59,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use plan::Plan;
 use results::{Kind, ServerResult};
+use servers::Buffers;
 use traffic::Mix;
 
 /// Set (to the namespace's name) in the re-executed child that runs inside it.
@@ -63,6 +72,9 @@ struct Args {
     rounds: Option<usize>,
     out: PathBuf,
     servers: Vec<Kind>,
+    /// Capacity repetitions (default: the plan's).
+    repetitions: Option<usize>,
+    buffers: Option<Buffers>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -83,6 +95,8 @@ fn parse_args() -> Result<Args, String> {
             Kind::BarePlain,
             Kind::BareBatched,
         ],
+        repetitions: None,
+        buffers: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -95,6 +109,24 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| format!("--rounds {n:?}: not a number"))?;
                 args.rounds = Some(n.max(1));
+            }
+            "--repetitions" => {
+                let n = it.next().ok_or("--repetitions needs a number")?;
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| format!("--repetitions {n:?}: not a number"))?;
+                args.repetitions = Some(n);
+            }
+            "--buffers" => {
+                let b = it.next().ok_or("--buffers needs equal, native or a size")?;
+                args.buffers = Some(match b.as_str() {
+                    "equal" => Buffers::Equal(servers::EQUAL_BUFFER),
+                    "native" => Buffers::Native,
+                    n => Buffers::Equal(
+                        n.parse()
+                            .map_err(|_| format!("--buffers {n:?}: equal, native or bytes"))?,
+                    ),
+                });
             }
             "--out" => args.out = it.next().ok_or("--out needs a directory")?.into(),
             "--servers" => {
@@ -115,11 +147,14 @@ fn parse_args() -> Result<Args, String> {
             }
             // `cargo bench` passes --bench to harness = false targets.
             "--bench" => {}
-            "-h" | "--help" => return Err(
-                "usage: cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] [--out DIR] \
+            "-h" | "--help" => {
+                return Err(
+                    "usage: cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] \
+                     [--repetitions N] [--buffers equal|native|BYTES] [--out DIR] \
                      [--servers turnpike,turnpike-coalesce,turnpike-fastpath,coturn,bare]"
-                    .into(),
-            ),
+                        .into(),
+                )
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -219,6 +254,36 @@ fn run_in_namespace(generator_cpu: usize) -> Result<ExitCode, String> {
     }))
 }
 
+/// The audio ChannelData capacity again, `plan.repetitions` times, in rounds over every
+/// server that measured fine, each started afresh per round. A failed repetition is
+/// noted and leaves that server out of the later rounds.
+fn measure_repetitions(
+    args: &Args,
+    plan: &Plan,
+    pools: &[(Mix, srtp_pool::Pool)],
+    bar: &ProgressBar,
+    results: &mut [ServerResult],
+) {
+    for round in 0..plan.repetitions {
+        for (&kind, r) in args.servers.iter().zip(results.iter_mut()) {
+            if r.status != "ok" || r.repetitions.len() < round {
+                continue;
+            }
+            bar.set_message(format!(
+                "{} capacity, repetition {}",
+                kind.name(),
+                round + 1
+            ));
+            match plan::capacity_repetition(kind, plan, pools, &args.out, bar) {
+                Ok(ramp) => r.repetitions.push(ramp),
+                Err(e) => r
+                    .notes
+                    .push(format!("capacity repetition {}: {e}", round + 1)),
+            }
+        }
+    }
+}
+
 /// Latency in rounds over every server that measured fine (see latency.rs), at the
 /// loads of its own audio ChannelData capacity.
 fn measure_latency(
@@ -299,13 +364,20 @@ fn run(
     if let Some(n) = args.rounds {
         plan.latency_rounds = n;
     }
+    if let Some(n) = args.repetitions {
+        plan.repetitions = n;
+    }
+    if let Some(b) = args.buffers {
+        plan.buffers = b;
+    }
     eprintln!(
-        "relay bench ({}): {network}; relay on cpu {relay_cpu}, generator on cpu {generator_cpu}; fd limit {fd_limit}",
+        "relay bench ({}): {network}; relay on cpu {relay_cpu}, generator on cpu {generator_cpu}; fd limit {fd_limit}; buffers {}",
         match (args.smoke, args.quick) {
             (true, _) => "smoke",
             (false, true) => "quick: audio ChannelData only",
             (false, false) => "full",
         },
+        plan.buffers.describe(),
     );
     eprintln!(
         "encrypting SRTP pools ({} packets per mix)...",
@@ -336,11 +408,14 @@ fn run(
         }
         results.push(r);
     }
+    measure_repetitions(args, &plan, &pools, &bar, &mut results);
     measure_latency(args, &plan, &pools, &bar, &mut results)?;
     bar.finish_and_clear();
 
     let table = report::table(&results);
-    println!("\n{table}");
+    let capacity = report::capacity_table(&results, &plan);
+    let setup = report::setup_table(&results, &plan);
+    println!("\n{capacity}\n{setup}\n{table}");
     println!(
         "network: {network}; relay pinned to cpu {relay_cpu}, generator to cpu {generator_cpu}; \
          audio = 170 B SRTP at 50 pps/stream, video = 1200 B in 5–10 packet frames at 30 fps/stream; \
@@ -354,15 +429,31 @@ fn run(
         started.elapsed().as_secs_f64()
     );
     let json = serde_json::json!({
-        "mode": if args.smoke { "smoke" } else { "full" },
+        "mode": match (args.smoke, args.quick) {
+            (true, _) => "smoke",
+            (false, true) => "quick",
+            (false, false) => "full",
+        },
         "network": network,
         "relay_cpu": relay_cpu,
         "generator_cpu": generator_cpu,
         "machine": machine(),
-        "command": "cargo bench --bench relay",
+        "command": format!(
+            "cargo bench --bench relay --{}",
+            std::env::args()
+                .skip(1)
+                .filter(|a| a != "--bench")
+                .map(|a| format!(" {a}"))
+                .collect::<String>()
+        ),
+        "buffers": plan.buffers.describe(),
+        "repetitions": plan.repetitions,
+        "ramp_resolution": plan.resolution,
         "seconds": started.elapsed().as_secs_f64(),
         "servers": results,
         "table_markdown": table,
+        "capacity_markdown": capacity,
+        "setup_markdown": setup,
     });
     let json_path = args.out.join("results.json");
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;

@@ -10,7 +10,7 @@ use rand::RngCore;
 
 use crate::bare::Bare;
 use crate::results::{self, Direction, Kind, Ramp, ServerResult, SetupRun};
-use crate::servers::{self, ServerProcess, LISTEN};
+use crate::servers::{self, Buffers, ServerProcess, LISTEN};
 use crate::srtp_pool::Pool;
 use crate::sys::{self, PortAllocator};
 use crate::traffic::{self, CpuProbe, Engine, Flows, Mix, StepResult, Stream};
@@ -26,9 +26,18 @@ pub struct Plan {
     pub ramp_start: f64,
     pub ramp_factor: f64,
     pub ramp_max_steps: usize,
-    /// Steps that bisect (geometrically) between the last good rate and the first
-    /// lossy one, so a capacity is not rounded down by a whole ×1.3 step.
-    pub refine_steps: usize,
+    /// Steps bisect (geometrically) between the last good rate and the first lossy
+    /// one until they are at most this fraction apart (0.02: the capacity is known to
+    /// within 2%), so a capacity is not rounded down by a whole ×1.3 step...
+    pub resolution: f64,
+    /// ...or until this many bisection steps were run.
+    pub refine_max: usize,
+    /// Fresh audio ChannelData capacity ramps per server, in rounds that interleave
+    /// the servers (each started afresh per round), for the spread of each capacity
+    /// and ratio.
+    pub repetitions: usize,
+    /// The socket buffers of every server (`--buffers`).
+    pub buffers: Buffers,
     /// (requests in flight, allocations) for the setup-rate runs.
     pub setup_runs: Vec<(usize, usize)>,
     /// Allocations carrying traffic, and peer sockets (= channels per allocation).
@@ -59,7 +68,10 @@ impl Plan {
                 ramp_start: 2_000.0,
                 ramp_factor: 2.5,
                 ramp_max_steps: 2,
-                refine_steps: 0,
+                resolution: 1.0,
+                refine_max: 0,
+                repetitions: 1,
+                buffers: Buffers::Equal(servers::EQUAL_BUFFER),
                 setup_runs: vec![(1, 5), (16, 20), (64, 40)],
                 traffic_allocations: 4,
                 peers: 4,
@@ -80,7 +92,10 @@ impl Plan {
                 ramp_start: 25_000.0,
                 ramp_factor: 1.3,
                 ramp_max_steps: 15,
-                refine_steps: 2,
+                resolution: 0.02,
+                refine_max: 6,
+                repetitions: 3,
+                buffers: Buffers::Equal(servers::EQUAL_BUFFER),
                 setup_runs: vec![(1, 250), (16, 1000), (64, 2000)],
                 traffic_allocations: 128,
                 peers: 32,
@@ -107,9 +122,8 @@ impl Plan {
 
     /// Steps the progress bar is sized for (an upper bound on ramps, plus points).
     pub fn estimated_steps(&self, servers: usize) -> u64 {
-        let per = 7 * (self.ramp_max_steps + self.refine_steps)
-            + self.cpu_rates.len()
-            + self.latency_rounds;
+        let ramp = self.ramp_max_steps + self.refine_max;
+        let per = 8 * ramp + self.repetitions * ramp + self.cpu_rates.len() + self.latency_rounds;
         (servers * per) as u64
     }
 }
@@ -242,25 +256,55 @@ fn measure_turn(
 
     let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;
     let allocs = traffic_allocations(plan, &mut ports, &peer_addrs)?;
+    let sockets = servers::apply_buffers(server.pid, plan.buffers)?;
+    result.notes.push(format!(
+        "buffers {}: {}",
+        plan.buffers.describe(),
+        sockets.describe()
+    ));
+    // Only a server whose client-facing socket asks for UDP_GRO is sent GSO video.
+    let takes_gro = sockets.listener_gro > 0;
+    result.sockets = Some(sockets);
     let probe = server.probe();
     let dirs = plan.directions(&[
         Direction::ChannelData,
         Direction::SendIndication,
         Direction::PeerToClient,
     ]);
-    if kind.is_turnpike() {
-        result.notes.push(
-            "video sent as one UDP GSO message per frame and received with UDP_GRO \
-             (Turnpike's sockets take coalesced UDP); other relays get one datagram per send"
-                .into(),
-        );
-    }
+    result.notes.push(if takes_gro {
+        "video (best settings): sent as one UDP GSO message per frame, received whole \
+         through UDP_GRO"
+            .into()
+    } else {
+        "video (best settings): one datagram per packet (no UDP_GRO on its sockets)".into()
+    });
     run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |mix, d| {
         let mut flows = turn_flows(mix, d, &allocs, &peers, &peer_addrs);
-        // Only Turnpike's sockets ask for UDP_GRO; see Flows::gso.
-        flows.gso = kind.is_turnpike();
+        flows.gso = takes_gro;
         flows
     })?;
+    if !plan.quick && pool_of(pools, Mix::Video).is_ok() {
+        // The same datagrams for every server: one per packet, UDP_GRO off.
+        servers::gro_off(server.pid)?;
+        let flows = turn_flows(
+            Mix::Video,
+            Direction::ChannelData,
+            &allocs,
+            &peers,
+            &peer_addrs,
+        );
+        let mut ramp = run_ramp(
+            plan,
+            pools,
+            Mix::Video,
+            Direction::ChannelData,
+            &flows,
+            &probe,
+            bar,
+        )?;
+        ramp.same_datagrams = true;
+        result.ramps.push(ramp);
+    }
     drop(server);
     drop(setup_sockets);
     if plan.quick {
@@ -392,51 +436,67 @@ fn turn_flows(
     }
 }
 
-/// A bare forwarder on the relay's core, with the generator's two sockets: the
-/// client's and the peer's.
+/// A bare forwarder on the relay's core with the TURN servers' shape: the generator's
+/// client sockets (one per allocation) and peer sockets, and the forwarder's routes
+/// between them (see bare.rs).
 struct BareSetup {
     bare: Bare,
-    client: UdpSocket,
-    peer: UdpSocket,
+    allocs: Vec<Allocation>,
+    peers: Vec<UdpSocket>,
+    peer_addrs: Vec<SocketAddrV4>,
 }
 
 impl BareSetup {
     fn start(kind: Kind, plan: &Plan) -> Result<BareSetup, String> {
         let e = |e: std::io::Error| e.to_string();
         let mut ports = PortAllocator::new();
-        let client = ports.bind().map_err(e)?;
-        let peer = ports.bind().map_err(e)?;
-        let addr = |s: &UdpSocket| match s.local_addr() {
-            Ok(std::net::SocketAddr::V4(a)) => Ok(a),
-            _ => Err("expected an IPv4 socket".to_string()),
+        let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;
+        let mut clients = Vec::new();
+        let mut routes = Vec::new();
+        for a in 0..plan.traffic_allocations {
+            let sock = ports.bind().map_err(e)?;
+            let Ok(std::net::SocketAddr::V4(client)) = sock.local_addr() else {
+                return Err("client socket without an IPv4 address".into());
+            };
+            for (j, &peer) in peer_addrs.iter().enumerate() {
+                routes.push(crate::bare::Route {
+                    client,
+                    channel: 0x4000 + j as u16,
+                    alloc: a,
+                    peer,
+                });
+            }
+            clients.push(sock);
+        }
+        let buffer = match plan.buffers {
+            Buffers::Equal(bytes) => bytes,
+            // The forwarder's own choice: without it (the kernel's 208 KiB) it lost 8%
+            // at 25 kpps on this shared machine whenever another job held its core.
+            Buffers::Native => 4 << 20,
         };
         let bare = Bare::start(
             kind == Kind::BareBatched,
-            addr(&client)?,
-            addr(&peer)?,
+            plan.traffic_allocations,
+            &routes,
+            buffer,
             plan.relay_cpus.clone(),
         )
         .map_err(e)?;
-        Ok(BareSetup { bare, client, peer })
+        let allocs = clients
+            .into_iter()
+            .zip(&bare.relayed)
+            .map(|(sock, &relayed)| Allocation { sock, relayed })
+            .collect();
+        Ok(BareSetup {
+            bare,
+            allocs,
+            peers,
+            peer_addrs,
+        })
     }
 
-    fn flows(&self, d: Direction) -> Flows {
-        let stream = |dest| Stream {
-            tx: 0,
-            dest: sys::sockaddr(dest),
-            prefix: Vec::new(),
-            pad: 0,
-        };
-        let (from, to, dest) = match d {
-            Direction::PeerToClient => (&self.peer, &self.client, self.bare.peer_facing),
-            _ => (&self.client, &self.peer, self.bare.client_facing),
-        };
-        Flows {
-            tx: vec![from.as_raw_fd()],
-            rx: vec![to.as_raw_fd()],
-            streams: vec![stream(dest)],
-            gso: false,
-        }
+    fn flows(&self, mix: Mix, d: Direction) -> Flows {
+        turn_flows(mix, d, &self.allocs, &self.peers, &self.peer_addrs)
     }
 }
 
@@ -449,26 +509,53 @@ fn measure_bare(
 ) -> Result<(), String> {
     let setup = BareSetup::start(kind, plan)?;
     result.command = Some(format!(
-        "in-process forwarder thread pinned to cpus {:?} ({})",
+        "in-process forwarder thread pinned to cpus {:?} ({}), {} allocation sockets × {} peers",
         plan.relay_cpus,
         if kind == Kind::BareBatched {
             "recvmmsg/sendmmsg ×64"
         } else {
             "recvfrom/sendto"
-        }
+        },
+        plan.traffic_allocations,
+        plan.peers,
     ));
-    result
-        .notes
-        .push("no TURN framing: client→peer carries the bare SRTP packet".into());
+    let sockets = servers::SocketSummary::of(&setup.bare.sockets);
+    result.notes.push(format!(
+        "buffers {}: {}",
+        plan.buffers.describe(),
+        sockets.describe()
+    ));
+    result.sockets = Some(sockets);
+    result.notes.push(
+        "ChannelData in and out like the TURN servers, one table lookup per packet, no \
+         other TURN logic; video: one datagram per packet"
+            .into(),
+    );
     let probe = CpuProbe::task(setup.bare.proc_dir(), false);
     let dirs = plan.directions(&[Direction::ChannelData, Direction::PeerToClient]);
-    run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |_, d| {
-        setup.flows(d)
-    })
+    run_ramps_and_points(plan, pools, &dirs, &probe, bar, result, |mix, d| {
+        setup.flows(mix, d)
+    })?;
+    if pool_of(pools, Mix::Video).is_ok() {
+        let flows = setup.flows(Mix::Video, Direction::ChannelData);
+        let mut ramp = run_ramp(
+            plan,
+            pools,
+            Mix::Video,
+            Direction::ChannelData,
+            &flows,
+            &probe,
+            bar,
+        )?;
+        ramp.same_datagrams = true;
+        result.ramps.push(ramp);
+    }
+    Ok(())
 }
 
 /// Starts `kind` afresh (`workers` threads on `cpus`; the bare forwarder always has
-/// one, on the relay's core), sets up the audio ChannelData flows, and runs `f` on them
+/// one, on the relay's core) with the plan's buffers, sets up the audio ChannelData
+/// flows, and runs `f` on them
 /// with the probe of the server's CPU time; the server stops when `f` returns.
 pub fn with_audio_flows<T>(
     kind: Kind,
@@ -484,6 +571,7 @@ pub fn with_audio_flows<T>(
             let mut ports = PortAllocator::new();
             let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;
             let allocs = traffic_allocations(plan, &mut ports, &peer_addrs)?;
+            servers::apply_buffers(server.pid, plan.buffers)?;
             let flows = turn_flows(
                 Mix::Audio,
                 Direction::ChannelData,
@@ -499,7 +587,7 @@ pub fn with_audio_flows<T>(
         Kind::BarePlain | Kind::BareBatched => {
             let setup = BareSetup::start(kind, plan)?;
             let probe = CpuProbe::task(setup.bare.proc_dir(), false);
-            f(&setup.flows(Direction::ChannelData), &probe)
+            f(&setup.flows(Mix::Audio, Direction::ChannelData), &probe)
         }
     }
 }
@@ -537,6 +625,27 @@ fn run_ramps_and_points(
     Ok(())
 }
 
+/// One repetition of the audio ChannelData capacity ramp on a fresh `kind`.
+pub fn capacity_repetition(
+    kind: Kind,
+    plan: &Plan,
+    pools: &[(Mix, Pool)],
+    dir: &Path,
+    bar: &ProgressBar,
+) -> Result<Ramp, String> {
+    with_audio_flows(kind, 1, &plan.relay_cpus, plan, dir, |flows, probe| {
+        run_ramp(
+            plan,
+            pools,
+            Mix::Audio,
+            Direction::ChannelData,
+            flows,
+            probe,
+            bar,
+        )
+    })
+}
+
 pub fn pool_of(pools: &[(Mix, Pool)], mix: Mix) -> Result<&Pool, String> {
     pools
         .iter()
@@ -546,7 +655,8 @@ pub fn pool_of(pools: &[(Mix, Pool)], mix: Mix) -> Result<&Pool, String> {
 }
 
 /// Steps the offered rate up geometrically until a step loses more than 0.1%, the
-/// generator cannot keep up, or the step budget is spent.
+/// generator cannot keep up, or the step budget is spent; then bisects between the
+/// last good and the first lossy rate down to `plan.resolution`.
 ///
 /// The machine may be shared with other work: a step that loses packets or overran its time
 /// (the generator itself was held up) is run once more and the better of the two kept,
@@ -598,8 +708,12 @@ fn run_ramp(
         good = Some(rate);
         rate *= plan.ramp_factor;
     }
+    let mut bracket = None;
     if let (Some(mut lo), Some(mut hi)) = (good, lossy) {
-        for _ in 0..plan.refine_steps {
+        for _ in 0..plan.refine_max {
+            if hi / lo <= 1.0 + plan.resolution {
+                break;
+            }
             let mid = (lo * hi).sqrt();
             let r = step(mid)?;
             let lost = r.loss > 0.001;
@@ -614,6 +728,7 @@ fn run_ramp(
                 lo = mid;
             }
         }
+        bracket = Some(hi / lo - 1.0);
     }
     // In rate order for the chart (refining steps come after the lossy one).
     steps.sort_by(|a, b| a.offered_pps.total_cmp(&b.offered_pps));
@@ -631,6 +746,8 @@ fn run_ramp(
         pps_zero_loss: best(0.0).map(|s| s.received_pps),
         pps_le_0_1pct: le.map(|s| s.received_pps),
         lower_bound: le.is_some() && steps.iter().all(|s| s.loss <= 0.001),
+        resolution: bracket,
+        same_datagrams: false,
         steps,
     })
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::plan::Plan;
 use crate::results::{Direction, ServerResult};
 use crate::traffic::Mix;
 
@@ -98,6 +99,24 @@ fn rows(results: &[ServerResult]) -> Vec<Row> {
                     .and_then(|x| x.pps_le_0_1pct.map(|v| (v, x.lower_bound)))
             });
         }
+    }
+    let label = format!(
+        "video {} B, {}, same datagrams to every server (no GSO, no GRO)",
+        Mix::Video.packet_size(),
+        Direction::ChannelData.label()
+    );
+    if results.iter().any(|r| {
+        r.ramp_same_datagrams(Mix::Video, Direction::ChannelData)
+            .is_some()
+    }) {
+        add(format!("{label}: pps at 0 loss"), Unit::Pps, &|r| {
+            r.ramp_same_datagrams(Mix::Video, Direction::ChannelData)
+                .and_then(|x| x.pps_zero_loss.map(|v| (v, x.lower_bound)))
+        });
+        add(format!("{label}: pps at ≤0.1% loss"), Unit::Pps, &|r| {
+            r.ramp_same_datagrams(Mix::Video, Direction::ChannelData)
+                .and_then(|x| x.pps_le_0_1pct.map(|v| (v, x.lower_bound)))
+        });
     }
     let cpu_points = results.iter().map(|r| r.cpu.len()).max().unwrap_or(0);
     for i in 0..cpu_points {
@@ -200,6 +219,158 @@ pub fn table(results: &[ServerResult]) -> String {
             line.push(ratio);
         }
         out.push_str(&format!("| {} |\n", line.join(" | ")));
+    }
+    out
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// "1.05× (0.98–1.09)" or "232.5k (228.0k–240.1k)": median and min–max.
+fn spread(v: &[f64], fmt: impl Fn(f64) -> String) -> String {
+    let (Some(m), Some(lo), Some(hi)) = (
+        median(v),
+        v.iter().copied().min_by(f64::total_cmp),
+        v.iter().copied().max_by(f64::total_cmp),
+    ) else {
+        return "—".into();
+    };
+    if v.len() == 1 {
+        fmt(m)
+    } else {
+        format!("{} ({}–{})", fmt(m), fmt(lo), fmt(hi))
+    }
+}
+
+/// Audio ChannelData client→peer capacity (pps at ≤0.1% loss) over the repetitions:
+/// each server's per repetition, median and min–max, and the ratios between servers
+/// taken repetition by repetition (the servers of one round ran minutes apart).
+pub fn capacity_table(results: &[ServerResult], plan: &Plan) -> String {
+    let mut out = format!(
+        "Audio 170 B client→peer ChannelData capacity (pps at ≤0.1% loss), {} \
+         repetition(s) interleaving the servers, each on a fresh server; ramp ×{} steps, \
+         then bisection to ≤{:.0}% apart; buffers {}:\n\n",
+        plan.repetitions,
+        plan.ramp_factor,
+        plan.resolution * 100.0,
+        plan.buffers.describe()
+    );
+    out.push_str(
+        "| server | per repetition | median (min–max) | resolution |\n| --- | --- | --- | --- |\n",
+    );
+    let kpps = |v: f64| fmt_value(v, Unit::Pps);
+    for r in results {
+        let caps = r.capacities();
+        let ge = if r.repetitions.iter().any(|x| x.lower_bound) {
+            "≥"
+        } else {
+            ""
+        };
+        let each: Vec<String> = r
+            .repetitions
+            .iter()
+            .map(|x| {
+                x.pps_le_0_1pct.map_or("—".into(), |v| {
+                    format!("{}{}", if x.lower_bound { "≥" } else { "" }, kpps(v))
+                })
+            })
+            .collect();
+        let res: Vec<f64> = r.repetitions.iter().filter_map(|x| x.resolution).collect();
+        let res = res
+            .iter()
+            .copied()
+            .max_by(f64::total_cmp)
+            .map_or("—".into(), |x| format!("≤{:.1}%", x * 100.0));
+        out.push_str(&format!(
+            "| {} | {} | {ge}{} | {res} |\n",
+            r.server,
+            if each.is_empty() {
+                r.status.clone()
+            } else {
+                each.join(" / ")
+            },
+            spread(&caps, kpps)
+        ));
+    }
+    let idx = |name: &str| results.iter().position(|r| r.server == name);
+    let pairs = [
+        ("turnpike", "coturn"),
+        ("turnpike-coalesce", "coturn"),
+        ("turnpike-fastpath", "coturn"),
+        ("turnpike", "bare-plain"),
+        ("turnpike", "bare-batched"),
+        ("coturn", "bare-plain"),
+    ];
+    out.push_str("\n| ratio | per repetition | median (min–max) |\n| --- | --- | --- |\n");
+    for (a, b) in pairs {
+        let (Some(a_i), Some(b_i)) = (idx(a), idx(b)) else {
+            continue;
+        };
+        let ratios: Vec<f64> = results[a_i]
+            .repetitions
+            .iter()
+            .zip(&results[b_i].repetitions)
+            .filter_map(|(x, y)| Some(x.pps_le_0_1pct? / y.pps_le_0_1pct.filter(|v| *v > 0.0)?))
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let each: Vec<String> = ratios.iter().map(|v| format!("{v:.2}")).collect();
+        out.push_str(&format!(
+            "| {a}/{b} | {} | {} |\n",
+            each.join(" / "),
+            spread(&ratios, |v| format!("{v:.2}×"))
+        ));
+    }
+    out
+}
+
+/// What each server got: socket buffers and UDP_GRO as the kernel reported them, and
+/// how the generator sent it video.
+pub fn setup_table(results: &[ServerResult], plan: &Plan) -> String {
+    let mut out = format!(
+        "Buffers: {}. Sizes are what the kernel reports (SO_RCVBUF/SO_SNDBUF, `ss -uamn` \
+         rb/tb: twice what was asked for).\n\n\
+         | server | socket buffers and UDP_GRO | video, best-settings rows | video, same-datagrams row |\n\
+         | --- | --- | --- | --- |\n",
+        plan.buffers.describe()
+    );
+    for r in results {
+        let sockets = r
+            .sockets
+            .as_ref()
+            .map_or_else(|| r.status.clone(), |s| s.describe());
+        let video = r
+            .ramps
+            .iter()
+            .filter(|x| x.mix == Mix::Video && !x.same_datagrams)
+            .flat_map(|x| &x.steps)
+            .collect::<Vec<_>>();
+        let best = if video.is_empty() {
+            "not measured".to_string()
+        } else if video.iter().any(|s| s.gso) {
+            "one UDP GSO message per frame from the generator (arrives whole via UDP_GRO)".into()
+        } else {
+            "one datagram per packet".into()
+        };
+        let same = if r
+            .ramp_same_datagrams(Mix::Video, Direction::ChannelData)
+            .is_some()
+        {
+            "one datagram per packet, UDP_GRO off"
+        } else {
+            "not measured"
+        };
+        out.push_str(&format!("| {} | {sockets} | {best} | {same} |\n", r.server));
     }
     out
 }

@@ -5,7 +5,7 @@ use crate::traffic::{Latency, Mix, StepResult};
 /// How the generator's packets reach the relay, and which way they go.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize)]
 pub enum Direction {
-    /// Client → peer in ChannelData (for the bare forwarder: the plain packet).
+    /// Client → peer in ChannelData.
     ChannelData,
     /// Client → peer in Send indications.
     SendIndication,
@@ -47,6 +47,12 @@ pub struct Ramp {
     /// No step lost more than 0.1% (the ramp ended on the generator's limit or the
     /// step budget): the relay's capacity is at least `pps_le_0_1pct`.
     pub lower_bound: bool,
+    /// How far apart (as a fraction) the highest good and the lowest lossy offered
+    /// rate ended: the capacity's resolution. None when the ramp found no lossy rate.
+    pub resolution: Option<f64>,
+    /// Every server got the same datagrams: one per packet, no GSO from the generator
+    /// and `UDP_GRO` off on the server's sockets.
+    pub same_datagrams: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -74,14 +80,36 @@ pub struct ServerResult {
     pub latency: Vec<LatencyPoint>,
     /// (worker threads, pps at ≤0.1% loss, audio ChannelData).
     pub workers: Vec<(usize, Option<f64>)>,
+    /// The server's UDP sockets once its traffic allocations existed.
+    pub sockets: Option<crate::servers::SocketSummary>,
+    /// Audio ChannelData client→peer ramps on a fresh server, one per repetition
+    /// (the rounds interleave the servers).
+    pub repetitions: Vec<Ramp>,
     pub notes: Vec<String>,
 }
 
 impl ServerResult {
+    /// The ramp of `mix` and `dir` with each server's own best delivery (GSO/GRO
+    /// where the server takes it).
     pub fn ramp(&self, mix: Mix, dir: Direction) -> Option<&Ramp> {
         self.ramps
             .iter()
-            .find(|r| r.mix == mix && r.direction == dir)
+            .find(|r| r.mix == mix && r.direction == dir && !r.same_datagrams)
+    }
+
+    /// The ramp where every server got the same datagrams.
+    pub fn ramp_same_datagrams(&self, mix: Mix, dir: Direction) -> Option<&Ramp> {
+        self.ramps
+            .iter()
+            .find(|r| r.mix == mix && r.direction == dir && r.same_datagrams)
+    }
+
+    /// Audio ChannelData capacity (pps at ≤0.1% loss) of each repetition.
+    pub fn capacities(&self) -> Vec<f64> {
+        self.repetitions
+            .iter()
+            .filter_map(|r| r.pps_le_0_1pct)
+            .collect()
     }
 }
 
@@ -105,13 +133,6 @@ pub enum Kind {
 pub const COALESCE_US: u64 = 200;
 
 impl Kind {
-    pub fn is_turnpike(self) -> bool {
-        matches!(
-            self,
-            Kind::Turnpike | Kind::TurnpikeCoalesce | Kind::TurnpikeFastPath
-        )
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Kind::Turnpike => "turnpike",

@@ -201,7 +201,7 @@ pub fn coturn_available() -> bool {
         .is_ok()
 }
 
-/// Starts coturn with the setup equivalent to Turnpike's: `-n` (no config file),
+/// Starts coturn with the equivalent setup: `-n` (no config file),
 /// `-m workers` relay threads, UDP only, same user and realm, loopback peers allowed.
 pub fn start_coturn(workers: usize, cpus: &[usize], dir: &Path) -> Result<ServerProcess, String> {
     let args: Vec<String> = [
@@ -292,4 +292,126 @@ fn spawn(
     Err(format!(
         "{name} did not answer STUN on {LISTEN} within 10 s"
     ))
+}
+
+/// The socket buffers every server runs with (`--buffers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buffers {
+    /// The bench sets this many bytes (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`) on every UDP
+    /// socket of every server, client-facing and relay, once its allocations exist;
+    /// the kernel reports twice that (its bookkeeping share).
+    Equal(usize),
+    /// Each server keeps what it sets itself: Turnpike forces 2 MiB on its listener
+    /// and 512 KiB on relay sockets, coturn asks with `SO_RCVBUF`/`SO_SNDBUF`, capped
+    /// by `net.core.rmem_max`/`wmem_max`, the bare forwarder forces 4 MiB.
+    Native,
+}
+
+/// The default of `--buffers`: Turnpike's own listener size, for every socket.
+pub const EQUAL_BUFFER: usize = 2 << 20;
+
+impl Buffers {
+    pub fn describe(self) -> String {
+        match self {
+            Buffers::Equal(b) => format!(
+                "equal: the bench forces {} KiB on every UDP socket of every server",
+                b >> 10
+            ),
+            Buffers::Native => "native: each server's own socket buffers".into(),
+        }
+    }
+}
+
+/// What one server's UDP sockets held, as the kernel reports it (`SO_RCVBUF`,
+/// `SO_SNDBUF` = `ss -uamn`'s `rb`/`tb`; `UDP_GRO`), read after its traffic
+/// allocations were set up: the client-facing socket(s) on port 3478, and the rest
+/// (relay sockets).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SocketSummary {
+    pub listeners: usize,
+    pub listener_rcvbuf: Vec<usize>,
+    pub listener_sndbuf: Vec<usize>,
+    pub listener_gro: usize,
+    pub relay_sockets: usize,
+    /// (min, max) over the relay sockets.
+    pub relay_rcvbuf: Option<(usize, usize)>,
+    pub relay_sndbuf: Option<(usize, usize)>,
+    pub relay_gro: usize,
+}
+
+impl SocketSummary {
+    pub fn of(states: &[crate::sys::SocketState]) -> SocketSummary {
+        let mut s = SocketSummary::default();
+        let span = |acc: &mut Option<(usize, usize)>, v: usize| {
+            *acc = Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
+        };
+        for st in states {
+            if st.local.port() == LISTEN.port() {
+                s.listeners += 1;
+                s.listener_rcvbuf.push(st.rcvbuf);
+                s.listener_sndbuf.push(st.sndbuf);
+                s.listener_gro += usize::from(st.gro);
+            } else {
+                s.relay_sockets += 1;
+                span(&mut s.relay_rcvbuf, st.rcvbuf);
+                span(&mut s.relay_sndbuf, st.sndbuf);
+                s.relay_gro += usize::from(st.gro);
+            }
+        }
+        s.listener_rcvbuf.dedup();
+        s.listener_sndbuf.dedup();
+        s
+    }
+
+    /// "listener rb/tb 4096/4096 KiB, GRO on; 3378 relay sockets rb/tb 4096/4096 KiB".
+    pub fn describe(&self) -> String {
+        let kib = |v: &[usize]| {
+            v.iter()
+                .map(|b| (b >> 10).to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let span = |s: Option<(usize, usize)>| match s {
+            Some((lo, hi)) if lo == hi => format!("{}", lo >> 10),
+            Some((lo, hi)) => format!("{}–{}", lo >> 10, hi >> 10),
+            None => "—".into(),
+        };
+        let gro = |on: usize, of: usize| match on {
+            0 => "UDP_GRO off".to_string(),
+            n if n == of => "UDP_GRO on".to_string(),
+            n => format!("UDP_GRO on {n} of {of}"),
+        };
+        format!(
+            "listener rcv/snd {}/{} KiB, {}; {} relay sockets rcv/snd {}/{} KiB, {}",
+            kib(&self.listener_rcvbuf),
+            kib(&self.listener_sndbuf),
+            gro(self.listener_gro, self.listeners),
+            self.relay_sockets,
+            span(self.relay_rcvbuf),
+            span(self.relay_sndbuf),
+            gro(self.relay_gro, self.relay_sockets),
+        )
+    }
+}
+
+/// Applies `buffers` to every UDP socket of process `pid` and reads back what each holds.
+pub fn apply_buffers(pid: u32, buffers: Buffers) -> Result<SocketSummary, String> {
+    let mut states = Vec::new();
+    crate::sys::for_each_udp_socket(pid, |fd| {
+        if let Buffers::Equal(bytes) = buffers {
+            crate::sys::force_buffers(fd, bytes)?;
+        }
+        states.push(crate::sys::SocketState::of(fd)?);
+        Ok(())
+    })
+    .map_err(|e| format!("socket buffers of pid {pid}: {e}"))?;
+    Ok(SocketSummary::of(&states))
+}
+
+/// Turns `UDP_GRO` off on every UDP socket of process `pid`, so that nothing it
+/// receives is coalesced.
+pub fn gro_off(pid: u32) -> Result<(), String> {
+    crate::sys::for_each_udp_socket(pid, |fd| crate::gso::set_gro(fd, false))
+        .map(|_| ())
+        .map_err(|e| format!("UDP_GRO off in pid {pid}: {e}"))
 }

@@ -592,3 +592,124 @@ fn kernel_timestamp(hdr: &libc::msghdr) -> Option<i64> {
     }
     None
 }
+
+/// `getsockopt` of an int option.
+pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: we pass a pointer to a c_int and its exact size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets a socket's receive and send buffer to `bytes` past `rmem_max`/`wmem_max`
+/// (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`, root only). The kernel stores twice the value
+/// asked for (its bookkeeping overhead), as for the plain options.
+pub fn force_buffers(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, value)?;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, value)
+}
+
+/// What the kernel holds for one UDP socket: its buffers as `SO_RCVBUF`/`SO_SNDBUF`
+/// report them (`ss`'s `rb`/`tb`), and whether `UDP_GRO` is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketState {
+    pub local: SocketAddrV4,
+    pub rcvbuf: usize,
+    pub sndbuf: usize,
+    pub gro: bool,
+}
+
+impl SocketState {
+    pub fn of(fd: RawFd) -> io::Result<SocketState> {
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: getsockname writes at most `len` bytes into the sockaddr_in we own.
+        let rc =
+            unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let size = |name| {
+            getsockopt_int(fd, libc::SOL_SOCKET, name).map(|v| usize::try_from(v).unwrap_or(0))
+        };
+        Ok(SocketState {
+            local: from_sockaddr(&sa),
+            rcvbuf: size(libc::SO_RCVBUF)?,
+            sndbuf: size(libc::SO_SNDBUF)?,
+            gro: getsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO).is_ok_and(|v| v != 0),
+        })
+    }
+}
+
+/// Runs `f` on every IPv4 UDP socket of process `pid`, through a duplicate of its fd
+/// (`pidfd_getfd`, which needs ptrace rights over it: root, or our own child): an
+/// option set on the duplicate is set on the process's own socket. Returns how many
+/// sockets `f` saw.
+pub fn for_each_udp_socket(
+    pid: u32,
+    mut f: impl FnMut(RawFd) -> io::Result<()>,
+) -> io::Result<usize> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let pidfd = pidfd as RawFd;
+    let result = (|| {
+        let mut seen = 0;
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+            let Ok(target) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            if !target.to_string_lossy().starts_with("socket:") {
+                continue;
+            }
+            let Some(n) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: pidfd_getfd takes a pidfd, an fd number and flags; returns a new fd.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, n, 0) };
+            if fd < 0 {
+                continue; // closed since the listing
+            }
+            let fd = fd as RawFd;
+            let udp4 = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)
+                .is_ok_and(|t| t == libc::SOCK_DGRAM)
+                && getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+                    .is_ok_and(|d| d == libc::AF_INET)
+                && getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+                    .is_ok_and(|p| p == libc::IPPROTO_UDP);
+            let r = if udp4 {
+                seen += 1;
+                f(fd)
+            } else {
+                Ok(())
+            };
+            // SAFETY: `fd` is our duplicate; closing it leaves the process's own fd open.
+            unsafe { libc::close(fd) };
+            r?;
+        }
+        Ok(seen)
+    })();
+    // SAFETY: we own the pidfd.
+    unsafe { libc::close(pidfd) };
+    result
+}

@@ -30,7 +30,7 @@ use crate::gso::{self, GsoSender};
 use crate::srtp_pool::{self, Pool, POOL_LEN};
 use crate::sys::{self, Epoll, MmsgReceiver, MmsgSender, BATCH, GRO_BUF};
 
-/// The two traffic shapes measured: a call's audio and its video.
+/// The two traffic shapes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mix {
@@ -84,9 +84,10 @@ pub struct Flows {
     /// have `UDP_GRO` on (Turnpike): on loopback they get the frame as one coalesced
     /// buffer, as stack GRO would hand it over on a real interface. A relay without
     /// `UDP_GRO` (coturn, bare) would get the GSO skb segmented by the kernel, which
-    /// measurably hurts it (coturn's Send/peer→client video measured 93k pps with GSO
-    /// sends against 204k without, in one run) and is not how datagrams reach it on a
-    /// real network, so it gets one datagram per `sendmmsg` entry.
+    /// measurably hurts it (coturn's Send/peer→client video: 93k pps against 204k with
+    /// one datagram per send, in one run) and is not how datagrams reach it on a real
+    /// network, so it gets one datagram per `sendmmsg` entry. The rows where every
+    /// server gets the same datagrams have this off for all.
     pub gso: bool,
 }
 
@@ -235,8 +236,8 @@ impl Engine {
             epoll,
             sender: MmsgSender::new(),
             gso_sender: GsoSender::new(),
-            // TURNPIKE_BENCH_NO_GSO=1 sends video one datagram per sendmmsg entry, as
-            // before GSO, to compare how a relay fares with either arrival pattern.
+            // TURNPIKE_BENCH_NO_GSO=1 sends video one datagram per sendmmsg entry to
+            // every server, in every row.
             gso: std::env::var_os("TURNPIKE_BENCH_NO_GSO").is_none(),
             receiver: MmsgReceiver::with_slot(GRO_BUF),
             send_ns: vec![0; POOL_LEN],
