@@ -100,6 +100,23 @@ fn assert_received_most(receiver: &Report, sender: &Report) {
     );
 }
 
+/// Most packets arrived each way, and alice (440 Hz) and bob (660 Hz) each decoded the
+/// other's tone.
+fn assert_tones_both_ways(alice: &Report, bob: &Report) {
+    assert_received_most(bob, alice);
+    assert_received_most(alice, bob);
+    let heard_by_bob = bob.received.tone_hz.expect("bob decoded PCMU");
+    let heard_by_alice = alice.received.tone_hz.expect("alice decoded PCMU");
+    assert!(
+        (heard_by_bob - 440.0).abs() < 10.0,
+        "bob heard {heard_by_bob} Hz"
+    );
+    assert!(
+        (heard_by_alice - 660.0).abs() < 10.0,
+        "alice heard {heard_by_alice} Hz"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_call_relay_to_relay_through_turnpike_with_audio_both_ways() {
     let started = Instant::now();
@@ -120,19 +137,8 @@ async fn two_clients_call_relay_to_relay_through_turnpike_with_audio_both_ways()
     assert_eq!(bob_pair.remote.address, alice_pair.local.address);
     assert_ne!(alice_pair.local.address, bob_pair.local.address);
 
-    assert_received_most(&bob, &alice);
-    assert_received_most(&alice, &bob);
     // The audio survived SRTP both ways: each side hears the other's tone.
-    let heard_by_bob = bob.received.tone_hz.expect("bob decoded PCMU");
-    let heard_by_alice = alice.received.tone_hz.expect("alice decoded PCMU");
-    assert!(
-        (heard_by_bob - 440.0).abs() < 10.0,
-        "bob heard {heard_by_bob} Hz"
-    );
-    assert!(
-        (heard_by_alice - 660.0).abs() < 10.0,
-        "alice heard {heard_by_alice} Hz"
-    );
+    assert_tones_both_ways(&alice, &bob);
     // One side hung up; the other was told so by signaling.
     let endings = [alice.ended.as_str(), bob.ended.as_str()];
     assert!(endings.contains(&"hangup_sent"), "{endings:?}");
@@ -178,18 +184,7 @@ async fn a_call_over_quic_survives_a_network_change_without_ice_restart() {
     // address it started with (one allocation each, never replaced).
     assert_eq!(alice_pair.remote.address, bob_pair.local.address);
     assert_eq!(bob_pair.remote.address, alice_pair.local.address);
-    assert_received_most(&bob, &alice);
-    assert_received_most(&alice, &bob);
-    let heard_by_bob = bob.received.tone_hz.expect("bob decoded PCMU");
-    let heard_by_alice = alice.received.tone_hz.expect("alice decoded PCMU");
-    assert!(
-        (heard_by_bob - 440.0).abs() < 10.0,
-        "bob heard {heard_by_bob} Hz"
-    );
-    assert!(
-        (heard_by_alice - 660.0).abs() < 10.0,
-        "alice heard {heard_by_alice} Hz"
-    );
+    assert_tones_both_ways(&alice, &bob);
     // The move cost at most a few packets: no gap in what alice heard over 300 ms.
     assert!(
         alice.received.max_gap_ms <= 300,
