@@ -620,3 +620,73 @@ fn max_fds() -> Option<f64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the unlabelled sample `name` in `text`.
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    }
+
+    #[test]
+    fn process_metrics_describe_this_process() {
+        let mut text = String::new();
+        render_process_metrics(&mut text);
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
+        assert!(text.contains("# HELP process_resident_memory_bytes "));
+        assert!(value(&text, "process_cpu_seconds_total") >= 0.0);
+        assert!(value(&text, "process_resident_memory_bytes") > 1e6);
+        assert!(value(&text, "process_virtual_memory_bytes") > 1e6);
+        // stdin, stdout, stderr at least.
+        let open = value(&text, "process_open_fds");
+        assert!(open >= 3.0);
+        assert!(value(&text, "process_max_fds") >= open);
+        // This test process started a moment ago.
+        let started = value(&text, "process_start_time_seconds");
+        let now = unix_now();
+        assert!(
+            started <= now + 1.0 && started > now - 3600.0,
+            "{started} vs now {now}"
+        );
+    }
+
+    #[test]
+    fn operations_metrics_start_idle_and_follow_their_setters() {
+        let handle = install_recorder();
+        let before = unix_now();
+        init_operations_metrics(None);
+        let text = handle.render();
+        assert!(text.contains("turnpike_draining 0\n"), "{text}");
+        for result in RELOAD_RESULTS {
+            let series = format!("turnpike_config_reloads_total{{result=\"{result}\"}} 0\n");
+            assert!(text.contains(&series), "{text}");
+        }
+        assert!(value(&text, CONFIG_LAST_RELOAD) >= before.floor());
+        assert!(
+            !text.contains(&format!("{TLS_CERTIFICATE_EXPIRY} ")),
+            "{text}"
+        );
+
+        set_draining(true);
+        record_config_reload(false);
+        record_config_reload(true);
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, params.self_signed(&key).unwrap().pem()).unwrap();
+        set_tls_certificate_expiry(&cert);
+
+        let text = handle.render();
+        assert!(text.contains("turnpike_draining 1\n"), "{text}");
+        assert!(text.contains("turnpike_config_reloads_total{result=\"failure\"} 1\n"));
+        assert!(text.contains("turnpike_config_reloads_total{result=\"success\"} 1\n"));
+        // 2031-05-17T00:00:00Z.
+        assert_eq!(value(&text, TLS_CERTIFICATE_EXPIRY), 1_936_742_400.0);
+    }
+}
