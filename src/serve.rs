@@ -29,6 +29,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     // `Settings`' Debug output redacts passwords and secrets (see `config::Secret`).
     tracing::debug!(settings = ?settings, "effective settings");
     let prometheus = crate::metrics::install_recorder();
+    crate::metrics::init_operations_metrics(
+        settings.tls.as_ref().map(|tls| tls.certificate.as_path()),
+    );
 
     let net_config = net_config(&settings)?;
     // Signaling mints relay credentials with the secret the relay verifies first: the

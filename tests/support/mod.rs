@@ -91,7 +91,13 @@ pub struct TurnpikeConfig {
     pub workers: usize,
     /// `[relay] rfc5766_channel_numbers`: accept uclient's RFC 5766 channel numbers.
     pub rfc5766_channels: bool,
+    /// Run the signaling service on a port of its own, with tokens signed by
+    /// [`SIGNALING_TOKEN_KEY`]; off, `[signaling] listen` is empty.
+    pub signaling: bool,
 }
+
+/// `[signaling] token_key` of a server started with [`TurnpikeConfig::signaling`].
+pub const SIGNALING_TOKEN_KEY: &str = "support-token-key";
 
 impl Default for TurnpikeConfig {
     fn default() -> Self {
@@ -104,6 +110,7 @@ impl Default for TurnpikeConfig {
             user_quota: 0,
             workers: 2,
             rfc5766_channels: true,
+            signaling: false,
         }
     }
 }
@@ -121,6 +128,8 @@ pub struct TurnpikeProcess {
     /// QUIC listener port (UDP; TURN in CONNECT-UDP tunnels, same certificate as TLS).
     pub quic_port: u16,
     pub metrics_addr: SocketAddr,
+    /// The signaling service (WebSocket on `/v1/signal`), when configured.
+    pub signaling_addr: Option<SocketAddr>,
     /// Relay port range (inclusive).
     pub relay_ports: (u16, u16),
     /// Everything the child wrote to stderr so far, one entry per line.
@@ -150,6 +159,15 @@ impl TurnpikeProcess {
         let tls_port = free_port(ip, true);
         let quic_port = free_port(ip, false);
         let metrics_port = free_port(ip, true);
+        let signaling_addr = config
+            .signaling
+            .then(|| SocketAddr::new(ip, free_port(ip, true)));
+        let signaling = match signaling_addr {
+            Some(addr) => format!(
+                "listen = \"{addr}\"\ntoken_key = \"{SIGNALING_TOKEN_KEY}\"\ndev_login = false"
+            ),
+            None => "listen = \"\"".to_string(),
+        };
         let relay_ports = relay_range();
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let (cert, key) = write_certificate(dir.path());
@@ -180,7 +198,7 @@ allow = {allow}
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 [signaling]
-listen = ""
+{signaling}
 [log]
 level = "info"
 "#,
@@ -230,6 +248,7 @@ level = "info"
             tls_port,
             quic_port,
             metrics_addr: SocketAddr::new(ip, metrics_port),
+            signaling_addr,
             relay_ports,
             log,
             drain: Some(drain),
