@@ -443,3 +443,181 @@ fn path_mtu_discovery_lets_video_packets_ride_in_datagrams() {
         start.elapsed()
     );
 }
+
+/// A private network namespace the calling thread (and every process and thread it
+/// starts) runs in until drop, which deletes it. Needs root, as CI runs.
+struct Namespace {
+    name: String,
+    home: std::fs::File,
+}
+
+impl Namespace {
+    fn enter(prefix: &str) -> Namespace {
+        use std::os::fd::AsRawFd;
+        let name = format!("{prefix}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?} (root and iproute2 needed): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        let home = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+        let target = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+        // SAFETY: setns on valid namespace fds; it only changes this thread's namespace.
+        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        Namespace { name, home }
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: back to the namespace the thread started in.
+        unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// `turnpike tunnel` notices a network change by itself: when the route to the relay
+/// starts leaving from another local address (here the namespace's route to 127.0.0.1
+/// gets the preferred source 127.0.0.2, as a laptop's default route moves from Wi-Fi
+/// to cellular), it moves the tunnel to a new socket, QUIC migrates the connection,
+/// and the TURN client behind it — coturn's uclient — relays on through the same
+/// allocation.
+#[test]
+fn turnpike_tunnel_follows_a_route_change() {
+    let ns = Namespace::enter("turnpike-route");
+    let server = server();
+    let install = "apt-get install coturn";
+    let uclient = require_tool("turnutils_uclient", install);
+    let peer_port = free_port("127.0.0.1".parse().unwrap(), false);
+    let _peer = Background::spawn(Command::new(require_tool("turnutils_peer", install)).args([
+        "-L",
+        "127.0.0.1",
+        "-p",
+        &peer_port.to_string(),
+    ]));
+    let local_port = free_port("127.0.0.1".parse().unwrap(), false);
+    let log_path = std::env::temp_dir().join(format!("{}-tunnel.log", ns.name));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut tunnel = Command::new(env!("CARGO_BIN_EXE_turnpike"))
+        .args([
+            "tunnel",
+            "--relay",
+            &quic_addr(&server),
+            "--server-name",
+            "localhost",
+        ])
+        .arg("--ca")
+        .arg(server.certificate_path())
+        .args(["--local", &format!("127.0.0.1:{local_port}")])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let tunnel_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let wait_for = |what: &str| {
+        let start = Instant::now();
+        while !tunnel_log().contains(what) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "tunnel never logged {what:?}:\n{}",
+                tunnel_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("tunnel ready");
+    // One session of 300 packets, 20 ms apart (6 s), on each of uclient's two
+    // allocations; uclient's own sockets are bound to 127.0.0.1, so only the tunnel's
+    // side of the route changes.
+    let client = std::thread::spawn({
+        let args: Vec<String> = [
+            "-W",
+            "rest-secret",
+            "-u",
+            "uclient",
+            "-e",
+            "127.0.0.1",
+            "-L",
+            "127.0.0.1",
+            "-m",
+            "1",
+            "-n",
+            "300",
+            "-z",
+            "20",
+            "-l",
+            "170",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "-r".into(),
+            peer_port.to_string(),
+            "-p".into(),
+            local_port.to_string(),
+            "127.0.0.1".into(),
+        ])
+        .collect();
+        move || run_bounded(Command::new(uclient).args(args), CLIENT_LIMIT)
+    });
+    let before = server.wait_for_metrics("relaying through the tunnel", |m| {
+        m.relayed_packets("to_peer") >= 50.0
+    });
+    let out = Command::new("ip")
+        .args(["route", "replace", "local", "127.0.0.1", "dev", "lo"])
+        .args(["table", "local", "scope", "host", "src", "127.0.0.2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("local address changed");
+    let text = client.join().unwrap().combined();
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    assert!(
+        text.contains("tot_send_msgs=600, tot_recv_msgs="),
+        "{text}\ntunnel log:\n{}",
+        tunnel_log()
+    );
+    // Packets in flight to the old socket when it closed may be lost; nothing more.
+    let received: u64 = text
+        .rsplit("tot_send_msgs=600, tot_recv_msgs=")
+        .next()
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    eprintln!("{received} of 600 echoed across the route change");
+    assert!(received >= 594, "received {received} of 600: {text}");
+    let after = server.settled_metrics();
+    let created = |m: &support::Metrics| {
+        m.sum(
+            "turnpike_allocations_created_total",
+            &[("transport", "quic")],
+        )
+    };
+    assert_eq!(
+        created(&after),
+        created(&before),
+        "the move made a new allocation:\n{}",
+        after.text
+    );
+    assert!(
+        after.relayed_packets("to_peer") >= before.relayed_packets("to_peer") + 200.0,
+        "relaying stopped at the move:\n{}",
+        after.text
+    );
+    let _ = std::fs::remove_file(&log_path);
+}

@@ -16,7 +16,8 @@
 //!   the relay's core was still over 20% idle when loss began (so something else —
 //!   the generator's core — ran out first);
 //! - **relay CPU per relayed packet** (the server process's CPU time, all threads) at
-//!   capacity and at a call-like load of [`LATENCY_RATE`] round trips per second
+//!   capacity — and one core's second divided by it, the rate the relay's own core
+//!   allows where the generator ran out first — and at a call-like load of [`LATENCY_RATE`] round trips per second
 //!   (100 audio streams at 50 packets per second);
 //! - **round-trip time** (client → relay → peer → relay → client, p50 and p99) at that
 //!   load with no loss and with 2% random loss on the client's link.
@@ -674,13 +675,13 @@ fn fmt_rtt(s: Option<&Step>) -> String {
 
 fn table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| server | transport | audio capacity (relayed pps) | CPU µs/pkt at it | video capacity | CPU µs/pkt at 10k pps | RTT p50 / p99, no loss | RTT p50 / p99, 2% loss |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| server | transport | audio capacity (relayed pps) | CPU µs/pkt at it | one core ÷ that | video capacity | CPU µs/pkt at 10k pps | RTT p50 / p99, no loss | RTT p50 / p99, 2% loss |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         if r.status != "ok" {
             t.push_str(&format!(
-                "| {} | {} | {} | | | | | |\n",
+                "| {} | {} | {} | | | | | | |\n",
                 r.server,
                 r.transport.name(),
                 r.status
@@ -689,11 +690,12 @@ fn table(rows: &[Row]) -> String {
         }
         let audio_best = r.audio.as_ref().and_then(|c| c.best.as_ref());
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.server,
             r.transport.name(),
             fmt_pps(r.audio.as_ref()),
             fmt_cpu(audio_best),
+            core_bound(r).map_or("–".into(), |p| format!("{:.0}k", p / 1000.0)),
             fmt_pps(r.video.as_ref()),
             fmt_cpu(r.no_loss.as_ref()),
             fmt_rtt(r.no_loss.as_ref()),
@@ -701,6 +703,17 @@ fn table(rows: &[Row]) -> String {
         ));
     }
     t
+}
+
+/// What one relay core could forward at the CPU per packet measured at audio
+/// capacity: the capacity the relay itself allows when the generator runs out first.
+fn core_bound(r: &Row) -> Option<f64> {
+    let cpu = r
+        .audio
+        .as_ref()
+        .and_then(|c| c.best.as_ref())
+        .and_then(Step::cpu_us_per_packet)?;
+    Some(1e6 / cpu)
 }
 
 /// The QUIC targets, each as measured in this run.
@@ -730,11 +743,13 @@ fn targets(rows: &[Row]) -> String {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
         _ => "not measured".into(),
     };
+    let bound = |r: Option<&Row>| r.and_then(core_bound);
     format!(
-        "QUIC audio capacity / coturn TLS: {} (target ≥ 1.5×)\n\
+        "QUIC audio capacity / coturn TLS: {} measured, {} by one core ÷ CPU per packet (target ≥ 1.5×)\n\
          relay CPU per QUIC packet / Turnpike UDP ChannelData, at 10k pps: {} (target ≤ 2.5×)\n\
          QUIC RTT p99 / coturn TLS RTT p99, 2% loss: {} (target ≤ 0.2×)\n",
         ratio(pps(quic), pps(coturn_tls)),
+        ratio(bound(quic), bound(coturn_tls)),
         ratio(cpu(quic), cpu(udp)),
         ratio(p99(quic), p99(coturn_tls)),
     )
