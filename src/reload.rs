@@ -1,0 +1,262 @@
+//! Hot reload: re-read the configuration file on a running relay and apply what can
+//! change without a restart, dropping no packet.
+//!
+//! A reload reads and validates the file exactly as start-up does (the same command-line
+//! overrides on top), so a bad file is refused with the usual error — file, line, key —
+//! and the running configuration stays. A good one is compared with the running one:
+//!
+//! - applied at once: `auth.*` (users, REST secrets: rotation), `peers.*`, `limits.*`,
+//!   `relay.default_lifetime_secs`, `relay.max_lifetime_secs`,
+//!   `relay.rfc5766_channel_numbers`, `server.software`, `server.alternate_servers`,
+//!   `server.drain_timeout_secs` (for the next drain), `log.level`, and the TLS
+//!   certificate and key (read again even when the paths did not change: renewal
+//!   rewrites the files in place). The cores get their new configuration through each
+//!   worker's command channel (`net::Command`), between two packets; TLS and QUIC
+//!   listeners give the new certificate to the next handshake.
+//! - kept until a restart, each named in a warning: listeners, workers, the relay
+//!   addresses and port range, busy-poll and coalescing, the fast path, the realm
+//!   (part of every credential key), the metrics address, the log format and the
+//!   signaling service.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{ConfigFile, Overrides, Settings};
+use crate::net::{Command, RelayHandle};
+use crate::proto::{ServerConfig, SharedPool};
+
+/// Where the configuration came from at start-up, to read it again the same way.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The file; `None`: the embedded default (a reload then changes nothing).
+    pub path: Option<PathBuf>,
+    /// The command-line flags and `TURNPIKE_*` variables, applied over the file again.
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    fn load(&self) -> Result<Settings, String> {
+        let file = match &self.path {
+            Some(path) => ConfigFile::read(path),
+            None => ConfigFile::embedded(),
+        };
+        file.and_then(|f| f.validate_with(&self.overrides))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The running configuration and what a reload needs to apply a new one.
+pub struct Reloader {
+    source: ConfigSource,
+    /// What runs now (keys that need a restart keep their start-up values).
+    current: Settings,
+    /// The core configuration the relay started with: the nonce key, the clock anchor
+    /// and the ephemeral secret (when nothing is configured) carry over to each reload.
+    base: ServerConfig,
+    shared: Arc<SharedPool>,
+}
+
+/// What a successful reload did, for the log and `STATUS=`.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// Dotted keys that changed in the file but wait for a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Reloader {
+    pub fn new(
+        source: ConfigSource,
+        current: Settings,
+        base: ServerConfig,
+        shared: Arc<SharedPool>,
+    ) -> Reloader {
+        Reloader {
+            source,
+            current,
+            base,
+            shared,
+        }
+    }
+
+    /// The running settings.
+    pub fn current(&self) -> &Settings {
+        &self.current
+    }
+
+    /// Read the file again and apply it; on error nothing has changed. Counts the
+    /// outcome in `turnpike_config_reloads_total{result}`.
+    pub fn reload(&mut self, relay: &RelayHandle) -> Result<Reloaded, String> {
+        let result = self.try_reload(relay);
+        let label = if result.is_ok() { "ok" } else { "error" };
+        ::metrics::counter!("turnpike_config_reloads_total", "result" => label).increment(1);
+        if result.is_ok() {
+            ::metrics::gauge!("turnpike_config_last_reload_timestamp_seconds").set(unix_seconds());
+        }
+        result
+    }
+
+    fn try_reload(&mut self, relay: &RelayHandle) -> Result<Reloaded, String> {
+        let loaded = self.source.load()?;
+        let needs_restart = restart_keys(&self.current, &loaded);
+        let next = keep_restart_keys(&self.current, loaded);
+        // Everything that can fail is done before anything is applied.
+        let server = crate::serve::server_config(&next, &self.base);
+        let certificates = crate::serve::certificates(&next)?;
+        crate::logging::set_level(&next.log.level)?;
+
+        relay.broadcast(&Command::Config(Box::new(server)));
+        if let Some(tls) = certificates.tls {
+            relay.broadcast(&Command::Tls(tls));
+        }
+        if let Some(quic) = certificates.quic {
+            relay.broadcast(&Command::Quic(quic));
+        }
+        self.shared.quotas().set_limits(
+            next.limits.user_quota.unwrap_or(0),
+            next.limits.total_quota.unwrap_or(0),
+        );
+        if let Some(expiry) = certificates.expiry {
+            publish_certificate_expiry(expiry);
+        }
+        self.current = next;
+        Ok(Reloaded { needs_restart })
+    }
+}
+
+/// Keys whose change needs a restart, in file order, among those that differ.
+fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |changed: bool, key: &'static str| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    check(old.realm != new.realm, "server.realm");
+    check(old.workers != new.workers, "server.workers");
+    check(old.busy_poll != new.busy_poll, "server.busy_poll_us");
+    check(old.coalesce != new.coalesce, "server.coalesce_us");
+    check(
+        old.fast_path_interfaces != new.fast_path_interfaces,
+        "server.fast_path_interfaces",
+    );
+    check(old.listen.udp != new.listen.udp, "listen.udp");
+    check(old.listen.tcp != new.listen.tcp, "listen.tcp");
+    check(old.listen.tls != new.listen.tls, "listen.tls");
+    check(old.listen.quic != new.listen.quic, "listen.quic");
+    // A certificate appearing or going away changes what the QUIC listeners were
+    // built with (configured or self-signed); a new file at the same place does not.
+    check(old.tls.is_some() != new.tls.is_some(), "tls.certificate");
+    check(old.relay.ipv4 != new.relay.ipv4, "relay.bind_ipv4");
+    check(old.relay.ipv6 != new.relay.ipv6, "relay.bind_ipv6");
+    check(old.relay.ports != new.relay.ports, "relay.port_min");
+    check(old.metrics != new.metrics, "metrics.listen");
+    check(old.log.format != new.log.format, "log.format");
+    check(old.signaling != new.signaling, "signaling");
+    // Signaling mints relay credentials with the first REST secret it started with.
+    check(
+        old.signaling.is_some() && old.auth.secrets.first() != new.auth.secrets.first(),
+        "auth.secrets (signaling's credentials)",
+    );
+    keys
+}
+
+/// `new` with the restart-only values of `old`: what the relay actually runs after a
+/// reload, and what the next reload is compared with.
+fn keep_restart_keys(old: &Settings, new: Settings) -> Settings {
+    let tls = match (&old.tls, new.tls) {
+        (Some(_), Some(tls)) => Some(tls),
+        (old_tls, _) => old_tls.clone(),
+    };
+    Settings {
+        realm: old.realm.clone(),
+        workers: old.workers,
+        busy_poll: old.busy_poll,
+        coalesce: old.coalesce,
+        fast_path_interfaces: old.fast_path_interfaces.clone(),
+        listen: old.listen.clone(),
+        tls,
+        relay: crate::config::Relay {
+            ipv4: old.relay.ipv4,
+            ipv6: old.relay.ipv6,
+            ports: old.relay.ports.clone(),
+            ..new.relay
+        },
+        metrics: old.metrics,
+        log: crate::config::Log {
+            format: old.log.format,
+            level: new.log.level,
+        },
+        signaling: old.signaling.clone(),
+        ..new
+    }
+}
+
+/// `turnpike_tls_certificate_expiry_timestamp_seconds`: when the served certificate's
+/// validity ends (its notAfter), in Unix seconds.
+pub fn publish_certificate_expiry(not_after: i64) {
+    ::metrics::gauge!("turnpike_tls_certificate_expiry_timestamp_seconds").set(not_after as f64);
+}
+
+/// HELP texts of the metrics above and of `turnpike_draining`.
+pub fn describe_metrics() {
+    use ::metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        "turnpike_config_reloads_total",
+        "Configuration reloads (SIGHUP, turnpike reload, POST /admin/reload) by result (ok, error)"
+    );
+    describe_gauge!(
+        "turnpike_config_last_reload_timestamp_seconds",
+        "When the configuration was last reloaded successfully, in Unix seconds"
+    );
+    describe_gauge!(
+        "turnpike_tls_certificate_expiry_timestamp_seconds",
+        "When the TLS certificate in use expires (notAfter), in Unix seconds"
+    );
+    describe_gauge!(
+        "turnpike_draining",
+        "1 while the relay drains (after SIGTERM), else 0"
+    );
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigFile;
+
+    fn settings(text: &str) -> Settings {
+        ConfigFile::parse(crate::config::Origin::Embedded, text)
+            .and_then(|f| f.validate())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn restart_keys_are_named_and_kept_and_the_rest_applies() {
+        let old = settings(
+            "[server]\nworkers = 2\n[auth]\nsecrets = [\"a\"]\n[signaling]\nlisten = \"\"",
+        );
+        let new = settings(
+            "[server]\nworkers = 4\nsoftware = \"\"\n[relay]\nport_min = 50000\n\
+             [auth]\nsecrets = [\"b\"]\n[log]\nlevel = \"debug\"\nformat = \"json\"\n\
+             [signaling]\nlisten = \"\"",
+        );
+        assert_eq!(
+            restart_keys(&old, &new),
+            ["server.workers", "relay.port_min", "log.format"]
+        );
+        let next = keep_restart_keys(&old, new);
+        assert_eq!(next.workers, 2);
+        assert_eq!(next.relay.ports, old.relay.ports);
+        assert_eq!(next.log.format, old.log.format);
+        assert_eq!(next.log.level, "debug");
+        assert_eq!(next.software, None);
+        assert_eq!(next.auth.secrets[0].expose(), "b");
+        assert!(restart_keys(&next, &next).is_empty());
+    }
+}
