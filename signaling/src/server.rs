@@ -287,7 +287,7 @@ async fn connection(state: AppState, socket: WebSocket, header_token: Option<Str
                         .is_err()
                     {
                         let _ = sink
-                            .send(close_msg(close::GOING_AWAY, "shutting down"))
+                            .send(close_msg(close::GOING_AWAY, close::GOING_AWAY_REASON))
                             .await;
                         return;
                     }
