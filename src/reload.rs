@@ -8,15 +8,16 @@
 //! - applied at once: `auth.*` (users, REST secrets: rotation), `peers.*`, `limits.*`,
 //!   `relay.default_lifetime_secs`, `relay.max_lifetime_secs`,
 //!   `relay.rfc5766_channel_numbers`, `server.software`, `server.alternate_servers`,
-//!   `server.drain_timeout_secs` (for the next drain), `log.level`, and the TLS
+//!   `server.drain_timeout_secs` (for the next drain), `log.level`, the TLS
 //!   certificate and key (read again even when the paths did not change: renewal
-//!   rewrites the files in place). The cores get their new configuration through each
+//!   rewrites the files in place), and signaling's `relays`, `credential_ttl_secs` and
+//!   `token_key` (with the rotated REST secret for the credentials it mints). The cores get their new configuration through each
 //!   worker's command channel (`net::Command`), between two packets; TLS and QUIC
 //!   listeners give the new certificate to the next handshake.
 //! - kept until a restart, each named in a warning: listeners, workers, the relay
 //!   addresses and port range, busy-poll and coalescing, the fast path, the realm
-//!   (part of every credential key), the metrics address, the log format and the
-//!   signaling service.
+//!   (part of every credential key), the metrics address, the log format and the rest
+//!   of the signaling service.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub struct Reloader {
 pub struct Reloaded {
     /// Dotted keys that changed in the file but wait for a restart.
     pub needs_restart: Vec<&'static str>,
+    /// The REST secret relay credentials are now minted with (the relay verifies it
+    /// first), for signaling.
+    pub turn_secret: Option<Vec<u8>>,
 }
 
 impl Reloader {
@@ -102,6 +106,7 @@ impl Reloader {
         let next = keep_restart_keys(&self.current, loaded);
         // Everything that can fail is done before anything is applied.
         let server = crate::serve::server_config(&next, &self.base);
+        let turn_secret = server.secrets.first().cloned();
         let certificates = crate::serve::certificates(&next)?;
         crate::logging::set_level(&next.log.level)?;
 
@@ -120,7 +125,10 @@ impl Reloader {
             publish_certificate_expiry(expiry);
         }
         self.current = next;
-        Ok(Reloaded { needs_restart })
+        Ok(Reloaded {
+            needs_restart,
+            turn_secret,
+        })
     }
 }
 
@@ -152,12 +160,41 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check(old.relay.ports != new.relay.ports, "relay.port_min");
     check(old.metrics != new.metrics, "metrics.listen");
     check(old.log.format != new.log.format, "log.format");
-    check(old.signaling != new.signaling, "signaling");
-    // Signaling mints relay credentials with the first REST secret it started with.
-    check(
-        old.signaling.is_some() && old.auth.secrets.first() != new.auth.secrets.first(),
-        "auth.secrets (signaling's credentials)",
-    );
+    match (&old.signaling, &new.signaling) {
+        (Some(o), Some(n)) => {
+            check(o.listen != n.listen, "signaling.listen");
+            check(o.dev_login != n.dev_login, "signaling.dev_login");
+            // The key and dev login exclude each other: one without the other would
+            // leave a key nobody can sign with, or dev tokens the new key refuses.
+            check(
+                o.dev_login != n.dev_login && o.token_key != n.token_key,
+                "signaling.token_key",
+            );
+            check(
+                o.invite_lifetime != n.invite_lifetime,
+                "signaling.invite_lifetime_secs",
+            );
+            check(
+                o.connect_timeout != n.connect_timeout,
+                "signaling.connect_timeout_secs",
+            );
+            check(
+                o.resume_grace != n.resume_grace,
+                "signaling.resume_grace_secs",
+            );
+            check(
+                o.max_frame_bytes != n.max_frame_bytes,
+                "signaling.max_frame_bytes",
+            );
+            check(
+                o.invites_per_minute != n.invites_per_minute,
+                "signaling.invites_per_minute",
+            );
+            check(o.push_webhook != n.push_webhook, "signaling.push_webhook");
+            check(o.redis_url != n.redis_url, "signaling.redis_url");
+        }
+        (o, n) => check(o.is_some() != n.is_some(), "signaling.listen"),
+    }
     keys
 }
 
@@ -187,7 +224,19 @@ fn keep_restart_keys(old: &Settings, new: Settings) -> Settings {
             format: old.log.format,
             level: new.log.level,
         },
-        signaling: old.signaling.clone(),
+        signaling: match (&old.signaling, new.signaling) {
+            (Some(o), Some(n)) => Some(crate::config::Signaling {
+                relays: n.relays,
+                credential_ttl: n.credential_ttl,
+                token_key: if o.dev_login == n.dev_login {
+                    n.token_key
+                } else {
+                    o.token_key.clone()
+                },
+                ..o.clone()
+            }),
+            (o, _) => o.clone(),
+        },
         ..new
     }
 }

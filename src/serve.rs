@@ -243,6 +243,16 @@ impl Control<'_> {
         let outcome = self.reloader.reload(self.relay);
         let status = match &outcome {
             Ok(done) => {
+                let settings = self.reloader.current();
+                if let (Some((signaling, _, _)), Some(sig)) = (&self.signaling, &settings.signaling)
+                {
+                    signaling.reconfigure(
+                        signaling_relays(settings, sig),
+                        done.turn_secret.clone(),
+                        sig.credential_ttl,
+                        Some(sig.token_key.expose().as_bytes().to_vec()),
+                    );
+                }
                 if done.needs_restart.is_empty() {
                     tracing::info!("{by}: configuration reloaded");
                 } else {
@@ -302,20 +312,7 @@ async fn start_signaling(
     sig: &crate::config::Signaling,
     turn_secret: Option<Vec<u8>>,
 ) -> anyhow::Result<SignalingHandle> {
-    let relays = if sig.relays.is_empty() {
-        vec![turnpike_signaling::RelayConfig {
-            region: "default".into(),
-            urls: own_relay_urls(settings),
-        }]
-    } else {
-        sig.relays
-            .iter()
-            .map(|r| turnpike_signaling::RelayConfig {
-                region: r.region.clone(),
-                urls: r.urls.clone(),
-            })
-            .collect()
-    };
+    let relays = signaling_relays(settings, sig);
     let config = turnpike_signaling::SignalingConfig {
         token_key: sig.token_key.expose().as_bytes().to_vec(),
         dev_login: sig.dev_login,
@@ -356,6 +353,27 @@ async fn start_signaling(
             .await
     });
     Ok((signaling, stop, server))
+}
+
+/// The relays signaling advertises: the configured ones, or this relay.
+fn signaling_relays(
+    settings: &Settings,
+    sig: &crate::config::Signaling,
+) -> Vec<turnpike_signaling::RelayConfig> {
+    if sig.relays.is_empty() {
+        vec![turnpike_signaling::RelayConfig {
+            region: "default".into(),
+            urls: own_relay_urls(settings),
+        }]
+    } else {
+        sig.relays
+            .iter()
+            .map(|r| turnpike_signaling::RelayConfig {
+                region: r.region.clone(),
+                urls: r.urls.clone(),
+            })
+            .collect()
+    }
 }
 
 /// `turn:`/`turns:` URIs (and `masque://` for QUIC) for this relay's own listeners

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{require_tool, run_bounded, turnpike_cli, TurnpikeConfig, TurnpikeProcess};
+use support::{
+    http_with, require_tool, run_bounded, turnpike_cli, TurnpikeConfig, TurnpikeProcess,
+};
 use turnpike::proto::auth::{long_term_key, mint_rest_credential};
 use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
 use turnpike::proto::stun::{method, Class, Message, MessageBuilder, TransactionId};
@@ -55,7 +57,13 @@ impl TurnClient {
     fn rest(server: SocketAddr, secret: &str, name: &str) -> TurnClient {
         let expiry = unix_now() + 3600;
         let (user, password) = mint_rest_credential(secret.as_bytes(), name, expiry);
-        let key = long_term_key(PASSWORD_ALGORITHM_MD5, &user, REALM, &password);
+        TurnClient::with_credential(server, &user, &password)
+    }
+
+    /// A client with a given username and password.
+    fn with_credential(server: SocketAddr, user: &str, password: &str) -> TurnClient {
+        let user = user.to_string();
+        let key = long_term_key(PASSWORD_ALGORITHM_MD5, &user, REALM, password);
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(ECHO_TIMEOUT)).unwrap();
         TurnClient {
@@ -582,6 +590,199 @@ fn reload_serves_a_new_certificate_to_the_next_tls_handshake() {
     assert_ne!(new_der, old_der);
     // The endpoint takes POST only.
     assert_eq!(server.http("GET", "/admin/reload").unwrap().0, 405);
+}
+
+/// A dev-login token from the signaling service, then its `GET /v1/turn-credentials`
+/// answer.
+fn signaling_credentials(server: &TurnpikeProcess) -> serde_json::Value {
+    let addr = server.signaling_addr();
+    let json = ["Content-Type: application/json"];
+    let (code, body) = http_with(
+        addr,
+        "POST",
+        "/v1/dev/login",
+        &json,
+        r#"{"user":"alice","device":"laptop"}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "dev login: {body}");
+    let login: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let bearer = format!("Authorization: Bearer {}", login["token"].as_str().unwrap());
+    let (code, body) = http_with(addr, "GET", "/v1/turn-credentials", &[&bearer], "").unwrap();
+    assert_eq!(code, 200, "turn-credentials: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn reload_gives_signaling_the_rotated_secret_and_new_relays() {
+    let mut config = TurnpikeConfig {
+        secrets: vec!["old-secret".into()],
+        signaling: true,
+        signaling_relay_urls: vec!["turn:relay-a.example.org:3478?transport=udp".into()],
+        ..TurnpikeConfig::default()
+    };
+    let server = TurnpikeProcess::start(config.clone());
+    let before = signaling_credentials(&server);
+    assert_eq!(
+        before["uris"][0],
+        "turn:relay-a.example.org:3478?transport=udp"
+    );
+
+    config.secrets = vec!["new-secret".into()];
+    config.signaling_relay_urls = vec!["turn:relay-b.example.org:3478?transport=udp".into()];
+    server.rewrite_config(&config);
+    server.signal(libc::SIGHUP);
+    let line = server.wait_for_log("SIGHUP: configuration reloaded");
+    assert!(
+        !line.contains("restart"),
+        "nothing here needs a restart: {line}"
+    );
+
+    let after = signaling_credentials(&server);
+    assert_eq!(
+        after["uris"][0],
+        "turn:relay-b.example.org:3478?transport=udp"
+    );
+    // Minted with the new secret: the relay takes it; the earlier one is refused.
+    let (user, password) = (
+        after["username"].as_str().unwrap(),
+        after["password"].as_str().unwrap(),
+    );
+    let mut fresh = TurnClient::with_credential(server.udp_addr(), user, password);
+    assert_eq!(fresh.allocate().class, Class::Success);
+    let (user, password) = (
+        before["username"].as_str().unwrap(),
+        before["password"].as_str().unwrap(),
+    );
+    let mut stale = TurnClient::with_credential(server.udp_addr(), user, password);
+    assert_eq!(stale.allocate().code, Some(401));
+}
+
+/// A minimal WebSocket client (RFC 6455) over a blocking TCP stream: enough to sign
+/// in to signaling and see how the server closes.
+struct WebSocket {
+    tcp: std::net::TcpStream,
+}
+
+impl WebSocket {
+    fn connect(addr: SocketAddr, path: &str) -> WebSocket {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert!(head.len() < 4096, "no end of the upgrade response");
+            tcp.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        WebSocket { tcp }
+    }
+
+    /// Sends one text frame, masked as a client must.
+    fn send_text(&mut self, text: &str) {
+        use std::io::Write;
+        let payload = text.as_bytes();
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut frame = vec![0x81];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.tcp.write_all(&frame).unwrap();
+    }
+
+    /// The next frame from the server: opcode and payload.
+    fn next_frame(&mut self) -> (u8, Vec<u8>) {
+        use std::io::Read;
+        let mut head = [0u8; 2];
+        self.tcp.read_exact(&mut head).unwrap();
+        let len = match head[1] & 0x7F {
+            126 => {
+                let mut ext = [0u8; 2];
+                self.tcp.read_exact(&mut ext).unwrap();
+                usize::from(u16::from_be_bytes(ext))
+            }
+            127 => {
+                let mut ext = [0u8; 8];
+                self.tcp.read_exact(&mut ext).unwrap();
+                usize::try_from(u64::from_be_bytes(ext)).unwrap()
+            }
+            n => usize::from(n),
+        };
+        let mut payload = vec![0u8; len];
+        self.tcp.read_exact(&mut payload).unwrap();
+        (head[0] & 0x0F, payload)
+    }
+
+    /// Skips frames (at most 50) until a text frame containing `needle`.
+    fn expect_text(&mut self, needle: &str) -> String {
+        for _ in 0..50 {
+            let (op, payload) = self.next_frame();
+            let text = String::from_utf8_lossy(&payload).into_owned();
+            assert_ne!(op, 0x8, "closed while waiting for {needle:?}: {payload:?}");
+            if op == 0x1 && text.contains(needle) {
+                return text;
+            }
+        }
+        panic!("no {needle:?} among 50 frames");
+    }
+
+    /// Skips frames (at most 50) until the close frame: its code and reason.
+    fn close_frame(&mut self) -> (u16, String) {
+        for _ in 0..50 {
+            let (op, payload) = self.next_frame();
+            if op == 0x8 {
+                assert!(payload.len() >= 2, "close without a code");
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
+            }
+        }
+        panic!("no close frame among 50 frames");
+    }
+}
+
+#[test]
+fn drain_closes_signaling_sessions_with_1001_and_a_reconnect_hint() {
+    let mut server = TurnpikeProcess::start(TurnpikeConfig {
+        signaling: true,
+        ..TurnpikeConfig::default()
+    });
+    let (code, body) = http_with(
+        server.signaling_addr(),
+        "POST",
+        "/v1/dev/login",
+        &["Content-Type: application/json"],
+        r#"{"user":"bob","device":"phone"}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let login: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut ws = WebSocket::connect(server.signaling_addr(), "/v1/signal");
+    let hello = serde_json::json!({"v": 1, "type": "hello", "token": login["token"]});
+    ws.send_text(&hello.to_string());
+    ws.expect_text("hello_ok");
+    server.signal(libc::SIGTERM);
+    let (code, reason) = ws.close_frame();
+    assert_eq!(code, 1001);
+    assert!(reason.contains("reconnect"), "{reason:?}");
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit once drained");
+    assert!(status.success(), "exit status {status}");
 }
 
 /// Reads notifications until one contains `want` (at most 200 datagrams or 10 s);

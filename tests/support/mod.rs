@@ -101,6 +101,11 @@ pub struct TurnpikeConfig {
     pub env: Vec<(String, String)>,
     /// Extra `turnpike serve` arguments (e.g. `--pid-file`).
     pub args: Vec<String>,
+    /// Run the signaling service (dev login on) on [`TurnpikeProcess::signaling_addr`].
+    pub signaling: bool,
+    /// `[signaling] relays`: one relay, region "test", with these URLs; empty: none
+    /// (signaling advertises this relay itself).
+    pub signaling_relay_urls: Vec<String>,
 }
 
 impl Default for TurnpikeConfig {
@@ -119,6 +124,8 @@ impl Default for TurnpikeConfig {
             log_format: "text".into(),
             env: Vec::new(),
             args: Vec::new(),
+            signaling: false,
+            signaling_relay_urls: Vec::new(),
         }
     }
 }
@@ -131,6 +138,7 @@ struct Layout {
     tls_port: u16,
     quic_port: u16,
     metrics_port: u16,
+    signaling_port: u16,
     relay_ports: (u16, u16),
     cert: PathBuf,
     key: PathBuf,
@@ -143,10 +151,24 @@ impl Layout {
             tls_port,
             quic_port,
             metrics_port,
+            signaling_port,
             relay_ports,
             cert,
             key,
         } = self;
+        let signaling = if config.signaling {
+            let relays = if config.signaling_relay_urls.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "relays = [{{ region = \"test\", urls = {} }}]\n",
+                    toml_list(&config.signaling_relay_urls)
+                )
+            };
+            format!("listen = \"127.0.0.1:{signaling_port}\"\ndev_login = true\n{relays}")
+        } else {
+            "listen = \"\"\n".to_string()
+        };
         format!(
             r#"[server]
 workers = {workers}
@@ -176,8 +198,7 @@ allow = {allow}
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 [signaling]
-listen = ""
-[log]
+{signaling}[log]
 level = "info"
 format = {format:?}
 "#,
@@ -241,6 +262,7 @@ impl TurnpikeProcess {
         let tls_port = free_port(ip, true);
         let quic_port = free_port(ip, false);
         let metrics_port = free_port(ip, true);
+        let signaling_port = free_port(ip, true);
         let relay_ports = relay_range();
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let (cert, key) = write_certificate(dir.path());
@@ -249,6 +271,7 @@ impl TurnpikeProcess {
             tls_port,
             quic_port,
             metrics_port,
+            signaling_port,
             relay_ports,
             cert,
             key,
@@ -329,6 +352,11 @@ impl TurnpikeProcess {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Where the signaling service listens (when started with `signaling: true`).
+    pub fn signaling_addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.layout.signaling_port)
     }
 
     /// The child's process id.
@@ -618,13 +646,32 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
 /// One HTTP/1.0 request without a body (the server closes when done): the status
 /// code and the body. Bounded by 3 s timeouts.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+    http_with(addr, method, path, &[], "")
+}
+
+/// [`http`] with extra header lines (`"Name: value"`) and a body.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Result<(u16, String), String> {
     let timeout = Duration::from_secs(3);
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let request =
-        format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
     stream
         .write_all(request.as_bytes())
         .map_err(|e| e.to_string())?;
