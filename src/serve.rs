@@ -196,13 +196,23 @@ impl Control<'_> {
                     tracing::info!("drained: every allocation has ended or the drain timeout passed");
                     break;
                 }
-                _ = tick.tick(), if watchdog.is_some() => self.notifier.notify("WATCHDOG=1"),
+                _ = tick.tick(), if watchdog.is_some() => {
+                    // A worker that died (a panic, a failed poll) stops the keep-alives,
+                    // so systemd restarts the relay instead of running it short-handed.
+                    if self.relay.workers_alive() {
+                        self.notifier.notify("WATCHDOG=1");
+                    } else {
+                        tracing::error!("a relay worker has stopped: withholding the systemd watchdog keep-alive");
+                    }
+                }
             }
         }
         if !draining {
             self.notifier.notify("STOPPING=1\nSTATUS=stopping");
             self.ready.store(false, Ordering::Release);
-            self.stop_signaling().await;
+        }
+        if let Some(signaling) = self.signaling.take() {
+            stop_signaling(signaling).await;
         }
         Ok(())
     }
@@ -223,17 +233,9 @@ impl Control<'_> {
             timeout_secs = timeout.as_secs(),
             "SIGTERM: draining (new allocations refused; SIGTERM again or SIGINT exits now)"
         );
-        self.stop_signaling().await;
-    }
-
-    /// Closes signaling connections with 1001 (going away: reconnect) and stops the
-    /// signaling listener, so clients find another node.
-    async fn stop_signaling(&mut self) {
-        if let Some((signaling, stop, server)) = self.signaling.take() {
-            signaling.shutdown().await;
-            let _ = stop.send(());
-            // Connections were told to close (1001); don't wait long for stragglers.
-            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        // On a task of its own: the loop keeps answering signals and reloads meanwhile.
+        if let Some(signaling) = self.signaling.take() {
+            tokio::spawn(stop_signaling(signaling));
         }
     }
 
@@ -281,6 +283,15 @@ impl Control<'_> {
             }
         })
     }
+}
+
+/// Closes signaling connections with 1001 (going away: reconnect) and stops the
+/// signaling listener, so clients find another node.
+async fn stop_signaling((signaling, stop, server): SignalingHandle) {
+    signaling.shutdown().await;
+    let _ = stop.send(());
+    // Connections were told to close (1001); don't wait long for stragglers.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
 }
 
 /// The process id in a file, for `turnpike reload --pid-file`; removed on drop.

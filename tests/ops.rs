@@ -858,17 +858,26 @@ fn systemd_notify_ready_reloading_stopping_and_watchdog() {
 }
 
 #[test]
-fn json_logs_are_one_object_per_line() {
-    let mut server = TurnpikeProcess::start(TurnpikeConfig {
+fn json_logs_are_one_object_per_line_and_the_level_reloads() {
+    let mut config = TurnpikeConfig {
         log_format: "json".into(),
         ..TurnpikeConfig::default()
-    });
+    };
+    let mut server = TurnpikeProcess::start(config.clone());
+    let debug = |lines: &[String]| lines.iter().any(|l| l.contains(r#""level":"DEBUG""#));
+    config.log_level = "debug".into();
+    server.rewrite_config(&config);
     server.signal(libc::SIGHUP);
     server.wait_for_log("configuration reloaded");
-    server.signal(libc::SIGINT);
+    assert!(!debug(&server.log_lines()), "debug lines before the reload");
+    // Each worker logs at debug level when its drain is over.
+    server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).is_some());
     let lines = server.log_lines();
-    assert!(lines.len() >= 3, "{lines:?}");
+    assert!(
+        debug(&lines),
+        "no debug line after reloading level = \"debug\": {lines:?}"
+    );
     for line in &lines {
         let value: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line:?}"));

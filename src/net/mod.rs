@@ -154,6 +154,14 @@ impl RelayHandle {
         }
     }
 
+    /// Whether every worker thread is still running (none has ended on an error or a
+    /// panic): what the systemd watchdog vouches for.
+    pub fn workers_alive(&self) -> bool {
+        self.workers
+            .iter()
+            .all(|w| w.thread.as_ref().is_some_and(|t| !t.is_finished()))
+    }
+
     /// Start draining every worker (see [`Command::Drain`]).
     pub fn drain(&self, deadline: Instant) {
         self.broadcast(&Command::Drain { deadline });

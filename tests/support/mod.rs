@@ -97,6 +97,8 @@ pub struct TurnpikeConfig {
     pub alternate_servers: Vec<String>,
     /// `[log] format`: "text" or "json".
     pub log_format: String,
+    /// `[log] level`.
+    pub log_level: String,
     /// Environment variables for the child (e.g. `NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
     /// Extra `turnpike serve` arguments (e.g. `--pid-file`).
@@ -122,6 +124,7 @@ impl Default for TurnpikeConfig {
             drain_timeout_secs: 600,
             alternate_servers: Vec::new(),
             log_format: "text".into(),
+            log_level: "info".into(),
             env: Vec::new(),
             args: Vec::new(),
             signaling: false,
@@ -199,7 +202,7 @@ allow = {allow}
 listen = "127.0.0.1:{metrics_port}"
 [signaling]
 {signaling}[log]
-level = "info"
+level = {level:?}
 format = {format:?}
 "#,
             workers = config.workers,
@@ -213,6 +216,7 @@ format = {format:?}
             quota = config.user_quota,
             allow = toml_list(&config.allow_peers),
             format = config.log_format,
+            level = config.log_level,
         )
     }
 }
