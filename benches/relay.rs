@@ -2,7 +2,7 @@
 //! same shape, with a TURN load generator built on Turnpike's own codec.
 //!
 //! ```sh
-//! cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] [--repetitions N]
+//! cargo bench --bench relay -- [--smoke] [--quick] [--transports] [--rounds N] [--repetitions N]
 //!     [--buffers equal|native|BYTES] [--out DIR]
 //!     [--servers turnpike,turnpike-coalesce,turnpike-fastpath,coturn,bare]
 //! ```
@@ -14,7 +14,10 @@
 //! on the host loopback and says so. `--smoke` runs a few seconds per server and fails
 //! (exit 1) if Turnpike forwarded nothing in some direction. `--quick` measures only the
 //! audio ChannelData path (its ramp, CPU per packet and latency) on one worker: the
-//! rows a change to the packet path moves, in a third of the time. `--rounds N` sets
+//! rows a change to the packet path moves, in a third of the time. `--transports`
+//! compares TURN over UDP, TLS (Turnpike and coturn) and QUIC instead: capacity, CPU
+//! per packet and round-trip time with and without loss on the client's link (see
+//! `relay/transports.rs`; with `--smoke`, a few seconds per row). `--rounds N` sets
 //! how many interleaved latency rounds are run (default 3). `--repetitions N` (default
 //! 3) sets how many times the audio ChannelData capacity is measured again on a fresh
 //! server, in rounds that interleave the servers: the table gives each capacity and
@@ -34,6 +37,8 @@ mod bare;
 mod gso;
 #[path = "relay/latency.rs"]
 mod latency;
+#[path = "relay/links.rs"]
+mod links;
 #[path = "relay/plan.rs"]
 mod plan;
 #[path = "relay/report.rs"]
@@ -48,6 +53,8 @@ mod srtp_pool;
 mod sys;
 #[path = "relay/traffic.rs"]
 mod traffic;
+#[path = "relay/transports.rs"]
+mod transports;
 #[path = "relay/turn.rs"]
 mod turn;
 
@@ -68,6 +75,8 @@ const NETNS_ENV: &str = "TURNPIKE_BENCH_NETNS";
 struct Args {
     smoke: bool,
     quick: bool,
+    /// TURN over UDP, TLS and QUIC side by side instead (see transports.rs).
+    transports: bool,
     /// Latency rounds (default: the plan's).
     rounds: Option<usize>,
     out: PathBuf,
@@ -81,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         smoke: false,
         quick: false,
+        transports: false,
         rounds: None,
         // Cargo's target directory (CARGO_TARGET_DIR when set), like its own output.
         out: std::env::var_os("CARGO_TARGET_DIR")
@@ -103,6 +113,7 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--smoke" => args.smoke = true,
             "--quick" => args.quick = true,
+            "--transports" => args.transports = true,
             "--rounds" => {
                 let n = it.next().ok_or("--rounds needs a number")?;
                 let n: usize = n
@@ -149,7 +160,7 @@ fn parse_args() -> Result<Args, String> {
             "--bench" => {}
             "-h" | "--help" => {
                 return Err(
-                    "usage: cargo bench --bench relay -- [--smoke] [--quick] [--rounds N] \
+                    "usage: cargo bench --bench relay -- [--smoke] [--quick] [--transports] [--rounds N] \
                      [--repetitions N] [--buffers equal|native|BYTES] [--out DIR] \
                      [--servers turnpike,turnpike-coalesce,turnpike-fastpath,coturn,bare]"
                         .into(),
@@ -191,6 +202,16 @@ fn main() -> ExitCode {
         Ok(()) => format!("{network}; relay and generator at nice -20"),
         Err(e) => format!("{network}; nice 0 ({e})"),
     };
+    if args.transports {
+        let result = std::fs::create_dir_all(&args.out)
+            .map_err(|e| format!("{}: {e}", args.out.display()))
+            .and_then(|()| sys::raise_fd_limit().map_err(|e| format!("fd limit: {e}")))
+            .and_then(|_| transports::run(&args.out, args.smoke, relay_cpu, &network));
+        return result.unwrap_or_else(|e| {
+            eprintln!("bench failed: {e}");
+            ExitCode::FAILURE
+        });
+    }
     match run(&args, &network, relay_cpu, generator_cpu) {
         Ok(code) => code,
         Err(e) => {

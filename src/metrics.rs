@@ -4,10 +4,18 @@
 //! counters to a [`StatsPublisher`], which adds the delta to the `metrics` registry. So no
 //! packet ever touches the registry, and every label comes from a bounded set (method,
 //! result code, direction, reason, worker) — never a user or an allocation.
+//!
+//! Besides the relay's counters, `/metrics` carries the signaling service's metrics
+//! ([`turnpike_signaling::metrics`]), `turnpike_build_info`, the operations metrics of
+//! drain and reload ([`init_operations_metrics`]) and the standard `process_*` metrics
+//! ([`render_process_metrics`]).
 
+use std::fmt::Write as _;
 use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ::metrics::{Counter, Gauge};
 use axum::extract::State;
@@ -15,7 +23,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use turnpike_signaling::metrics as signaling_metrics;
 
 use crate::fastpath::FastPathCounters;
 use crate::proto::stats::{Direction, DropReason, MethodLabel, Stats};
@@ -43,7 +52,22 @@ pub fn install_recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Histograms are rendered as Prometheus histograms (buckets, so that
+            // `histogram_quantile` can aggregate them over instances) rather than the
+            // exporter's default summaries.
+            let builder = PrometheusBuilder::new();
+            let builder = match builder.set_buckets_for_metric(
+                Matcher::Full(signaling_metrics::CALL_SETUP_SECONDS.to_string()),
+                &signaling_metrics::CALL_SETUP_BUCKETS,
+            ) {
+                Ok(builder) => builder,
+                // Only an empty bucket list is refused, and the list is a fixed non-empty one.
+                Err(e) => {
+                    tracing::warn!("call-setup histogram buckets refused: {e}");
+                    PrometheusBuilder::new()
+                }
+            };
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if let Err(e) = ::metrics::set_global_recorder(recorder) {
                 // Someone else installed a recorder first: our handle then renders an
@@ -51,6 +75,9 @@ pub fn install_recorder() -> PrometheusHandle {
                 tracing::warn!("metrics recorder already installed: {e}");
             }
             describe();
+            signaling_metrics::describe();
+            ::metrics::gauge!("turnpike_build_info", "version" => env!("CARGO_PKG_VERSION"))
+                .set(1.0);
             handle
         })
         .clone()
@@ -64,11 +91,11 @@ fn describe() {
     );
     describe_counter!(
         "turnpike_relayed_packets_total",
-        "Relayed packets by direction"
+        "Relayed packets by direction (to_peer, to_client) and the client's transport (udp, tcp, tls, quic)"
     );
     describe_counter!(
         "turnpike_relayed_bytes_total",
-        "Relayed payload bytes by direction"
+        "Relayed payload bytes by direction and the client's transport"
     );
     describe_counter!(
         "turnpike_fastpath_packets_total",
@@ -96,6 +123,10 @@ fn describe() {
     );
     describe_gauge!("turnpike_allocations", "Allocations alive, per worker");
     describe_counter!(
+        "turnpike_auth_failures_total",
+        "Requests with credentials refused with 401 (unknown user, wrong password, expired REST credential); the challenge to a request without credentials is not counted"
+    );
+    describe_counter!(
         "turnpike_send_errors_total",
         "Packets the shell failed to send"
     );
@@ -104,7 +135,107 @@ fn describe() {
         "turnpike_stream_connections_total",
         "TCP/TLS connections accepted"
     );
+    describe_counter!(
+        "turnpike_gso_sends_total",
+        "UDP GSO sends: sendmsg calls that carried several datagrams at once"
+    );
+    describe_counter!(
+        "turnpike_gso_segments_total",
+        "Datagrams sent inside UDP GSO sends (segments / sends is the mean run length)"
+    );
+    describe_gauge!(
+        "turnpike_build_info",
+        "Always 1; the version label says which Turnpike build is running"
+    );
+    describe_operations_metrics();
 }
+
+// ---------------------------------------------------------------------------------------
+// Operations metrics: drain, configuration reload and the TLS certificate.
+//
+// Registered and set to their idle values at start-up by `init_operations_metrics`; the
+// code that drains and reloads updates them through the setters below.
+
+/// Gauge: 1 while the relay drains (refuses new allocations and waits for the existing
+/// ones to end), 0 otherwise.
+pub const DRAINING: &str = "turnpike_draining";
+/// Counter: configuration reloads, by `result` (`success` or `failure`).
+pub const CONFIG_RELOADS: &str = "turnpike_config_reloads_total";
+/// Gauge: Unix time of the last configuration load in force (start-up, or the last
+/// successful reload).
+pub const CONFIG_LAST_RELOAD: &str = "turnpike_config_last_reload_timestamp_seconds";
+/// Gauge: Unix time at which the TLS certificate in use expires (its notAfter); absent
+/// when no certificate is configured.
+pub const TLS_CERTIFICATE_EXPIRY: &str = "turnpike_tls_certificate_expiry_timestamp_seconds";
+/// Every value of the `result` label of [`CONFIG_RELOADS`].
+pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
+
+fn describe_operations_metrics() {
+    use ::metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        DRAINING,
+        "1 while the relay drains (new allocations refused, existing ones kept), else 0"
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Configuration reloads, by result (success, failure)"
+    );
+    describe_gauge!(
+        CONFIG_LAST_RELOAD,
+        "Unix time of the configuration load in force (start-up or last successful reload)"
+    );
+    describe_gauge!(
+        TLS_CERTIFICATE_EXPIRY,
+        "Unix time at which the TLS certificate in use expires (notAfter)"
+    );
+}
+
+/// Registers the operations metrics at their idle values: not draining, no reloads yet,
+/// the configuration loaded now, and the expiry of `certificate` (a PEM file, leaf
+/// first) when one is configured. A certificate whose expiry cannot be read leaves that
+/// gauge unset, with a warning: the relay still runs with it.
+pub fn init_operations_metrics(certificate: Option<&Path>) {
+    set_draining(false);
+    for result in RELOAD_RESULTS {
+        ::metrics::counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+    }
+    ::metrics::gauge!(CONFIG_LAST_RELOAD).set(unix_now());
+    if let Some(path) = certificate {
+        set_tls_certificate_expiry(path);
+    }
+}
+
+/// Sets [`DRAINING`].
+pub fn set_draining(draining: bool) {
+    ::metrics::gauge!(DRAINING).set(if draining { 1.0 } else { 0.0 });
+}
+
+/// Counts one configuration reload; a successful one also sets [`CONFIG_LAST_RELOAD`]
+/// to now.
+pub fn record_config_reload(success: bool) {
+    let result = if success { "success" } else { "failure" };
+    ::metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
+    if success {
+        ::metrics::gauge!(CONFIG_LAST_RELOAD).set(unix_now());
+    }
+}
+
+/// Sets [`TLS_CERTIFICATE_EXPIRY`] from the leaf certificate of the PEM file at `path`.
+pub fn set_tls_certificate_expiry(path: &Path) {
+    match crate::net::tls::leaf_not_after(path) {
+        Ok(expiry) => ::metrics::gauge!(TLS_CERTIFICATE_EXPIRY).set(expiry as f64),
+        Err(e) => tracing::warn!("{e}: {TLS_CERTIFICATE_EXPIRY} not exported"),
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------
 
 /// Publishes one worker's counters as deltas since its previous call.
 ///
@@ -117,12 +248,14 @@ pub struct StatsPublisher {
     last_shell: ShellStats,
     /// `[method][result column]`, as `Stats::requests`.
     requests: Vec<Vec<Counter>>,
-    packets: [Counter; 2],
-    bytes: [Counter; 2],
+    /// `[direction][transport]`, as `Stats::packets_by_transport`.
+    packets: [[Counter; 4]; 2],
+    bytes: [[Counter; 4]; 2],
     drops: Vec<Counter>,
     /// Allocations created, per transport (`Transport::index` order).
     created: [Counter; 4],
     deleted: Counter,
+    auth_failures: Counter,
     allocations: Gauge,
     send_errors: Counter,
     send_backlog: Counter,
@@ -162,15 +295,18 @@ impl StatsPublisher {
                     .collect()
             })
             .collect();
-        let per_direction = |name: &'static str| {
-            Direction::ALL.map(|dir| counter!(name, "direction" => dir.as_str()))
+        let per_direction_and_transport = |name: &'static str| {
+            Direction::ALL.map(|dir| {
+                Transport::ALL
+                    .map(|t| counter!(name, "direction" => dir.as_str(), "transport" => t.as_str()))
+            })
         };
         StatsPublisher {
             last: Stats::default(),
             last_shell: ShellStats::default(),
             requests,
-            packets: per_direction("turnpike_relayed_packets_total"),
-            bytes: per_direction("turnpike_relayed_bytes_total"),
+            packets: per_direction_and_transport("turnpike_relayed_packets_total"),
+            bytes: per_direction_and_transport("turnpike_relayed_bytes_total"),
             drops: DropReason::ALL
                 .iter()
                 .map(|r| counter!("turnpike_dropped_packets_total", "reason" => r.as_str()))
@@ -178,6 +314,7 @@ impl StatsPublisher {
             created: Transport::ALL
                 .map(|t| counter!("turnpike_allocations_created_total", "transport" => t.as_str())),
             deleted: counter!("turnpike_allocations_deleted_total"),
+            auth_failures: counter!("turnpike_auth_failures_total"),
             allocations: gauge!("turnpike_allocations", "worker" => worker.to_string()),
             send_errors: counter!("turnpike_send_errors_total", "reason" => "io_error"),
             send_backlog: counter!("turnpike_send_errors_total", "reason" => "backlog"),
@@ -201,9 +338,19 @@ impl StatsPublisher {
                 add(counter, n, l);
             }
         }
-        for i in 0..2 {
-            add(&self.packets[i], now_stats.packets[i], last.packets[i]);
-            add(&self.bytes[i], now_stats.bytes[i], last.bytes[i]);
+        for d in 0..2 {
+            for t in 0..4 {
+                add(
+                    &self.packets[d][t],
+                    now_stats.packets_by_transport[d][t],
+                    last.packets_by_transport[d][t],
+                );
+                add(
+                    &self.bytes[d][t],
+                    now_stats.bytes_by_transport[d][t],
+                    last.bytes_by_transport[d][t],
+                );
+            }
         }
         for (i, counter) in self.drops.iter().enumerate() {
             let get = |s: &Stats| s.drops.get(i).copied().unwrap_or(0);
@@ -222,6 +369,11 @@ impl StatsPublisher {
             &self.deleted,
             now_stats.allocations_deleted,
             last.allocations_deleted,
+        );
+        add(
+            &self.auth_failures,
+            now_stats.auth_failures,
+            last.auth_failures,
         );
         self.allocations.set(now_stats.allocations as f64);
         self.last.clone_from(now_stats);
@@ -332,7 +484,7 @@ async fn metrics_page(State(state): State<HttpState>) -> impl IntoResponse {
     state.handle.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.handle.render(),
+        render_with_process_metrics(&state.handle),
     )
 }
 
@@ -341,5 +493,201 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// The registry's rendering followed by the `process_*` metrics.
+pub fn render_with_process_metrics(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    render_process_metrics(&mut text);
+    text
+}
+
+/// Appends the standard process metrics, with the names and meaning that Prometheus's
+/// client libraries give them (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+/// `process_max_fds`, `process_start_time_seconds`), read from `/proc/self` at each
+/// scrape. They are written here as text rather than through the `metrics` registry,
+/// because the registry's counters hold whole numbers and CPU time is fractional
+/// seconds; it takes a few lines of `/proc` parsing and no extra dependency. A value
+/// that cannot be read (no `/proc`) is left out.
+pub fn render_process_metrics(out: &mut String) {
+    let mut metric = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+        if let Some(value) = value {
+            // Writing to a String cannot fail.
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n"
+            );
+        }
+    };
+    let stat = ProcStat::read();
+    metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        stat.as_ref().map(|s| s.cpu_seconds),
+    );
+    metric(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        stat.as_ref().map(|s| s.resident_bytes),
+    );
+    metric(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        stat.as_ref().map(|s| s.virtual_bytes),
+    );
+    metric(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        stat.as_ref().and_then(|s| s.start_time),
+    );
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|dir| dir.count() as f64);
+    metric(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        open_fds,
+    );
+    metric(
+        "process_max_fds",
+        "gauge",
+        "Maximum number of open file descriptors.",
+        max_fds(),
+    );
+}
+
+/// What `/proc/self/stat` (with `/proc/stat`'s boot time) says about this process.
+struct ProcStat {
+    cpu_seconds: f64,
+    resident_bytes: f64,
+    virtual_bytes: f64,
+    start_time: Option<f64>,
+}
+
+impl ProcStat {
+    fn read() -> Option<ProcStat> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // proc(5): the command name (field 2) is in parentheses and may hold spaces, so
+        // fields are counted from the last ')'. `fields[0]` is field 3 (state).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |n: usize| -> Option<f64> { fields.get(n - 3)?.parse().ok() };
+        let ticks = sysconf(libc::_SC_CLK_TCK)?;
+        let page = sysconf(libc::_SC_PAGESIZE)?;
+        // Fields 14 and 15: utime and stime; 22: starttime, in clock ticks since boot;
+        // 23: vsize in bytes; 24: rss in pages.
+        let start_time = field(22)
+            .zip(boot_time())
+            .map(|(start, boot)| boot + start / ticks);
+        Some(ProcStat {
+            cpu_seconds: (field(14)? + field(15)?) / ticks,
+            resident_bytes: field(24)? * page,
+            virtual_bytes: field(23)?,
+            start_time,
+        })
+    }
+}
+
+fn sysconf(name: libc::c_int) -> Option<f64> {
+    // SAFETY: sysconf reads a system constant; it takes no pointers and has no
+    // preconditions.
+    let value = unsafe { libc::sysconf(name) };
+    (value > 0).then_some(value as f64)
+}
+
+/// The `btime` line of `/proc/stat`: when the system booted, in Unix seconds.
+fn boot_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The soft limit on open files, from `/proc/self/limits`.
+fn max_fds() -> Option<f64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.strip_prefix("Max open files")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the unlabelled sample `name` in `text`.
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    }
+
+    #[test]
+    fn process_metrics_describe_this_process() {
+        let mut text = String::new();
+        render_process_metrics(&mut text);
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
+        assert!(text.contains("# HELP process_resident_memory_bytes "));
+        assert!(value(&text, "process_cpu_seconds_total") >= 0.0);
+        assert!(value(&text, "process_resident_memory_bytes") > 1e6);
+        assert!(value(&text, "process_virtual_memory_bytes") > 1e6);
+        // stdin, stdout, stderr at least.
+        let open = value(&text, "process_open_fds");
+        assert!(open >= 3.0);
+        assert!(value(&text, "process_max_fds") >= open);
+        // This test process started a moment ago.
+        let started = value(&text, "process_start_time_seconds");
+        let now = unix_now();
+        assert!(
+            started <= now + 1.0 && started > now - 3600.0,
+            "{started} vs now {now}"
+        );
+    }
+
+    #[test]
+    fn operations_metrics_start_idle_and_follow_their_setters() {
+        let handle = install_recorder();
+        let before = unix_now();
+        init_operations_metrics(None);
+        let text = handle.render();
+        assert!(text.contains("turnpike_draining 0\n"), "{text}");
+        for result in RELOAD_RESULTS {
+            let series = format!("turnpike_config_reloads_total{{result=\"{result}\"}} 0\n");
+            assert!(text.contains(&series), "{text}");
+        }
+        assert!(value(&text, CONFIG_LAST_RELOAD) >= before.floor());
+        assert!(
+            !text.contains(&format!("{TLS_CERTIFICATE_EXPIRY} ")),
+            "{text}"
+        );
+
+        set_draining(true);
+        record_config_reload(false);
+        record_config_reload(true);
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, params.self_signed(&key).unwrap().pem()).unwrap();
+        set_tls_certificate_expiry(&cert);
+
+        let text = handle.render();
+        assert!(text.contains("turnpike_draining 1\n"), "{text}");
+        assert!(text.contains("turnpike_config_reloads_total{result=\"failure\"} 1\n"));
+        assert!(text.contains("turnpike_config_reloads_total{result=\"success\"} 1\n"));
+        // 2031-05-17T00:00:00Z.
+        assert_eq!(value(&text, TLS_CERTIFICATE_EXPIRY), 1_936_742_400.0);
     }
 }

@@ -21,7 +21,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{ConfigFile, Overrides, Settings};
 use crate::net::{Command, RelayHandle};
@@ -89,14 +88,10 @@ impl Reloader {
     }
 
     /// Read the file again and apply it; on error nothing has changed. Counts the
-    /// outcome in `turnpike_config_reloads_total{result}`.
+    /// outcome in `turnpike_config_reloads_total{result}` (see `crate::metrics`).
     pub fn reload(&mut self, relay: &RelayHandle) -> Result<Reloaded, String> {
         let result = self.try_reload(relay);
-        let label = if result.is_ok() { "ok" } else { "error" };
-        ::metrics::counter!("turnpike_config_reloads_total", "result" => label).increment(1);
-        if result.is_ok() {
-            ::metrics::gauge!("turnpike_config_last_reload_timestamp_seconds").set(unix_seconds());
-        }
+        crate::metrics::record_config_reload(result.is_ok());
         result
     }
 
@@ -121,8 +116,8 @@ impl Reloader {
             next.limits.user_quota.unwrap_or(0),
             next.limits.total_quota.unwrap_or(0),
         );
-        if let Some(expiry) = certificates.expiry {
-            publish_certificate_expiry(expiry);
+        if let Some(tls) = &next.tls {
+            crate::metrics::set_tls_certificate_expiry(&tls.certificate);
         }
         self.current = next;
         Ok(Reloaded {
@@ -239,39 +234,6 @@ fn keep_restart_keys(old: &Settings, new: Settings) -> Settings {
         },
         ..new
     }
-}
-
-/// `turnpike_tls_certificate_expiry_timestamp_seconds`: when the served certificate's
-/// validity ends (its notAfter), in Unix seconds.
-pub fn publish_certificate_expiry(not_after: i64) {
-    ::metrics::gauge!("turnpike_tls_certificate_expiry_timestamp_seconds").set(not_after as f64);
-}
-
-/// HELP texts of the metrics above and of `turnpike_draining`.
-pub fn describe_metrics() {
-    use ::metrics::{describe_counter, describe_gauge};
-    describe_counter!(
-        "turnpike_config_reloads_total",
-        "Configuration reloads (SIGHUP, turnpike reload, POST /admin/reload) by result (ok, error)"
-    );
-    describe_gauge!(
-        "turnpike_config_last_reload_timestamp_seconds",
-        "When the configuration was last reloaded successfully, in Unix seconds"
-    );
-    describe_gauge!(
-        "turnpike_tls_certificate_expiry_timestamp_seconds",
-        "When the TLS certificate in use expires (notAfter), in Unix seconds"
-    );
-    describe_gauge!(
-        "turnpike_draining",
-        "1 while the relay drains (after SIGTERM), else 0"
-    );
-}
-
-fn unix_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -52,13 +52,11 @@ pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()>
     // `Settings`' Debug output redacts passwords and secrets (see `config::Secret`).
     tracing::debug!(settings = ?settings, "effective settings");
     let prometheus = crate::metrics::install_recorder();
-    crate::reload::describe_metrics();
-    ::metrics::gauge!("turnpike_draining").set(0.0);
+    crate::metrics::init_operations_metrics(
+        settings.tls.as_ref().map(|tls| tls.certificate.as_path()),
+    );
 
     let (net_config, shared) = build_net_config(&settings)?;
-    if let Some(expiry) = certificate_expiry(&settings) {
-        crate::reload::publish_certificate_expiry(expiry);
-    }
     // Signaling mints relay credentials with the secret the relay verifies first: the
     // first configured one, or the ephemeral one `net_config` made.
     let turn_secret = net_config.server.secrets.first().cloned();
@@ -221,7 +219,7 @@ impl Control<'_> {
     /// send signaling clients elsewhere; the relay keeps serving what it has.
     async fn start_drain(&mut self) {
         self.ready.store(false, Ordering::Release);
-        ::metrics::gauge!("turnpike_draining").set(1.0);
+        crate::metrics::set_draining(true);
         let timeout = self.reloader.current().drain_timeout;
         self.relay.drain(Instant::now() + timeout);
         self.notifier.notify(&format!(
@@ -551,14 +549,12 @@ pub fn server_config(settings: &Settings, base: &ServerConfig) -> ServerConfig {
     }
 }
 
-/// Certificates read again for a reload: for the TLS listeners, for the QUIC listeners
-/// (when there are any, and the certificate is configured rather than self-signed),
-/// and the leaf's expiry.
+/// Certificates read again for a reload: for the TLS listeners, and for the QUIC
+/// listeners (when there are any, and the certificate is configured rather than
+/// self-signed).
 pub struct Certificates {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub quic: Option<Arc<quinn_proto::ServerConfig>>,
-    /// notAfter of the leaf, in Unix seconds.
-    pub expiry: Option<i64>,
 }
 
 /// Reads `settings.tls` for every listener that uses it; errors name the file.
@@ -567,7 +563,6 @@ pub fn certificates(settings: &Settings) -> Result<Certificates, String> {
         return Ok(Certificates {
             tls: None,
             quic: None,
-            expiry: None,
         });
     };
     let certs = if settings.listen.tls.is_empty() {
@@ -588,29 +583,7 @@ pub fn certificates(settings: &Settings) -> Result<Certificates, String> {
                 .map_err(|e| format!("tls: not usable for QUIC: {e}"))?,
         )
     };
-    Ok(Certificates {
-        tls: certs,
-        quic,
-        expiry: certificate_expiry(settings),
-    })
-}
-
-/// When the configured certificate's leaf expires (notAfter, Unix seconds), if there
-/// is one and it parses.
-fn certificate_expiry(settings: &Settings) -> Option<i64> {
-    let tls = settings.tls.as_ref()?;
-    let (chain, _) = net::tls::load_certified_key(&tls.certificate, &tls.private_key).ok()?;
-    let leaf = chain.first()?;
-    match x509_parser::parse_x509_certificate(leaf.as_ref()) {
-        Ok((_, cert)) => Some(cert.validity().not_after.timestamp()),
-        Err(e) => {
-            tracing::warn!(
-                "{}: cannot read the certificate's expiry: {e}",
-                tls.certificate.display()
-            );
-            None
-        }
-    }
+    Ok(Certificates { tls: certs, quic })
 }
 
 /// The QUIC listeners' TLS certificate (the configured one, or a self-signed one whose

@@ -74,9 +74,13 @@ fn wrong_password_unknown_user_and_wrong_realm_get_401() {
     alice.fetch_nonce(&mut net);
     let nonce = alice.nonce.clone().expect("nonce");
 
+    // The challenge to a request without credentials is not a failed sign-in.
+    assert_eq!(net.server.stats().auth_failures, 0);
+
     let mut wrong = alice.clone();
     wrong.pass = "not-alice-pw".to_owned();
     assert_challenge(&wrong.allocate_with(&mut net, &no_attrs), 401);
+    assert_eq!(net.server.stats().auth_failures, 1);
 
     let mut mallory = Client::new(alice.id, "mallory", "whatever");
     mallory.nonce = Some(nonce.clone());
@@ -95,6 +99,7 @@ fn wrong_password_unknown_user_and_wrong_realm_get_401() {
     );
     assert_challenge(&reply, 401);
     assert_eq!(net.server.allocation_count(), 0);
+    assert_eq!(net.server.stats().auth_failures, 3);
 }
 
 #[test]

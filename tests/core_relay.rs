@@ -358,6 +358,21 @@ fn stats_count_relayed_traffic_and_drops_by_reason() {
     assert_eq!(after.bytes[to_peer] - before.bytes[to_peer], 150);
     assert_eq!(after.packets[to_client] - before.packets[to_client], 2);
     assert_eq!(after.bytes[to_client] - before.bytes[to_client], 17);
+    // The same traffic by the client's transport: all of it on alice's.
+    let t = alice.id.transport.index();
+    let by_transport = |s: &turnpike::proto::stats::Stats| {
+        (
+            s.packets_by_transport[to_peer][t],
+            s.bytes_by_transport[to_peer][t],
+            s.packets_by_transport[to_client][t],
+            s.bytes_by_transport[to_client][t],
+        )
+    };
+    let (b, a) = (by_transport(&before), by_transport(after));
+    assert_eq!(
+        (a.0 - b.0, a.1 - b.1, a.2 - b.2, a.3 - b.3),
+        (2, 150, 2, 17)
+    );
     let dropped = |r: DropReason| after.drops[r as usize] - before.drops[r as usize];
     assert_eq!(dropped(DropReason::NoPermission), 1);
     assert_eq!(dropped(DropReason::NoChannel), 1);

@@ -273,11 +273,11 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
     let mut publisher = StatsPublisher::new(9);
     let mut stats = Stats::default();
     stats.drops[DropReason::NoChannel as usize] = 5;
-    stats.bytes[Direction::ToClient as usize] = 1000;
+    stats.bytes_by_transport[Direction::ToClient as usize][Transport::Tcp.index()] = 1000;
     stats.allocations = 4;
     publisher.publish(&stats);
     stats.drops[DropReason::NoChannel as usize] = 12;
-    stats.bytes[Direction::ToClient as usize] = 1500;
+    stats.bytes_by_transport[Direction::ToClient as usize][Transport::Tcp.index()] = 1500;
     stats.allocations = 3;
     publisher.publish(&stats);
 
@@ -304,7 +304,9 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
         "{body}"
     );
     assert!(
-        body.contains("turnpike_relayed_bytes_total{direction=\"to_client\"} 1500"),
+        body.contains(
+            "turnpike_relayed_bytes_total{direction=\"to_client\",transport=\"tcp\"} 1500"
+        ),
         "{body}"
     );
     assert!(

@@ -22,10 +22,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::{
     http_with, require_tool, run_bounded, turnpike_cli, TurnpikeConfig, TurnpikeProcess,
+    SIGNALING_TOKEN_KEY,
 };
 use turnpike::proto::auth::{long_term_key, mint_rest_credential};
 use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};
 use turnpike::proto::stun::{method, Class, Message, MessageBuilder, TransactionId};
+use turnpike_signaling::token::{Claims, TokenKey};
 
 const REALM: &str = "turnpike";
 const CHANNEL: u16 = 0x4000;
@@ -506,7 +508,7 @@ fn reload_rotates_the_secret_under_load_without_loss_and_refuses_a_broken_file()
     let refused = stale.allocate();
     assert_eq!((refused.class, refused.code), (Class::Error, Some(401)));
     let m = server.wait_for_metrics("one good reload", |m| {
-        m.sum("turnpike_config_reloads_total", &[("result", "ok")]) == 1.0
+        m.sum("turnpike_config_reloads_total", &[("result", "success")]) == 1.0
     });
     let reloaded_at = m.sum("turnpike_config_last_reload_timestamp_seconds", &[]);
     assert!(
@@ -534,7 +536,7 @@ fn reload_rotates_the_secret_under_load_without_loss_and_refuses_a_broken_file()
         "the error names file, line and key: {line}"
     );
     server.wait_for_metrics("one refused reload", |m| {
-        m.sum("turnpike_config_reloads_total", &[("result", "error")]) == 1.0
+        m.sum("turnpike_config_reloads_total", &[("result", "failure")]) == 1.0
     });
     let mut after = TurnClient::rest(relay, "new-secret", "after");
     assert_eq!(
@@ -592,22 +594,19 @@ fn reload_serves_a_new_certificate_to_the_next_tls_handshake() {
     assert_eq!(server.http("GET", "/admin/reload").unwrap().0, 405);
 }
 
-/// A dev-login token from the signaling service, then its `GET /v1/turn-credentials`
-/// answer.
+/// A bearer token for `user`, signed with the key the test servers' signaling uses.
+fn signaling_token(user: &str) -> String {
+    TokenKey::new(SIGNALING_TOKEN_KEY.as_bytes()).sign(&Claims {
+        sub: user.into(),
+        dev: "laptop".into(),
+        exp: unix_now() + 3600,
+    })
+}
+
+/// The signaling service's `GET /v1/turn-credentials` answer for alice.
 fn signaling_credentials(server: &TurnpikeProcess) -> serde_json::Value {
-    let addr = server.signaling_addr();
-    let json = ["Content-Type: application/json"];
-    let (code, body) = http_with(
-        addr,
-        "POST",
-        "/v1/dev/login",
-        &json,
-        r#"{"user":"alice","device":"laptop"}"#,
-    )
-    .unwrap();
-    assert_eq!(code, 200, "dev login: {body}");
-    let login: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let bearer = format!("Authorization: Bearer {}", login["token"].as_str().unwrap());
+    let addr = server.signaling_addr.unwrap();
+    let bearer = format!("Authorization: Bearer {}", signaling_token("alice"));
     let (code, body) = http_with(addr, "GET", "/v1/turn-credentials", &[&bearer], "").unwrap();
     assert_eq!(code, 200, "turn-credentials: {body}");
     serde_json::from_str(&body).unwrap()
@@ -761,18 +760,8 @@ fn drain_closes_signaling_sessions_with_1001_and_a_reconnect_hint() {
         signaling: true,
         ..TurnpikeConfig::default()
     });
-    let (code, body) = http_with(
-        server.signaling_addr(),
-        "POST",
-        "/v1/dev/login",
-        &["Content-Type: application/json"],
-        r#"{"user":"bob","device":"phone"}"#,
-    )
-    .unwrap();
-    assert_eq!(code, 200, "{body}");
-    let login: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let mut ws = WebSocket::connect(server.signaling_addr(), "/v1/signal");
-    let hello = serde_json::json!({"v": 1, "type": "hello", "token": login["token"]});
+    let mut ws = WebSocket::connect(server.signaling_addr.unwrap(), "/v1/signal");
+    let hello = serde_json::json!({"v": 1, "type": "hello", "token": signaling_token("bob")});
     ws.send_text(&hello.to_string());
     ws.expect_text("hello_ok");
     server.signal(libc::SIGTERM);

@@ -394,3 +394,52 @@ fn turnutils_uclient_relays_through_turnpike_tunnel() {
     );
     tunnel.assert_running();
 }
+
+/// QUIC starts at 1200-byte packets, too small for a 1200-byte video packet in
+/// ChannelData plus the QUIC and HTTP datagram overhead; such a packet would fall back
+/// to the tunnel's reliable request stream. Both ends run path MTU discovery on
+/// sockets that never fragment, so within seconds the tunnel takes it as a datagram.
+#[test]
+fn path_mtu_discovery_lets_video_packets_ride_in_datagrams() {
+    use turnpike::quic::client::{TunnelClient, TunnelState, Verify};
+    let server = TurnpikeProcess::start(TurnpikeConfig::default());
+    let relay: std::net::SocketAddr = quic_addr(&server).parse().unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    turnpike::quic::dont_fragment(&sock, relay).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    let mut client =
+        TunnelClient::connect(Instant::now(), relay, "localhost", Verify::Insecure).unwrap();
+    let need = 4 + 1200;
+    let start = Instant::now();
+    let (mut buf, mut out) = (vec![0u8; 65536], Vec::new());
+    loop {
+        let now = Instant::now();
+        while let Some(to) = client.poll_transmit(now, &mut out) {
+            sock.send_to(&out, to).unwrap();
+        }
+        if client.state() == TunnelState::Open
+            && client.max_datagram().is_some_and(|max| max >= need)
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "after 15 s the tunnel ({:?}) takes {:?}-byte messages as datagrams; \
+             a 1200-byte packet in ChannelData needs {need}",
+            client.state(),
+            client.max_datagram()
+        );
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            client.handle_datagram(Instant::now(), from, &buf[..n]);
+        }
+        if client.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+            client.handle_timeout(Instant::now());
+        }
+    }
+    eprintln!(
+        "tunnel takes {:?}-byte messages after {:?}",
+        client.max_datagram(),
+        start.elapsed()
+    );
+}

@@ -188,12 +188,12 @@ fn start_turn(
     dir: &Path,
 ) -> Result<ServerProcess, String> {
     match kind {
-        Kind::Coturn => servers::start_coturn(workers, cpus, dir),
+        Kind::Coturn => servers::start_coturn(workers, cpus, dir, None),
         Kind::TurnpikeCoalesce => {
-            servers::start_turnpike(workers, cpus, dir, Some(results::COALESCE_US), false)
+            servers::start_turnpike(workers, cpus, dir, Some(results::COALESCE_US), false, None)
         }
-        Kind::TurnpikeFastPath => servers::start_turnpike(workers, cpus, dir, None, true),
-        _ => servers::start_turnpike(workers, cpus, dir, None, false),
+        Kind::TurnpikeFastPath => servers::start_turnpike(workers, cpus, dir, None, true, None),
+        _ => servers::start_turnpike(workers, cpus, dir, None, false, None),
     }
 }
 

@@ -11,6 +11,16 @@ use crate::traffic::CpuProbe;
 use crate::turn;
 
 pub const LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 3478);
+/// TURN over TLS (both servers) when a [`Tls`] is given.
+pub const TLS_LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5349);
+/// Turnpike's TURN over QUIC when a [`Tls`] is given.
+pub const QUIC_LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4433);
+
+/// The certificate and key (PEM files) a server's TLS and QUIC listeners use.
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 pub const USER: &str = "bench";
 pub const PASSWORD: &str = "bench-password";
 pub const REALM: &str = "turnpike.bench";
@@ -94,7 +104,8 @@ fn cpu_list(cpus: &[usize]) -> String {
 }
 
 /// Writes Turnpike's config for the bench and starts it with `workers` threads
-/// (`coalesce_us`: server.coalesce_us, else from the environment).
+/// (`coalesce_us`: server.coalesce_us, else from the environment), with TLS and QUIC
+/// listeners at [`TLS_LISTEN`] and [`QUIC_LISTEN`] when `tls` is given.
 ///
 /// With `fast_path`, the in-kernel fast path is attached to loopback. Its work happens
 /// in the softirq that receives each packet, which on loopback runs on the *sender's*
@@ -109,7 +120,16 @@ pub fn start_turnpike(
     dir: &Path,
     coalesce_us: Option<u64>,
     fast_path: bool,
+    tls: Option<&Tls>,
 ) -> Result<ServerProcess, String> {
+    let encrypted = match tls {
+        Some(t) => format!(
+            "tls = [\"{TLS_LISTEN}\"]\nquic = [\"{QUIC_LISTEN}\"]\n\n[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+            t.cert.display(),
+            t.key.display()
+        ),
+        None => String::new(),
+    };
     let fast_path_interfaces = if fast_path { r#"["lo"]"# } else { "[]" };
     let config = dir.join("turnpike-bench.toml");
     // Opt-in busy-poll (server.busy_poll_us) for measuring its latency and idle cost:
@@ -139,7 +159,7 @@ fast_path_interfaces = {fast_path_interfaces}
 [listen]
 udp = ["{LISTEN}"]
 tcp = []
-
+{encrypted}
 [relay]
 bind_ipv4 = "127.0.0.1"
 bind_ipv6 = ""
@@ -202,14 +222,19 @@ pub fn coturn_available() -> bool {
 }
 
 /// Starts coturn with the equivalent setup: `-n` (no config file),
-/// `-m workers` relay threads, UDP only, same user and realm, loopback peers allowed.
-pub fn start_coturn(workers: usize, cpus: &[usize], dir: &Path) -> Result<ServerProcess, String> {
-    let args: Vec<String> = [
+/// `-m workers` relay threads, UDP only (and TLS at [`TLS_LISTEN`] when `tls` is
+/// given), same user and realm, loopback peers allowed.
+pub fn start_coturn(
+    workers: usize,
+    cpus: &[usize],
+    dir: &Path,
+    tls: Option<&Tls>,
+) -> Result<ServerProcess, String> {
+    let mut args: Vec<String> = [
         "-n",
         "-m",
         &workers.to_string(),
         "--no-tcp",
-        "--no-tls",
         "--no-dtls",
         "--no-cli",
         "--no-tcp-relay",
@@ -238,6 +263,17 @@ pub fn start_coturn(workers: usize, cpus: &[usize], dir: &Path) -> Result<Server
     .iter()
     .map(|s| s.to_string())
     .collect();
+    match tls {
+        Some(t) => args.extend([
+            "--tls-listening-port".into(),
+            TLS_LISTEN.port().to_string(),
+            "--cert".into(),
+            t.cert.display().to_string(),
+            "--pkey".into(),
+            t.key.display().to_string(),
+        ]),
+        None => args.push("--no-tls".into()),
+    }
     spawn("coturn", "turnserver", &args, cpus, dir)
 }
 

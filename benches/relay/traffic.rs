@@ -187,7 +187,8 @@ impl CpuProbe {
         }
     }
 
-    fn ns(&self) -> std::io::Result<u64> {
+    /// The CPU time counted so far, in nanoseconds.
+    pub fn ns(&self) -> std::io::Result<u64> {
         match (&self.cores[..], STEERED_CORES.get()) {
             ([], None) => sys::cpu_ns(&self.dir, self.threads),
             ([], Some(all)) => sys::cores_busy_ns(all),

@@ -47,8 +47,9 @@ enum Stage {
     Bind(usize),
 }
 
-struct Slot {
-    sock: UdpSocket,
+/// One allocation's way through Allocate, CreatePermission and ChannelBind, whatever
+/// carries its messages (a UDP socket here; TLS and QUIC links in `links.rs`).
+pub struct Handshake {
     stage: Stage,
     nonce: Option<Vec<u8>>,
     realm: String,
@@ -57,10 +58,32 @@ struct Slot {
     /// the credentials are wrong, not that we lacked a nonce.
     authed_with_nonce: bool,
     tid: [u8; 12],
-    msg: Vec<u8>,
+    /// The current stage's request, as last sent.
+    pub msg: Vec<u8>,
+    /// The relayed address, once the Allocate succeeded.
+    pub relayed: Option<SocketAddrV4>,
+}
+
+impl Handshake {
+    pub fn new() -> Handshake {
+        Handshake {
+            stage: Stage::Allocate,
+            nonce: None,
+            realm: String::new(),
+            key: Vec::new(),
+            authed_with_nonce: false,
+            tid: [0; 12],
+            msg: Vec::with_capacity(256),
+            relayed: None,
+        }
+    }
+}
+
+struct Slot {
+    sock: UdpSocket,
+    hs: Handshake,
     sent_at: Instant,
     tries: u32,
-    relayed: Option<SocketAddrV4>,
 }
 
 /// A request unanswered this long is sent again (same transaction id)...
@@ -88,16 +111,9 @@ pub fn setup(
         epoll.add(sock.as_raw_fd(), i as u64)?;
         slots.push(Slot {
             sock,
-            stage: Stage::Allocate,
-            nonce: None,
-            realm: String::new(),
-            key: Vec::new(),
-            authed_with_nonce: false,
-            tid: [0; 12],
-            msg: Vec::with_capacity(256),
+            hs: Handshake::new(),
             sent_at: Instant::now(),
             tries: 0,
-            relayed: None,
         });
     }
     let window = window.max(1);
@@ -136,7 +152,7 @@ pub fn setup(
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e),
                 };
-                let verdict = handle_response(slot, buf.get(..len).unwrap_or(&[]), peers);
+                let verdict = handle_response(&mut slot.hs, buf.get(..len).unwrap_or(&[]), peers);
                 match verdict {
                     Verdict::Ignore => {}
                     Verdict::Next => send_stage(slot, server, creds, peers, &mut rng)?,
@@ -167,12 +183,12 @@ pub fn setup(
                     if errors.len() < 5 {
                         errors.push(format!(
                             "{:?}: no answer after {MAX_TRIES} tries",
-                            slot.stage
+                            slot.hs.stage
                         ));
                     }
                     active.swap_remove(k);
                 } else {
-                    slot.sock.send_to(&slot.msg, server)?;
+                    slot.sock.send_to(&slot.hs.msg, server)?;
                     slot.sent_at = Instant::now();
                     slot.tries += 1;
                     retransmits += 1;
@@ -188,7 +204,7 @@ pub fn setup(
     let mut slots: Vec<Option<Slot>> = slots.into_iter().map(Some).collect();
     for i in done {
         if let Some(slot) = slots.get_mut(i).and_then(Option::take) {
-            if let Some(relayed) = slot.relayed {
+            if let Some(relayed) = slot.hs.relayed {
                 allocations.push(Allocation {
                     sock: slot.sock,
                     relayed,
@@ -205,14 +221,16 @@ pub fn setup(
     })
 }
 
-enum Verdict {
+pub enum Verdict {
     Ignore,
     Next,
     Done,
     Failed(String),
 }
 
-fn handle_response(slot: &mut Slot, bytes: &[u8], peers: &[SocketAddrV4]) -> Verdict {
+/// What `bytes` from the server mean for the handshake: `Next` = send the (new)
+/// current stage with [`build_request`].
+pub fn handle_response(slot: &mut Handshake, bytes: &[u8], peers: &[SocketAddrV4]) -> Verdict {
     let Ok(msg) = Message::parse(bytes) else {
         return Verdict::Ignore;
     };
@@ -282,8 +300,21 @@ fn send_stage(
     peers: &[SocketAddrV4],
     rng: &mut impl RngCore,
 ) -> io::Result<()> {
-    rng.fill_bytes(&mut slot.tid);
     slot.tries = 1;
+    build_request(&mut slot.hs, creds, peers, rng);
+    slot.sock.send_to(&slot.hs.msg, server)?;
+    slot.sent_at = Instant::now();
+    Ok(())
+}
+
+/// Writes the handshake's current stage, as a new transaction, into `slot.msg`.
+pub fn build_request(
+    slot: &mut Handshake,
+    creds: &Creds,
+    peers: &[SocketAddrV4],
+    rng: &mut impl RngCore,
+) {
+    rng.fill_bytes(&mut slot.tid);
     if slot.nonce.is_some() && slot.key.is_empty() {
         // RFC 8489 §9.2.2: MD5("user:realm:password"), the key every RFC 5389-era
         // server (coturn) and Turnpike accept without PASSWORD-ALGORITHM.
@@ -332,9 +363,6 @@ fn send_stage(
         b.add_message_integrity(&slot.key);
         slot.authed_with_nonce = true;
     }
-    slot.sock.send_to(&slot.msg, server)?;
-    slot.sent_at = Instant::now();
-    Ok(())
 }
 
 /// Sends a STUN Binding request and waits up to `timeout` for any success answer:

@@ -6,8 +6,8 @@
 //! Layout: [`protocol`] (the JSON messages), [`call`] (the pure call state machine),
 //! [`presence`], [`token`] (bearer tokens), [`credentials`] (ICE servers and TURN REST
 //! credentials), [`bus`] (in-process or Redis, for several nodes), [`push`] (webhook for
-//! offline callees), `server` (axum routes and connection tasks), `node` (the task that
-//! owns a node's state), [`config`].
+//! offline callees), [`metrics`] (what it exports to Prometheus), `server` (axum routes
+//! and connection tasks), `node` (the task that owns a node's state), [`config`].
 //!
 //! Run it with [`serve`], or [`Signaling::start`] + [`Signaling::router`] to mount the
 //! routes in another axum app.
@@ -16,6 +16,7 @@ pub mod bus;
 pub mod call;
 pub mod config;
 pub mod credentials;
+pub mod metrics;
 mod node;
 pub mod presence;
 pub mod protocol;

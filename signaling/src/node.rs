@@ -17,6 +17,7 @@ use crate::bus::{Bus, Incoming};
 use crate::call::{DeviceId, Input, Millis, Output, Request, Switchboard};
 use crate::config::SignalingConfig;
 use crate::credentials::Credentials;
+use crate::metrics::NodeMetrics;
 use crate::presence::{Change, Watchers};
 use crate::protocol::{close, valid_name, ClientBody, ClientMessage, ErrorCode, ServerBody};
 use crate::push::{IncomingCall, Pusher};
@@ -89,6 +90,7 @@ pub(crate) struct Node<B: Bus> {
     by_token: HashMap<String, u64>,
     watchers: Watchers,
     last_refresh: Instant,
+    metrics: NodeMetrics,
 }
 
 impl<B: Bus> Node<B> {
@@ -111,6 +113,7 @@ impl<B: Bus> Node<B> {
             by_token: HashMap::new(),
             watchers: Watchers::default(),
             last_refresh: Instant::now(),
+            metrics: NodeMetrics::new(),
         }
     }
 
@@ -294,6 +297,7 @@ impl<B: Bus> Node<B> {
                 region: h.region,
             },
         );
+        self.metrics.session_opened();
         self.by_device.insert(device.clone(), sid);
         self.by_token.insert(resume_token, sid);
         self.log_bus(
@@ -346,6 +350,7 @@ impl<B: Bus> Node<B> {
         let Some(s) = self.sessions.remove(&sid) else {
             return;
         };
+        self.metrics.session_closed();
         self.by_device.remove(&s.device);
         self.by_token.remove(&s.resume_token);
         if let (Some((_, tx)), Some((code, why))) = (&s.conn, close_with) {
@@ -568,6 +573,10 @@ impl<B: Bus> Node<B> {
                                 false
                             }
                         };
+                        if won {
+                            let setup_ms = now_ms().saturating_sub(parties.created);
+                            self.metrics.ringing_ended(&outcome, setup_ms);
+                        }
                         work.push_back(Input::Claimed {
                             call_id,
                             outcome,

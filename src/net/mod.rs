@@ -9,7 +9,7 @@
 //! ([`NetConfig::shared`]); a core touches it when an allocation is made or freed, never
 //! per packet (ARCHITECTURE.md, "Threads and what they share").
 
-mod batch;
+pub(crate) mod batch;
 mod bind;
 mod core;
 mod sockets;

@@ -77,7 +77,8 @@ pub(crate) struct Worker<C> {
     /// The in-kernel fast path's entries for this worker's allocations (removed when
     /// the worker ends, panics included).
     fast_routes: Option<Routes>,
-    /// Worker 0 publishes the kernel's counters (they are global, not per worker).
+    /// Worker 0 publishes the kernel's counters (they are global, not per worker) when
+    /// the fast path is on.
     fast_publisher: Option<FastPathPublisher>,
     /// Commands from the control plane (drain, reloaded configuration and
     /// certificates), read when the waker rings.
@@ -132,7 +133,10 @@ impl<C: Core> Worker<C> {
     }
 
     pub(crate) fn with_fast_path(mut self, fast_path: Option<Arc<FastPath>>) -> Worker<C> {
-        if fast_path.is_some() && self.index == 0 {
+        // Worker 0 registers the fast path's counters even when it is off, so that they
+        // read 0 (nothing went through the kernel) instead of being absent, and a
+        // dashboard's fast-path share is 0 % rather than "no data".
+        if self.index == 0 {
             self.fast_publisher = Some(FastPathPublisher::new());
         }
         self.fast_routes = fast_path.map(|f| f.routes());

@@ -2,7 +2,8 @@
 //! one HTTP/3 request, and TURN messages in HTTP datagrams. Used by `turnpike tunnel`
 //! (a local UDP port any TURN client can use) and by the call client.
 //!
-//! Sans-IO like the rest: the caller owns the UDP socket, feeds what it receives to
+//! Sans-IO like the rest: the caller owns the UDP socket (set with
+//! [`dont_fragment`](super::dont_fragment), for path MTU discovery), feeds what it receives to
 //! [`TunnelClient::handle_datagram`], sends what [`TunnelClient::poll_transmit`] gives,
 //! and calls [`TunnelClient::handle_timeout`] at [`TunnelClient::poll_timeout`]. To move
 //! to another network, the caller sends from a new socket and calls
@@ -82,6 +83,18 @@ impl TunnelClient {
         verify: Verify,
     ) -> Result<TunnelClient, String> {
         let crypto = client_crypto(verify).map_err(|e| format!("TLS: {e}"))?;
+        Self::connect_with(now, relay, server_name, crypto)
+    }
+
+    /// [`TunnelClient::connect`] with a TLS configuration of the caller's (its own
+    /// roots, cipher suites, key log); the ALPN is set to `h3` here.
+    pub fn connect_with(
+        now: Instant,
+        relay: SocketAddr,
+        server_name: &str,
+        mut crypto: rustls::ClientConfig,
+    ) -> Result<TunnelClient, String> {
+        crypto.alpn_protocols = vec![ALPN_H3.to_vec()];
         let mut config = ClientConfig::new(Arc::new(
             QuicClientConfig::try_from(crypto).map_err(|e| format!("QUIC TLS: {e}"))?,
         ));
@@ -90,7 +103,9 @@ impl TunnelClient {
         // Keep the path alive through NATs and notice a dead one.
         transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
         config.transport_config(Arc::new(transport));
-        let mut endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), None, false, None);
+        // Path MTU discovery on: every socket the caller sends from must not fragment
+        // (`super::dont_fragment`).
+        let mut endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
         let (handle, conn) = endpoint
             .connect(now, config, relay, server_name)
             .map_err(|e| format!("cannot connect to {relay}: {e}"))?;
@@ -169,6 +184,18 @@ impl TunnelClient {
                 true
             }
         }
+    }
+
+    /// The largest TURN message that fits one HTTP datagram on the current path
+    /// (`None` before the handshake). Path MTU discovery raises it over the first
+    /// seconds; a larger message goes on the request stream as a capsule instead.
+    pub fn max_datagram(&mut self) -> Option<usize> {
+        // The quarter stream ID and the context ID take a byte each for the first
+        // tunnels of a connection (varints below 64).
+        self.conn
+            .datagrams()
+            .max_size()
+            .map(|n| n.saturating_sub(2))
     }
 
     /// The next TURN message from the relay.

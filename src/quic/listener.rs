@@ -60,10 +60,12 @@ impl QuicListener {
         // Connection IDs name this worker, so migrated packets find their way back
         // to it (see `steer`).
         endpoint_config.cid_generator(move || Box::new(WorkerCids::new(worker_byte)));
+        // Path MTU discovery on: the socket never fragments (see `dont_fragment`).
+        super::dont_fragment(&sock, local)?;
         let endpoint = Endpoint::new(
             Arc::new(endpoint_config),
             Some(config.server.clone()),
-            false,
+            true,
             None,
         );
         Ok(QuicListener {

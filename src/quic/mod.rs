@@ -19,11 +19,39 @@ pub mod tunnel;
 
 pub(crate) use listener::{QuicListener, TunnelInput};
 
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
 use bytes::Bytes;
 use quinn_proto::{Connection, StreamId};
 
 use crate::proto::h3::datagram;
 use crate::proto::h3::frame::{self, kind};
+
+/// Sets "don't fragment" on a QUIC socket (`IP_PMTUDISC_PROBE`: the DF bit on every
+/// datagram, and sends up to the interface MTU allowed whatever the kernel's cached
+/// path MTU says). QUIC's path MTU discovery (RFC 9000 §14.3, DPLPMTUD) needs it: a
+/// probe that the network cannot carry whole must be lost, not fragmented, or the
+/// endpoints would settle on a size that only works in fragments. Both ends of a
+/// tunnel call it on every socket they send from, then let quinn probe upwards from
+/// the 1200-byte minimum — which matters here, because a 1200-byte video packet in
+/// ChannelData does not fit a datagram of a 1200-byte QUIC packet.
+pub fn dont_fragment(sock: &impl AsRawFd, local: SocketAddr) -> io::Result<()> {
+    let (level, name, value) = match local {
+        SocketAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        ),
+        SocketAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        ),
+    };
+    crate::net::batch::set_int_option(sock, level, name, value)
+}
 
 /// How one TURN message went into a tunnel.
 pub(crate) enum Carried {

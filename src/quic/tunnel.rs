@@ -202,6 +202,7 @@ fn unspecified(relay: SocketAddr) -> SocketAddr {
 
 fn open(options: &TunnelOptions, poll: &Poll, token: Token, now: Instant) -> io::Result<Tunnel> {
     let mut sock = UdpSocket::bind(unspecified(options.relay))?;
+    super::dont_fragment(&sock, sock.local_addr()?)?;
     poll.registry()
         .register(&mut sock, token, Interest::READABLE)?;
     let client = TunnelClient::connect(
@@ -223,6 +224,7 @@ fn open(options: &TunnelOptions, poll: &Poll, token: Token, now: Instant) -> io:
 /// Moves a tunnel to a new socket (so a new local address and port).
 fn rebind(tunnel: &mut Tunnel, poll: &Poll, relay: SocketAddr) -> io::Result<()> {
     let mut sock = UdpSocket::bind(unspecified(relay))?;
+    super::dont_fragment(&sock, sock.local_addr()?)?;
     poll.registry()
         .register(&mut sock, tunnel.token, Interest::READABLE)?;
     let mut old = std::mem::replace(&mut tunnel.sock, sock);

@@ -103,12 +103,16 @@ pub struct TurnpikeConfig {
     pub env: Vec<(String, String)>,
     /// Extra `turnpike serve` arguments (e.g. `--pid-file`).
     pub args: Vec<String>,
-    /// Run the signaling service (dev login on) on [`TurnpikeProcess::signaling_addr`].
+    /// Run the signaling service on a port of its own, with tokens signed by
+    /// [`SIGNALING_TOKEN_KEY`]; off, `[signaling] listen` is empty.
     pub signaling: bool,
     /// `[signaling] relays`: one relay, region "test", with these URLs; empty: none
     /// (signaling advertises this relay itself).
     pub signaling_relay_urls: Vec<String>,
 }
+
+/// `[signaling] token_key` of a server started with [`TurnpikeConfig::signaling`].
+pub const SIGNALING_TOKEN_KEY: &str = "support-token-key";
 
 impl Default for TurnpikeConfig {
     fn default() -> Self {
@@ -141,7 +145,7 @@ struct Layout {
     tls_port: u16,
     quic_port: u16,
     metrics_port: u16,
-    signaling_port: u16,
+    signaling_addr: Option<SocketAddr>,
     relay_ports: (u16, u16),
     cert: PathBuf,
     key: PathBuf,
@@ -154,23 +158,27 @@ impl Layout {
             tls_port,
             quic_port,
             metrics_port,
-            signaling_port,
+            signaling_addr,
             relay_ports,
             cert,
             key,
         } = self;
-        let signaling = if config.signaling {
-            let relays = if config.signaling_relay_urls.is_empty() {
-                String::new()
-            } else {
+        let signaling = match signaling_addr {
+            Some(addr) => {
+                let relays = if config.signaling_relay_urls.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "relays = [{{ region = \"test\", urls = {} }}]\n",
+                        toml_list(&config.signaling_relay_urls)
+                    )
+                };
                 format!(
-                    "relays = [{{ region = \"test\", urls = {} }}]\n",
-                    toml_list(&config.signaling_relay_urls)
+                    "listen = \"{addr}\"\ntoken_key = \"{SIGNALING_TOKEN_KEY}\"\n\
+                     dev_login = false\n{relays}"
                 )
-            };
-            format!("listen = \"127.0.0.1:{signaling_port}\"\ndev_login = true\n{relays}")
-        } else {
-            "listen = \"\"\n".to_string()
+            }
+            None => "listen = \"\"\n".to_string(),
         };
         format!(
             r#"[server]
@@ -234,6 +242,8 @@ pub struct TurnpikeProcess {
     /// QUIC listener port (UDP; TURN in CONNECT-UDP tunnels, same certificate as TLS).
     pub quic_port: u16,
     pub metrics_addr: SocketAddr,
+    /// The signaling service (WebSocket on `/v1/signal`), when configured.
+    pub signaling_addr: Option<SocketAddr>,
     /// Relay port range (inclusive).
     pub relay_ports: (u16, u16),
     /// Everything the child wrote to stderr so far, one entry per line.
@@ -266,7 +276,9 @@ impl TurnpikeProcess {
         let tls_port = free_port(ip, true);
         let quic_port = free_port(ip, false);
         let metrics_port = free_port(ip, true);
-        let signaling_port = free_port(ip, true);
+        let signaling_addr = config
+            .signaling
+            .then(|| SocketAddr::new(ip, free_port(ip, true)));
         let relay_ports = relay_range();
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let (cert, key) = write_certificate(dir.path());
@@ -275,7 +287,7 @@ impl TurnpikeProcess {
             tls_port,
             quic_port,
             metrics_port,
-            signaling_port,
+            signaling_addr,
             relay_ports,
             cert,
             key,
@@ -327,6 +339,7 @@ impl TurnpikeProcess {
             tls_port,
             quic_port,
             metrics_addr: SocketAddr::new(ip, metrics_port),
+            signaling_addr,
             relay_ports,
             log,
             ansi,
@@ -356,11 +369,6 @@ impl TurnpikeProcess {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
-    }
-
-    /// Where the signaling service listens (when started with `signaling: true`).
-    pub fn signaling_addr(&self) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.layout.signaling_port)
     }
 
     /// The child's process id.

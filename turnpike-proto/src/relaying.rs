@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use rand::RngCore;
 
-use super::addr::{ClientId, Family, RelayKey};
+use super::addr::{ClientId, Family, RelayKey, Transport};
 use super::allocation::Allocation;
 use super::channel_data;
 use super::server::{Forward, Server, ToClient, KNOWN_REQUIRED, PEER_HEADROOM};
@@ -60,7 +60,14 @@ impl Server {
         }
         // RFC 8656 §12.6: a channel does not outlive the permission for its peer.
         let permitted = target_lives && alloc.permits(peer.ip(), now);
-        forward(&mut self.stats, alloc, permitted, peer, payload)
+        forward(
+            &mut self.stats,
+            client.transport,
+            alloc,
+            permitted,
+            peer,
+            payload,
+        )
     }
 
     /// Send indication (RFC 8656 §11.2): client → peer without a channel.
@@ -106,7 +113,14 @@ impl Server {
                 alloc.send_route = Some((peer, retired));
             }
         }
-        forward(&mut self.stats, alloc, permitted, peer, data)
+        forward(
+            &mut self.stats,
+            client.transport,
+            alloc,
+            permitted,
+            peer,
+            data,
+        )
     }
 
     /// One datagram from `peer` on relay socket `relay`. It sits at
@@ -158,7 +172,8 @@ impl Server {
             let begin = write_data_indication(buf, peer, len, TransactionId(tid));
             begin..end + padding
         };
-        self.stats.count_relayed(Direction::ToClient, len);
+        self.stats
+            .count_relayed(Direction::ToClient, client.transport, len);
         Some(ToClient { client, range })
     }
 }
@@ -169,6 +184,7 @@ impl Server {
 #[inline]
 fn forward(
     stats: &mut Stats,
+    transport: Transport,
     alloc: &Allocation,
     permitted: bool,
     peer: SocketAddr,
@@ -179,7 +195,7 @@ fn forward(
         stats.count_drop(DropReason::NoPermission);
         return None;
     };
-    stats.count_relayed(Direction::ToPeer, payload.len());
+    stats.count_relayed(Direction::ToPeer, transport, payload.len());
     Some(Forward {
         relay: relay.key,
         peer,

@@ -370,7 +370,18 @@ impl Server {
         }
         let cred = match self.auth.authenticate(msg, self.unix_now(now), &client) {
             Ok(cred) => cred,
-            Err(reject) => return self.reply_error(now, client, info, &reject, None),
+            Err(reject) => {
+                // A 401 to a request that carried MESSAGE-INTEGRITY is a failed sign-in
+                // (unknown user, wrong password, expired REST credential, wrong realm);
+                // the 401 to a request without it is the usual challenge (RFC 8489
+                // §9.2.4) that precedes every first sign-in, and is not one.
+                let signed =
+                    msg.has(attr::MESSAGE_INTEGRITY) || msg.has(attr::MESSAGE_INTEGRITY_SHA256);
+                if signed && matches!(reject, Reject::Unauthorized) {
+                    self.stats.auth_failures += 1;
+                }
+                return self.reply_error(now, client, info, &reject, None);
+            }
         };
         let unknown = msg.unknown_required(KNOWN_REQUIRED);
         if !unknown.is_empty() {

@@ -2,6 +2,8 @@
 //! The shell publishes them to the `metrics` registry in batches; nothing on the
 //! packet path touches the registry or builds a label.
 
+use crate::Transport;
+
 /// STUN/TURN request methods we count (a bounded label set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MethodLabel {
@@ -125,6 +127,12 @@ pub struct Stats {
     pub packets: [u64; 2],
     /// Relayed payload bytes (without ChannelData or STUN framing) by [`Direction`].
     pub bytes: [u64; 2],
+    /// The same packets by direction and by the client's transport:
+    /// `packets_by_transport[direction][transport]`
+    /// ([`Transport::index`](crate::Transport::index)); each row sums to `packets`.
+    pub packets_by_transport: [[u64; 4]; 2],
+    /// The same bytes by direction and the client's transport, as `packets_by_transport`.
+    pub bytes_by_transport: [[u64; 4]; 2],
     /// Dropped packets by [`DropReason`] (index `DropReason as usize`).
     pub drops: [u64; 6],
     /// Gauge: allocations alive in this core right now.
@@ -136,6 +144,9 @@ pub struct Stats {
     pub allocations_created_by_transport: [u64; 4],
     /// Monotonic: allocations ever expired or deleted.
     pub allocations_deleted: u64,
+    /// Monotonic: requests with credentials (MESSAGE-INTEGRITY) refused with 401, i.e.
+    /// failed sign-ins; the 401 challenge to a request without credentials is not one.
+    pub auth_failures: u64,
 }
 
 impl Stats {
@@ -145,11 +156,15 @@ impl Stats {
         self.requests[method as usize][result_index(code)] += 1;
     }
 
-    /// Counts one relayed packet of `bytes` payload bytes.
+    /// Counts one relayed packet of `bytes` payload bytes, for a client on `transport`.
     #[inline]
-    pub fn count_relayed(&mut self, dir: Direction, bytes: usize) {
-        self.packets[dir as usize] += 1;
-        self.bytes[dir as usize] += bytes as u64;
+    pub fn count_relayed(&mut self, dir: Direction, transport: Transport, bytes: usize) {
+        let (d, t) = (dir as usize, transport.index());
+        self.packets[d] += 1;
+        self.bytes[d] += bytes as u64;
+        // `index()` < 4 and `dir` < 2: both arrays are that size.
+        self.packets_by_transport[d][t] += 1;
+        self.bytes_by_transport[d][t] += bytes as u64;
     }
 
     /// Counts one dropped packet.
