@@ -493,11 +493,17 @@ fn reload_rotates_the_secret_under_load_without_loss_and_refuses_a_broken_file()
     );
     wait_for_count(&progress, 200);
 
-    // Rotate: the new secret only.
+    // Rotate: the new secret only. The worker count changes too, which needs a restart:
+    // the reload applies the rest and names that key.
     config.secrets = vec!["new-secret".into()];
+    config.workers = 3;
     server.rewrite_config(&config);
     server.signal(libc::SIGHUP);
-    server.wait_for_log("SIGHUP: configuration reloaded");
+    let line = server.wait_for_log("SIGHUP: configuration reloaded");
+    assert!(
+        line.contains("need a restart") && line.contains("server.workers"),
+        "the reload names the key it cannot apply: {line}"
+    );
     let mut fresh = TurnClient::rest(relay, "new-secret", "fresh");
     assert_eq!(
         fresh.allocate().class,
