@@ -400,7 +400,7 @@ fn drain_keeps_running_sessions_lossless_refuses_new_allocations_and_exits_when_
         });
     let exit_after = last_session_ended.elapsed();
     eprintln!(
-        "{} packets through {SESSIONS} sessions during the drain, 0 lost; exit {exit_after:?} \
+        "{} packets through {SESSIONS} sessions across SIGTERM and the drain, 0 lost; exit {exit_after:?} \
          after the last allocation ended, {:?} after SIGTERM",
         PACKETS * SESSIONS as u64,
         sigterm.elapsed()
