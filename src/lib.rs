@@ -3,13 +3,17 @@
 //! - [`proto`]: the sans-IO relay core (STUN/TURN state machine, codecs, policy), the
 //!   `turnpike-proto` crate re-exported under this name.
 //! - [`net`]: the I/O shell — shared-nothing worker threads that own the sockets.
-//! - [`config`], [`serve`], [`metrics`]: operations.
+//! - [`config`], [`serve`], [`metrics`], [`reload`], [`logging`], [`sd_notify`]:
+//!   operations.
 
 pub mod config;
 pub mod fastpath;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod quic;
+pub mod reload;
+pub mod sd_notify;
 pub mod serve;
 
 pub use turnpike_proto as proto;

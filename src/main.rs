@@ -33,6 +33,14 @@ enum Command {
     /// and the values of --listen, --secret, --allow-peer, --deny-peer and --external-ip,
     /// are split at commas.
     Serve(ServeArgs),
+    /// Ask a running `turnpike serve` to reload its configuration file (sends SIGHUP to
+    /// the process named in its --pid-file). The relay logs the outcome; a bad file is
+    /// refused and the running configuration stays.
+    Reload {
+        /// The file `turnpike serve --pid-file` wrote.
+        #[arg(long, value_name = "FILE")]
+        pid_file: PathBuf,
+    },
     /// Load and validate a configuration file, print a summary, and exit (0 = ok, 1 = bad).
     CheckConfig {
         /// The TOML file to check.
@@ -150,6 +158,10 @@ struct ServeArgs {
     /// Prometheus endpoint address, "" = off (metrics.listen).
     #[arg(long, env = "TURNPIKE_METRICS", value_name = "ADDR")]
     metrics: Option<String>,
+    /// Write the process id to FILE once listening (removed at exit), for
+    /// `turnpike reload --pid-file FILE`.
+    #[arg(long, env = "TURNPIKE_PID_FILE", value_name = "FILE")]
+    pid_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -198,6 +210,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Reload { pid_file } => reload(&pid_file),
         Command::CheckConfig { file } => check_config(file),
         Command::Credentials(args) => credentials(args),
         Command::Tunnel(args) => tunnel(args),
@@ -303,7 +316,41 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rfc5766_channels: args.rfc5766_channels.then_some(true),
     };
     let settings = config::load(args.config.as_deref(), &overrides)?;
-    turnpike::serve::run(settings)
+    let options = turnpike::serve::ServeOptions {
+        source: turnpike::reload::ConfigSource {
+            path: args.config,
+            overrides,
+        },
+        pid_file: args.pid_file,
+    };
+    turnpike::serve::run_with(settings, options)
+}
+
+fn reload(pid_file: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(pid_file)
+        .with_context(|| format!("--pid-file {}", pid_file.display()))?;
+    let pid: libc::pid_t = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&pid| pid > 0)
+        .with_context(|| {
+            format!(
+                "--pid-file {}: {:?} is not a process id",
+                pid_file.display(),
+                text.trim()
+            )
+        })?;
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        let e = std::io::Error::last_os_error();
+        anyhow::bail!(
+            "cannot signal process {pid} (from {}): {e}",
+            pid_file.display()
+        );
+    }
+    println!("asked process {pid} to reload; its log says how it went");
+    Ok(())
 }
 
 fn check_config(file: PathBuf) -> anyhow::Result<()> {

@@ -460,21 +460,22 @@ struct HttpState {
     ready: Arc<AtomicBool>,
 }
 
-/// Serves `GET /metrics` (Prometheus text format), `/healthz` (the process is up) and
-/// `/readyz` (503 while `ready` is unset, 200 once it is set) until the listener fails.
-/// `serve::run` sets `ready` once the relay workers and signaling have started, and
-/// never clears it: on SIGINT or SIGTERM the relay stops without first reporting
-/// not-ready.
+/// Serves `GET /metrics` (Prometheus text format), `/healthz` (the process is up),
+/// `/readyz` (200 while `ready` is set, else 503) and the routes of `admin`, until the
+/// listener fails. `serve::run` sets `ready` once the relay workers and signaling have
+/// started, and clears it the moment a drain (SIGTERM) begins.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
     ready: Arc<AtomicBool>,
+    admin: Router,
 ) -> io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(HttpState { handle, ready });
+        .with_state(HttpState { handle, ready })
+        .merge(admin);
     axum::serve(listener, app).await
 }
 

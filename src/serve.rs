@@ -7,25 +7,48 @@
 //! each component's plain config struct; nothing reads files or the environment later.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rand::RngCore;
-use tracing_subscriber::EnvFilter;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{LogFormat, Settings};
+use crate::config::Settings;
 use crate::fastpath::FastPath;
-use crate::net::{self, NetConfig};
+use crate::net::{self, NetConfig, RelayHandle};
 use crate::proto::auth::mint_rest_credential;
 use crate::proto::peer_policy::PeerPolicy;
 use crate::proto::quota::Quotas;
 use crate::proto::{RelayIp, ServerConfig, SharedPool};
+use crate::reload::{ConfigSource, Reloader};
+use crate::sd_notify::Notifier;
+
+/// How `turnpike serve` was started, beyond the settings: where to read the
+/// configuration again on reload, and where to write the process id.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The file and overrides the settings came from (re-read by a reload).
+    pub source: ConfigSource,
+    /// Written with the process id once listening, removed at exit (for
+    /// `turnpike reload --pid-file`).
+    pub pid_file: Option<PathBuf>,
+}
 
 /// Run the relay with `settings` until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    init_tracing(&settings)?;
+    run_with(settings, ServeOptions::default())
+}
+
+/// Run the relay until it has drained after SIGTERM, or until SIGINT or a second
+/// SIGTERM; SIGHUP reloads the configuration (see `crate::reload` and README
+/// "Operating Turnpike").
+pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()> {
+    crate::logging::init(&settings.log)?;
+    // Read once, before anything else could change the environment.
+    let notifier = Notifier::from_env();
     // `Settings`' Debug output redacts passwords and secrets (see `config::Secret`).
     tracing::debug!(settings = ?settings, "effective settings");
     let prometheus = crate::metrics::install_recorder();
@@ -33,11 +56,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         settings.tls.as_ref().map(|tls| tls.certificate.as_path()),
     );
 
-    let net_config = net_config(&settings)?;
+    let (net_config, shared) = build_net_config(&settings)?;
     // Signaling mints relay credentials with the secret the relay verifies first: the
     // first configured one, or the ephemeral one `net_config` made.
     let turn_secret = net_config.server.secrets.first().cloned();
+    let base = net_config.server.clone();
     let relay = net::start(net_config).context("cannot start the relay")?;
+    let mut reloader = Reloader::new(options.source.clone(), settings.clone(), base, shared);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -47,14 +72,21 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .context("cannot start the control-plane runtime")?;
     let result = runtime.block_on(async {
         let ready = Arc::new(AtomicBool::new(false));
+        let (admin_tx, admin_rx) = mpsc::channel::<AdminReload>(4);
         if let Some(addr) = settings.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("metrics.listen: cannot bind {addr}"))?;
             tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            // The reload endpoint only where no one but this host can reach it.
+            let admin = if addr.ip().is_loopback() {
+                admin_router(admin_tx.clone())
+            } else {
+                axum::Router::new()
+            };
             let (handle, ready) = (prometheus.clone(), ready.clone());
             tokio::spawn(async move {
-                if let Err(e) = crate::metrics::serve_http(listener, handle, ready).await {
+                if let Err(e) = crate::metrics::serve_http(listener, handle, ready, admin).await {
                     tracing::error!("metrics endpoint stopped: {e}");
                 }
             });
@@ -63,20 +95,218 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             Some(sig) => Some(start_signaling(&settings, sig, turn_secret).await?),
             None => None,
         };
+        let _pid_file = match &options.pid_file {
+            Some(path) => Some(PidFile::write(path)?),
+            None => None,
+        };
         ready.store(true, Ordering::Release);
+        notifier.notify(&format!(
+            "READY=1\nMAINPID={}\nSTATUS=relaying",
+            std::process::id()
+        ));
         tracing::info!("ready");
-        let result = wait_for_shutdown().await;
-        if let Some((signaling, stop, server)) = signaling {
-            signaling.shutdown().await;
-            let _ = stop.send(());
-            // Connections were told to close (1001); don't wait long for stragglers.
-            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-        }
-        result
+        let control = Control {
+            relay: &relay,
+            reloader: &mut reloader,
+            notifier: &notifier,
+            ready: &ready,
+            signaling,
+        };
+        control.run(admin_rx).await
     });
     tracing::info!("shutting down");
     relay.shutdown();
     result
+}
+
+/// A reload asked for over HTTP, and where to send its outcome.
+type AdminReload = oneshot::Sender<Result<String, String>>;
+
+/// `POST /admin/reload` on the metrics listener: reloads like SIGHUP and answers 200
+/// with a summary, or 400 with the configuration error.
+fn admin_router(requests: mpsc::Sender<AdminReload>) -> axum::Router {
+    use axum::http::StatusCode;
+    axum::Router::new().route(
+        "/admin/reload",
+        axum::routing::post(move || {
+            let requests = requests.clone();
+            async move {
+                let (tx, rx) = oneshot::channel();
+                if requests.send(tx).await.is_err() {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "shutting down\n".to_string(),
+                    );
+                }
+                match rx.await {
+                    Ok(Ok(summary)) => (StatusCode::OK, format!("{summary}\n")),
+                    Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+                    Err(_) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "shutting down\n".to_string(),
+                    ),
+                }
+            }
+        }),
+    )
+}
+
+/// The control plane's loop: signals, reloads, the drain and the watchdog.
+struct Control<'a> {
+    relay: &'a RelayHandle,
+    reloader: &'a mut Reloader,
+    notifier: &'a Notifier,
+    ready: &'a AtomicBool,
+    signaling: Option<SignalingHandle>,
+}
+
+impl Control<'_> {
+    async fn run(mut self, mut admin: mpsc::Receiver<AdminReload>) -> anyhow::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        // Without systemd's watchdog the tick still runs, once an hour, doing nothing.
+        let watchdog = self.notifier.watchdog_interval();
+        let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    if draining {
+                        tracing::warn!("second SIGTERM: exiting now, allocations left are cut");
+                        break;
+                    }
+                    draining = true;
+                    self.start_drain().await;
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: exiting now");
+                    break;
+                }
+                _ = hup.recv() => {
+                    let _ = self.reload("SIGHUP");
+                }
+                Some(reply) = admin.recv() => {
+                    let _ = reply.send(self.reload("POST /admin/reload"));
+                }
+                _ = self.relay.drained(), if draining => {
+                    tracing::info!("drained: every allocation has ended or the drain timeout passed");
+                    break;
+                }
+                _ = tick.tick(), if watchdog.is_some() => {
+                    // A worker that died (a panic, a failed poll) stops the keep-alives,
+                    // so systemd restarts the relay instead of running it short-handed.
+                    if self.relay.workers_alive() {
+                        self.notifier.notify("WATCHDOG=1");
+                    } else {
+                        tracing::error!("a relay worker has stopped: withholding the systemd watchdog keep-alive");
+                    }
+                }
+            }
+        }
+        if !draining {
+            self.notifier.notify("STOPPING=1\nSTATUS=stopping");
+            self.ready.store(false, Ordering::Release);
+        }
+        if let Some(signaling) = self.signaling.take() {
+            stop_signaling(signaling).await;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM: report not-ready at once, tell systemd, stop taking allocations, and
+    /// send signaling clients elsewhere; the relay keeps serving what it has.
+    async fn start_drain(&mut self) {
+        self.ready.store(false, Ordering::Release);
+        crate::metrics::set_draining(true);
+        let timeout = self.reloader.current().drain_timeout;
+        self.relay.drain(Instant::now() + timeout);
+        self.notifier.notify(&format!(
+            "STOPPING=1\nSTATUS=draining: no new allocations, exiting when the last one ends \
+             or in {} s",
+            timeout.as_secs()
+        ));
+        tracing::info!(
+            timeout_secs = timeout.as_secs(),
+            "SIGTERM: draining (new allocations refused; SIGTERM again or SIGINT exits now)"
+        );
+        // On a task of its own: the loop keeps answering signals and reloads meanwhile.
+        if let Some(signaling) = self.signaling.take() {
+            tokio::spawn(stop_signaling(signaling));
+        }
+    }
+
+    /// Reload, telling systemd before and after; logs and returns the outcome.
+    fn reload(&mut self, by: &str) -> Result<String, String> {
+        self.notifier.reloading();
+        let outcome = self.reloader.reload(self.relay);
+        let status = match &outcome {
+            Ok(done) => {
+                let settings = self.reloader.current();
+                if let (Some((signaling, _, _)), Some(sig)) = (&self.signaling, &settings.signaling)
+                {
+                    signaling.reconfigure(
+                        signaling_relays(settings, sig),
+                        done.turn_secret.clone(),
+                        sig.credential_ttl,
+                        Some(sig.token_key.expose().as_bytes().to_vec()),
+                    );
+                }
+                if done.needs_restart.is_empty() {
+                    tracing::info!("{by}: configuration reloaded");
+                } else {
+                    tracing::warn!(
+                        "{by}: configuration reloaded; changed keys that need a restart \
+                         (still running with their old values): {}",
+                        done.needs_restart.join(", ")
+                    );
+                }
+                "relaying (configuration reloaded)"
+            }
+            Err(e) => {
+                tracing::error!("{by}: configuration refused, the running one stays: {e}");
+                "relaying (last reload refused)"
+            }
+        };
+        self.notifier.notify(&format!("READY=1\nSTATUS={status}"));
+        outcome.map(|done| {
+            if done.needs_restart.is_empty() {
+                "reloaded".to_string()
+            } else {
+                format!(
+                    "reloaded; needs a restart: {}",
+                    done.needs_restart.join(", ")
+                )
+            }
+        })
+    }
+}
+
+/// Closes signaling connections with 1001 (going away: reconnect) and stops the
+/// signaling listener, so clients find another node.
+async fn stop_signaling((signaling, stop, server): SignalingHandle) {
+    signaling.shutdown().await;
+    let _ = stop.send(());
+    // Connections were told to close (1001); don't wait long for stragglers.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
+
+/// The process id in a file, for `turnpike reload --pid-file`; removed on drop.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> anyhow::Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("--pid-file {}: cannot write", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 type SignalingHandle = (
@@ -91,20 +321,7 @@ async fn start_signaling(
     sig: &crate::config::Signaling,
     turn_secret: Option<Vec<u8>>,
 ) -> anyhow::Result<SignalingHandle> {
-    let relays = if sig.relays.is_empty() {
-        vec![turnpike_signaling::RelayConfig {
-            region: "default".into(),
-            urls: own_relay_urls(settings),
-        }]
-    } else {
-        sig.relays
-            .iter()
-            .map(|r| turnpike_signaling::RelayConfig {
-                region: r.region.clone(),
-                urls: r.urls.clone(),
-            })
-            .collect()
-    };
+    let relays = signaling_relays(settings, sig);
     let config = turnpike_signaling::SignalingConfig {
         token_key: sig.token_key.expose().as_bytes().to_vec(),
         dev_login: sig.dev_login,
@@ -147,6 +364,27 @@ async fn start_signaling(
     Ok((signaling, stop, server))
 }
 
+/// The relays signaling advertises: the configured ones, or this relay.
+fn signaling_relays(
+    settings: &Settings,
+    sig: &crate::config::Signaling,
+) -> Vec<turnpike_signaling::RelayConfig> {
+    if sig.relays.is_empty() {
+        vec![turnpike_signaling::RelayConfig {
+            region: "default".into(),
+            urls: own_relay_urls(settings),
+        }]
+    } else {
+        sig.relays
+            .iter()
+            .map(|r| turnpike_signaling::RelayConfig {
+                region: r.region.clone(),
+                urls: r.urls.clone(),
+            })
+            .collect()
+    }
+}
+
 /// `turn:`/`turns:` URIs (and `masque://` for QUIC) for this relay's own listeners
 /// (wildcards expanded to interface addresses; IPv4 replaced by `relay.external_ipv4`
 /// when set), for `hello_ok` when no relays are configured.
@@ -180,19 +418,13 @@ fn own_relay_urls(settings: &Settings) -> Vec<String> {
     urls
 }
 
-async fn wait_for_shutdown() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 /// Settings → the shell's and the core's config.
 pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
+    build_net_config(settings).map(|(config, _)| config)
+}
+
+/// [`net_config`], and the shared pool behind it (a reload changes its quotas).
+fn build_net_config(settings: &Settings) -> anyhow::Result<(NetConfig, Arc<SharedPool>)> {
     let fast_path = if settings.fast_path_interfaces.is_empty() {
         None
     } else {
@@ -211,18 +443,12 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
         Some(quic_config(settings, &quic)?)
     };
     let tls_config = match &settings.tls {
-        Some(tls) => Some(net::tls::load_server_config(
+        Some(tls) if !settings.listen.tls.is_empty() => Some(net::tls::load_server_config(
             &tls.certificate,
             &tls.private_key,
         )?),
-        None => None,
+        _ => None,
     };
-    let mut secrets: Vec<Vec<u8>> = settings
-        .auth
-        .secrets
-        .iter()
-        .map(|s| s.expose().as_bytes().to_vec())
-        .collect();
     // The core knows wall time as "unix second S began at Instant I": take I back to
     // the start of the current second so the pair is exact, not up to a second off.
     let since_epoch = SystemTime::now()
@@ -232,7 +458,10 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
     let second_began = Instant::now()
         .checked_sub(Duration::from_nanos(u64::from(since_epoch.subsec_nanos())))
         .unwrap_or_else(Instant::now);
-    if settings.auth.users.is_empty() && secrets.is_empty() {
+    let mut nonce_key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut nonce_key);
+    let mut base = ServerConfig::new(nonce_key, (second_began, unix_now));
+    if settings.auth.users.is_empty() && settings.auth.secrets.is_empty() {
         // Nothing configured (the embedded default): rather than a relay nobody can
         // use, make an ephemeral REST secret and show one short-lived credential, so
         // `cargo run -- serve` works out of the box. It dies with the process.
@@ -244,12 +473,53 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
             "no auth.users or auth.secrets configured: using an ephemeral shared secret; \
              a credential valid for one hour: username={username} password={password}"
         );
-        secrets.push(secret.into_bytes());
+        base.secrets.push(secret.into_bytes());
     }
-    let mut nonce_key = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut nonce_key);
+    let server = server_config(settings, &base);
+    let shared = Arc::new(SharedPool::new(
+        settings.relay.ports.clone(),
+        Quotas::new(
+            settings.limits.user_quota.unwrap_or(0),
+            settings.limits.total_quota.unwrap_or(0),
+        ),
+    ));
+    let config = NetConfig {
+        workers: settings.workers,
+        busy_poll: settings.busy_poll,
+        coalesce: settings.coalesce,
+        fast_path,
+        // UDP answers must leave from the address the client sent to, and the core
+        // advertises relayed addresses from it: a wildcard socket knows neither, so
+        // listen on each interface address instead (as coturn does). Streams learn
+        // their local address from the accepted socket, so they keep the wildcard.
+        udp: expand_wildcards(&settings.listen.udp),
+        tcp: settings.listen.tcp.clone(),
+        tls: settings.listen.tls.clone(),
+        tls_config,
+        quic,
+        quic_config,
+        server,
+        shared: shared.clone(),
+        rng_seed: u64::from_le_bytes(nonce_key[..8].try_into().unwrap_or([0; 8])),
+    };
+    Ok((config, shared))
+}
 
-    let server = ServerConfig {
+/// The core's configuration from `settings`. `base` carries what the settings do not
+/// hold: the nonce key and clock anchor, and the ephemeral REST secret (in
+/// `base.secrets`) used when no user or secret is configured. Start-up and every
+/// reload build it here, so the two cannot disagree.
+pub fn server_config(settings: &Settings, base: &ServerConfig) -> ServerConfig {
+    let mut secrets: Vec<Vec<u8>> = settings
+        .auth
+        .secrets
+        .iter()
+        .map(|s| s.expose().as_bytes().to_vec())
+        .collect();
+    if settings.auth.users.is_empty() && secrets.is_empty() {
+        secrets.clone_from(&base.secrets);
+    }
+    ServerConfig {
         realm: settings.realm.clone(),
         software: settings.software.clone(),
         users: settings
@@ -274,34 +544,46 @@ pub fn net_config(settings: &Settings) -> anyhow::Result<NetConfig> {
         max_username_len: settings.limits.max_username_len,
         rfc5766_channel_numbers: settings.relay.rfc5766_channel_numbers,
         peer_policy: peer_policy(settings),
-        ..ServerConfig::new(nonce_key, (second_began, unix_now))
+        alternate_servers: settings.alternate_servers.clone(),
+        ..ServerConfig::new(base.nonce_key, base.unix_anchor)
+    }
+}
+
+/// Certificates read again for a reload: for the TLS listeners, and for the QUIC
+/// listeners (when there are any, and the certificate is configured rather than
+/// self-signed).
+pub struct Certificates {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub quic: Option<Arc<quinn_proto::ServerConfig>>,
+}
+
+/// Reads `settings.tls` for every listener that uses it; errors name the file.
+pub fn certificates(settings: &Settings) -> Result<Certificates, String> {
+    let Some(tls) = &settings.tls else {
+        return Ok(Certificates {
+            tls: None,
+            quic: None,
+        });
     };
-    let shared = Arc::new(SharedPool::new(
-        settings.relay.ports.clone(),
-        Quotas::new(
-            settings.limits.user_quota.unwrap_or(0),
-            settings.limits.total_quota.unwrap_or(0),
-        ),
-    ));
-    Ok(NetConfig {
-        workers: settings.workers,
-        busy_poll: settings.busy_poll,
-        coalesce: settings.coalesce,
-        fast_path,
-        // UDP answers must leave from the address the client sent to, and the core
-        // advertises relayed addresses from it: a wildcard socket knows neither, so
-        // listen on each interface address instead (as coturn does). Streams learn
-        // their local address from the accepted socket, so they keep the wildcard.
-        udp: expand_wildcards(&settings.listen.udp),
-        tcp: settings.listen.tcp.clone(),
-        tls: settings.listen.tls.clone(),
-        tls_config,
-        quic,
-        quic_config,
-        server,
-        shared,
-        rng_seed: u64::from_le_bytes(nonce_key[..8].try_into().unwrap_or([0; 8])),
-    })
+    let certs = if settings.listen.tls.is_empty() {
+        None
+    } else {
+        Some(
+            net::tls::load_server_config(&tls.certificate, &tls.private_key)
+                .map_err(|e| format!("tls: {e}"))?,
+        )
+    };
+    let quic = if settings.listen.quic.is_empty() {
+        None
+    } else {
+        let (chain, key) = net::tls::load_certified_key(&tls.certificate, &tls.private_key)
+            .map_err(|e| format!("tls: {e}"))?;
+        Some(
+            crate::quic::config::server_config(chain, key)
+                .map_err(|e| format!("tls: not usable for QUIC: {e}"))?,
+        )
+    };
+    Ok(Certificates { tls: certs, quic })
 }
 
 /// The QUIC listeners' TLS certificate (the configured one, or a self-signed one whose
@@ -421,22 +703,4 @@ fn expand_wildcards(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
-}
-
-fn init_tracing(settings: &Settings) -> anyhow::Result<()> {
-    // `EnvFilter::try_new` parses the configured directives only; it does not read
-    // RUST_LOG (config flows one way). `validate()` has already checked them.
-    let filter = EnvFilter::try_new(&settings.log.level)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match settings.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    // A subscriber may already be installed (tests calling `run` twice); keep it.
-    if let Err(e) = installed {
-        tracing::debug!("tracing subscriber already set: {e}");
-    }
-    Ok(())
 }

@@ -284,7 +284,12 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(serve_http(listener, handle, ready.clone()));
+    let server = tokio::spawn(serve_http(
+        listener,
+        handle,
+        ready.clone(),
+        axum::Router::new(),
+    ));
 
     assert_eq!(http_get(addr, "/healthz").await, (200, "ok".to_string()));
     assert_eq!(http_get(addr, "/readyz").await.0, 503);

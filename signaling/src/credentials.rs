@@ -4,7 +4,7 @@
 //! scheme of coturn and Turnpike's relay), ranked for the device.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -36,13 +36,19 @@ pub struct RestCredential {
     pub uris: Vec<String>,
 }
 
-/// Mints credentials and ranks relays. Cheap to clone (shares the load table).
+/// Mints credentials and ranks relays. Cheap to clone (clones share one table, which
+/// [`Credentials::reconfigure`] replaces for all of them).
 #[derive(Clone)]
 pub struct Credentials {
-    relays: Arc<Vec<RelayConfig>>,
+    table: Arc<RwLock<Table>>,
+}
+
+/// The relays, their loads, the secret and the lifetime, replaced together.
+struct Table {
+    relays: Vec<RelayConfig>,
     /// Reported load per relay (same order as `relays`); lower is preferred.
-    loads: Arc<Vec<AtomicU32>>,
-    secret: Option<Arc<Vec<u8>>>,
+    loads: Vec<AtomicU32>,
+    secret: Option<Vec<u8>>,
     ttl: Duration,
 }
 
@@ -60,26 +66,45 @@ impl Credentials {
     pub fn new(relays: Vec<RelayConfig>, secret: Option<Vec<u8>>, ttl: Duration) -> Credentials {
         let loads = relays.iter().map(|_| AtomicU32::new(0)).collect();
         Credentials {
-            relays: Arc::new(relays),
-            loads: Arc::new(loads),
-            secret: secret.map(Arc::new),
-            ttl,
+            table: Arc::new(RwLock::new(Table {
+                relays,
+                loads,
+                secret,
+                ttl,
+            })),
         }
+    }
+
+    /// New relays, secret and lifetime for what is minted from now on (a configuration
+    /// reload). Reported loads are kept when the relay list is the same.
+    pub fn reconfigure(&self, relays: Vec<RelayConfig>, secret: Option<Vec<u8>>, ttl: Duration) {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        if table.relays != relays {
+            table.loads = relays.iter().map(|_| AtomicU32::new(0)).collect();
+            table.relays = relays;
+        }
+        table.secret = secret;
+        table.ttl = ttl;
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        // Every writer replaces whole fields, so a poisoned table is still consistent.
+        self.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Seconds minted credentials live.
     pub fn ttl_secs(&self) -> u64 {
-        self.ttl.as_secs()
+        self.read().ttl.as_secs()
     }
 
     pub fn has_secret(&self) -> bool {
-        self.secret.is_some()
+        self.read().secret.is_some()
     }
 
     /// Record relay `index`'s load (any monotone measure: allocations, percent busy).
     /// Unknown indexes are ignored.
     pub fn report_load(&self, index: usize, load: u32) {
-        if let Some(slot) = self.loads.get(index) {
+        if let Some(slot) = self.read().loads.get(index) {
             slot.store(load, Ordering::Relaxed);
         }
     }
@@ -87,30 +112,20 @@ impl Credentials {
     /// Relay indexes, best first: relays in the client's region first, then by lower
     /// reported load, then in configured order.
     pub fn ranked(&self, region: Option<&str>) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.relays.len()).collect();
-        order.sort_by_key(|&i| {
-            let away = match (region, self.relays.get(i)) {
-                (Some(r), Some(relay)) => !relay.region.eq_ignore_ascii_case(r),
-                _ => false,
-            };
-            let load = self
-                .loads
-                .get(i)
-                .map_or(u32::MAX, |l| l.load(Ordering::Relaxed));
-            (away, load, i)
-        });
-        order
+        self.read().ranked(region)
     }
 
     /// ICE servers for `user`, ranked for `region`, valid until `now_unix + ttl`.
     pub fn ice_servers(&self, user: &str, region: Option<&str>, now_unix: u64) -> Vec<IceServer> {
-        let cred = self
+        let table = self.read();
+        let cred = table
             .secret
             .as_ref()
-            .map(|s| mint(s, user, now_unix + self.ttl.as_secs()));
-        self.ranked(region)
+            .map(|s| mint(s, user, now_unix + table.ttl.as_secs()));
+        table
+            .ranked(region)
             .into_iter()
-            .filter_map(|i| self.relays.get(i))
+            .filter_map(|i| table.relays.get(i))
             .map(|relay| {
                 let (quic_urls, urls) = relay.urls.iter().cloned().partition(|u| is_quic(u));
                 IceServer {
@@ -126,20 +141,39 @@ impl Credentials {
 
     /// The `GET /v1/turn-credentials` answer; `None` without a shared secret.
     pub fn rest(&self, user: &str, region: Option<&str>, now_unix: u64) -> Option<RestCredential> {
-        let secret = self.secret.as_ref()?;
-        let (username, password) = mint(secret, user, now_unix + self.ttl.as_secs());
-        let uris = self
+        let table = self.read();
+        let secret = table.secret.as_ref()?;
+        let (username, password) = mint(secret, user, now_unix + table.ttl.as_secs());
+        let uris = table
             .ranked(region)
             .into_iter()
-            .filter_map(|i| self.relays.get(i))
+            .filter_map(|i| table.relays.get(i))
             .flat_map(|r| r.urls.iter().filter(|u| !is_quic(u)).cloned())
             .collect();
         Some(RestCredential {
             username,
             password,
-            ttl: self.ttl.as_secs(),
+            ttl: table.ttl.as_secs(),
             uris,
         })
+    }
+}
+
+impl Table {
+    fn ranked(&self, region: Option<&str>) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.relays.len()).collect();
+        order.sort_by_key(|&i| {
+            let away = match (region, self.relays.get(i)) {
+                (Some(r), Some(relay)) => !relay.region.eq_ignore_ascii_case(r),
+                _ => false,
+            };
+            let load = self
+                .loads
+                .get(i)
+                .map_or(u32::MAX, |l| l.load(Ordering::Relaxed));
+            (away, load, i)
+        });
+        order
     }
 }
 
@@ -221,5 +255,33 @@ mod tests {
         let none = Credentials::new(vec![relay("eu")], None, Duration::from_secs(1));
         assert_eq!(none.rest("a", None, 0), None);
         assert_eq!(none.ice_servers("a", None, 0)[0].username, None);
+    }
+
+    #[test]
+    fn reconfigure_changes_what_every_clone_mints() {
+        let c = Credentials::new(
+            vec![relay("eu")],
+            Some(b"old".to_vec()),
+            Duration::from_secs(60),
+        );
+        let clone = c.clone();
+        c.report_load(0, 7);
+        c.reconfigure(
+            vec![relay("eu")],
+            Some(b"new".to_vec()),
+            Duration::from_secs(600),
+        );
+        let rest = clone.rest("alice", None, 1000).unwrap();
+        assert_eq!((rest.username.as_str(), rest.ttl), ("1600:alice", 600));
+        assert_eq!(rest.password, mint(b"new", "alice", 1600).1);
+        // Same relays: their loads are kept.
+        c.report_load(0, 7);
+        c.reconfigure(
+            vec![relay("us"), relay("eu")],
+            None,
+            Duration::from_secs(600),
+        );
+        assert_eq!(clone.ranked(Some("eu")), vec![1, 0]);
+        assert_eq!(clone.rest("alice", None, 0), None);
     }
 }

@@ -109,7 +109,7 @@ impl Signaling {
             state: AppState {
                 cmds,
                 config,
-                key,
+                key: Arc::new(std::sync::RwLock::new(key)),
                 creds,
                 next_conn: Arc::new(AtomicU64::new(1)),
             },
@@ -120,6 +120,25 @@ impl Signaling {
     /// browser demo at `/`.
     pub fn router(&self) -> axum::Router {
         server::router(self.state.clone())
+    }
+
+    /// A reloaded configuration: the relays advertised, the secret relay credentials are
+    /// minted with and their lifetime, and (when `token_key` is `Some` and not empty) the
+    /// key bearer tokens are checked with. Connections already signed in stay; the rest of
+    /// the configuration keeps its start-up values.
+    pub fn reconfigure(
+        &self,
+        relays: Vec<RelayConfig>,
+        turn_secret: Option<Vec<u8>>,
+        credential_ttl: Duration,
+        token_key: Option<Vec<u8>>,
+    ) {
+        self.state
+            .creds
+            .reconfigure(relays, turn_secret, credential_ttl);
+        if let Some(key) = token_key.filter(|k| !k.is_empty()) {
+            *self.state.key.write().unwrap_or_else(|e| e.into_inner()) = TokenKey::new(key);
+        }
     }
 
     /// Record relay `index`'s load (index into `config.relays`); lower ranks first.

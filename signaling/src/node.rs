@@ -152,7 +152,7 @@ impl<B: Bus> Node<B> {
             if let Some((_, tx)) = &s.conn {
                 let _ = tx.try_send(ConnOut::Close(
                     close::GOING_AWAY,
-                    "server shutting down".into(),
+                    close::GOING_AWAY_REASON.into(),
                 ));
             }
         }

@@ -377,8 +377,12 @@ pub struct IceServer {
 
 /// Close codes the server uses (RFC 6455 §7.4.1 for 1000-range, 4000-4999 private use).
 pub mod close {
-    /// RFC 6455 §7.4.1: the server is shutting down.
+    /// RFC 6455 §7.4.1: the server is shutting down (or draining).
     pub const GOING_AWAY: u16 = 1001;
+    /// The reason sent with [`GOING_AWAY`]: the client should reconnect (to this
+    /// service's address, which a load balancer or DNS now sends to another node) and
+    /// resume its session with its `resume_token`.
+    pub const GOING_AWAY_REASON: &str = "server going away: reconnect and resume";
     /// RFC 6455 §7.4.1: policy violation (abuse, e.g. an invite flood).
     pub const POLICY: u16 = 1008;
     /// RFC 6455 §7.4.1: a frame larger than the configured limit.

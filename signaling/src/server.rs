@@ -32,9 +32,18 @@ use crate::token::{Claims, TokenError, TokenKey};
 pub struct AppState {
     pub(crate) cmds: mpsc::Sender<Cmd>,
     pub(crate) config: Arc<SignalingConfig>,
-    pub(crate) key: TokenKey,
+    /// Replaced by [`crate::Signaling::reconfigure`]; read once per request or `hello`.
+    pub(crate) key: Arc<std::sync::RwLock<TokenKey>>,
     pub(crate) creds: Credentials,
     pub(crate) next_conn: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// The token key in force now.
+    pub(crate) fn token_key(&self) -> TokenKey {
+        // Writers replace the whole key, so a poisoned lock still holds a whole one.
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Messages a connection may send before `hello` that are refused, before it is closed.
@@ -88,7 +97,7 @@ async fn turn_credentials(
             "missing Authorization: Bearer token",
         );
     };
-    let claims = match state.key.verify(&token, now_ms() / 1000) {
+    let claims = match state.token_key().verify(&token, now_ms() / 1000) {
         Ok(c) => c,
         Err(e) => {
             let (code, reason) = token_error(&e);
@@ -150,7 +159,7 @@ async fn dev_login(
         dev: device.clone(),
         exp,
     };
-    let token = state.key.sign(&claims);
+    let token = state.token_key().sign(&claims);
     Json(serde_json::json!({"token": token, "user": req.user, "device": device, "expires_at": exp}))
         .into_response()
 }
@@ -257,7 +266,7 @@ async fn connection(state: AppState, socket: WebSocket, header_token: Option<Str
                             .await;
                         return;
                     };
-                    let claims = match state.key.verify(&token, now_ms() / 1000) {
+                    let claims = match state.token_key().verify(&token, now_ms() / 1000) {
                         Ok(c) => c,
                         Err(e) => {
                             let (code, reason) = token_error(&e);
@@ -287,7 +296,7 @@ async fn connection(state: AppState, socket: WebSocket, header_token: Option<Str
                         .is_err()
                     {
                         let _ = sink
-                            .send(close_msg(close::GOING_AWAY, "shutting down"))
+                            .send(close_msg(close::GOING_AWAY, close::GOING_AWAY_REASON))
                             .await;
                         return;
                     }

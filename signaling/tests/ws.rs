@@ -294,3 +294,13 @@ async fn dev_login_issues_tokens_only_when_on() {
     assert_eq!(status, 404);
     assert_eq!(body["code"], "dev_login_disabled");
 }
+
+#[tokio::test]
+async fn shutdown_closes_sessions_with_1001_and_a_reconnect_hint() {
+    let node = start(config()).await;
+    let mut a = Client::connect(node.addr, "alice", "phone").await;
+    node.signaling.shutdown().await;
+    let (code, reason) = a.close_frame().await;
+    assert_eq!(code, 1001);
+    assert!(reason.contains("reconnect"), "{reason:?}");
+}

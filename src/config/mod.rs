@@ -1,8 +1,9 @@
 //! Configuration: TOML file → serde structs → `validate()` → typed [`Settings`].
 //!
-//! Config flows one way and only at start-up: `main` reads the file (or takes the embedded
-//! default), applies command-line [`Overrides`], validates once, and hands `Settings` to
-//! `serve::run`. Nothing reads files or the environment after that.
+//! Config flows one way: `main` reads the file (or takes the embedded default), applies
+//! command-line [`Overrides`], validates, and hands `Settings` to `serve::run`. Nothing
+//! reads files or the environment after that, except a reload the operator asks for
+//! (`crate::reload`), which runs this same path again.
 //!
 //! `config/turnpike.toml` documents every key with its default and *is* the default: it is
 //! compiled in as [`EMBEDDED_DEFAULT`], and [`raw::RawConfig::default`] equals it (tested),

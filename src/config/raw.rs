@@ -34,6 +34,8 @@ pub struct RawServer {
     pub busy_poll_us: u64,
     pub coalesce_us: u64,
     pub fast_path_interfaces: Vec<String>,
+    pub drain_timeout_secs: u64,
+    pub alternate_servers: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -45,6 +47,8 @@ impl Default for RawServer {
             busy_poll_us: 0,
             coalesce_us: 0,
             fast_path_interfaces: Vec::new(),
+            drain_timeout_secs: 600,
+            alternate_servers: Vec::new(),
         }
     }
 }

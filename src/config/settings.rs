@@ -28,6 +28,12 @@ pub struct Settings {
     pub coalesce: Duration,
     /// Interfaces whose ingress gets the in-kernel ChannelData fast path (empty: off).
     pub fast_path_interfaces: Vec<String>,
+    /// How long a drain (SIGTERM) waits for the last allocation before the process
+    /// exits anyway.
+    pub drain_timeout: Duration,
+    /// Relays a draining one redirects new Allocates to (300 + ALTERNATE-SERVER);
+    /// empty: they get 403.
+    pub alternate_servers: Vec<SocketAddr>,
     /// TURN listeners per transport.
     pub listen: Listen,
     /// Certificate for the TLS listeners; `Some` exactly when `listen.tls` is not empty.

@@ -96,6 +96,25 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
     }
     let coalesce = std::time::Duration::from_micros(raw.server.coalesce_us);
     let fast_path_interfaces = fast_path_interfaces(ctx, &raw.server.fast_path_interfaces)?;
+    if raw.server.drain_timeout_secs == 0 || raw.server.drain_timeout_secs > 86_400 {
+        return Err(ctx.err(
+            "server.drain_timeout_secs",
+            format!(
+                "{} is not between 1 and 86400 (one day)",
+                raw.server.drain_timeout_secs
+            ),
+        ));
+    }
+    let drain_timeout = Duration::from_secs(raw.server.drain_timeout_secs);
+    let mut alternate_servers = Vec::with_capacity(raw.server.alternate_servers.len());
+    for (i, value) in raw.server.alternate_servers.iter().enumerate() {
+        let key = format!("server.alternate_servers[{i}]");
+        let addr = socket_addr(ctx, &key, value)?;
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(ctx.err(&key, format!("{addr}: clients need an address and a port")));
+        }
+        alternate_servers.push(addr);
+    }
     let listen = listen(ctx, &raw.listen)?;
     // TLS listeners need a certificate; QUIC listeners use it when there is one and
     // make a self-signed one otherwise (a development default, like the ephemeral
@@ -167,6 +186,8 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
         busy_poll,
         coalesce,
         fast_path_interfaces,
+        drain_timeout,
+        alternate_servers,
         listen,
         tls,
         relay,

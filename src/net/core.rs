@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::proto::stats::Stats;
 use crate::proto::{
-    ClientId, Event, FastPathUpdate, Forward, RelayKey, Server, ToClient, Transmit,
+    ClientId, Event, FastPathUpdate, Forward, RelayKey, Server, ServerConfig, ToClient, Transmit,
 };
 
 /// Mirrors [`Server`]'s `handle_*` / `poll_*` API one to one; see there for semantics.
@@ -37,6 +37,13 @@ pub(crate) trait Core {
     fn poll_fast_path(&mut self, _now: Instant) -> Option<FastPathUpdate> {
         None
     }
+    /// Scripted cores have nothing to drain: they are drained at once.
+    fn handle_drain(&mut self, _now: Instant, _deadline: Instant) {}
+    fn drained(&self, _now: Instant) -> bool {
+        true
+    }
+    /// Scripted cores keep the configuration they were built with.
+    fn handle_config(&mut self, _now: Instant, _config: ServerConfig) {}
 }
 
 impl Core for Server {
@@ -81,5 +88,14 @@ impl Core for Server {
     }
     fn poll_fast_path(&mut self, now: Instant) -> Option<FastPathUpdate> {
         Server::poll_fast_path(self, now)
+    }
+    fn handle_drain(&mut self, now: Instant, deadline: Instant) {
+        Server::handle_drain(self, now, deadline)
+    }
+    fn drained(&self, now: Instant) -> bool {
+        Server::drained(self, now)
+    }
+    fn handle_config(&mut self, now: Instant, config: ServerConfig) {
+        Server::handle_config(self, now, config)
     }
 }

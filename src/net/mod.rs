@@ -21,9 +21,10 @@ mod worker;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use mio::{Poll, Waker};
 
@@ -87,15 +88,51 @@ impl NetConfig {
     }
 }
 
+/// What the control plane asks of a running worker. Each worker owns the receiving end
+/// of a channel and reads it when its waker rings, between two rounds of its poll loop:
+/// nothing here takes a lock the packet path takes, and a command lands between two
+/// packets, never during one.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Start draining (`Server::handle_drain`): refuse new allocations, keep the
+    /// existing ones until they end or `deadline`.
+    Drain { deadline: Instant },
+    /// A reloaded core configuration (`Server::handle_config`).
+    Config(Box<ServerConfig>),
+    /// A reloaded certificate for TLS listeners: the next accepted connection uses it.
+    Tls(Arc<rustls::ServerConfig>),
+    /// A reloaded certificate for QUIC listeners: the next handshake uses it.
+    Quic(Arc<quinn_proto::ServerConfig>),
+}
+
+/// How many workers have finished draining (their core says `drained`); the control
+/// plane waits on it.
+#[derive(Debug, Default)]
+pub(crate) struct DrainProgress {
+    drained: AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl DrainProgress {
+    /// Called once by each worker whose drain is over.
+    pub(crate) fn worker_drained(&self) {
+        self.drained.fetch_add(1, Ordering::AcqRel);
+        // `notify_one` keeps a permit when nobody waits yet, so no report is missed.
+        self.notify.notify_one();
+    }
+}
+
 /// The running workers. Dropping it stops them too.
 pub struct RelayHandle {
     addrs: Vec<(Transport, SocketAddr)>,
     workers: Vec<WorkerHandle>,
+    progress: Arc<DrainProgress>,
 }
 
 struct WorkerHandle {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    commands: mpsc::Sender<Command>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -103,6 +140,39 @@ impl RelayHandle {
     /// The bound listener addresses (port 0 resolved), one per configured address.
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
         self.addrs.clone()
+    }
+
+    /// Gives `command` to every worker and wakes it.
+    pub fn broadcast(&self, command: &Command) {
+        for w in &self.workers {
+            // A worker that has ended dropped its receiver; it has nothing to apply.
+            if w.commands.send(command.clone()).is_ok() {
+                if let Err(e) = w.waker.wake() {
+                    tracing::warn!("cannot wake worker: {e}");
+                }
+            }
+        }
+    }
+
+    /// Whether every worker thread is still running (none has ended on an error or a
+    /// panic): what the systemd watchdog vouches for.
+    pub fn workers_alive(&self) -> bool {
+        self.workers
+            .iter()
+            .all(|w| w.thread.as_ref().is_some_and(|t| !t.is_finished()))
+    }
+
+    /// Start draining every worker (see [`Command::Drain`]).
+    pub fn drain(&self, deadline: Instant) {
+        self.broadcast(&Command::Drain { deadline });
+    }
+
+    /// Completes once every worker's drain is over: its last allocation is gone or the
+    /// deadline given to [`RelayHandle::drain`] has come.
+    pub async fn drained(&self) {
+        while self.progress.drained.load(Ordering::Acquire) < self.workers.len() {
+            self.progress.notify.notified().await;
+        }
     }
 
     /// Stops every worker and waits for its thread to end.
@@ -250,6 +320,7 @@ where
     let mut handle = RelayHandle {
         addrs,
         workers: Vec::with_capacity(cfg.workers),
+        progress: Arc::new(DrainProgress::default()),
     };
     for (index, p) in prepared.into_iter().enumerate() {
         let stop = Arc::new(AtomicBool::new(false));
@@ -260,6 +331,8 @@ where
         let coalesce = cfg.coalesce;
         let fast_path = cfg.fast_path.clone();
         let shared = cfg.shared.clone();
+        let (commands, command_rx) = mpsc::channel();
+        let progress = handle.progress.clone();
         let Prepared {
             poll,
             io,
@@ -275,11 +348,13 @@ where
                     .with_busy_poll(busy_poll)
                     .with_coalesce(coalesce)
                     .with_fast_path(fast_path)
+                    .with_control(command_rx, progress)
                     .run();
             })?;
         handle.workers.push(WorkerHandle {
             stop,
             waker,
+            commands,
             thread: Some(thread),
         });
     }

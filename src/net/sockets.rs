@@ -325,6 +325,12 @@ impl Sockets {
         self.tls.as_ref()
     }
 
+    /// A reloaded certificate: connections accepted from now on use it; those open
+    /// keep the one they were accepted with.
+    pub(crate) fn set_tls_config(&mut self, config: Arc<rustls::ServerConfig>) {
+        self.tls = Some(config);
+    }
+
     /// Drops a connection and remembers its client so the core can free its allocation.
     pub(crate) fn close_conn(&mut self, slot: usize, reason: Close) {
         let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {

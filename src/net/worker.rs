@@ -10,7 +10,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
@@ -19,6 +19,7 @@ use super::batch::{for_each_run, send_segments, Pending, RecvBatch, BATCH};
 use super::core::Core;
 use super::sockets::{count_send, send_on_relay, Sockets, Source};
 use super::stream::{Close, ReadStatus, StreamConn};
+use super::{Command, DrainProgress};
 use crate::fastpath::{FastPath, Routes};
 use crate::metrics::{FastPathPublisher, StatsPublisher};
 use crate::proto::{ClientId, Event, RelayKey, Transport};
@@ -79,6 +80,13 @@ pub(crate) struct Worker<C> {
     /// Worker 0 publishes the kernel's counters (they are global, not per worker) when
     /// the fast path is on.
     fast_publisher: Option<FastPathPublisher>,
+    /// Commands from the control plane (drain, reloaded configuration and
+    /// certificates), read when the waker rings.
+    commands: Option<mpsc::Receiver<Command>>,
+    /// Where this worker reports that its drain is over.
+    progress: Option<Arc<DrainProgress>>,
+    /// Draining and not yet reported drained: the loop asks the core after each round.
+    drain_pending: bool,
 }
 
 impl<C: Core> Worker<C> {
@@ -108,7 +116,20 @@ impl<C: Core> Worker<C> {
             wake_datagrams: 0,
             fast_routes: None,
             fast_publisher: None,
+            commands: None,
+            progress: None,
+            drain_pending: false,
         }
+    }
+
+    pub(crate) fn with_control(
+        mut self,
+        commands: mpsc::Receiver<Command>,
+        progress: Arc<DrainProgress>,
+    ) -> Worker<C> {
+        self.commands = Some(commands);
+        self.progress = Some(progress);
+        self
     }
 
     pub(crate) fn with_fast_path(mut self, fast_path: Option<Arc<FastPath>>) -> Worker<C> {
@@ -216,6 +237,15 @@ impl<C: Core> Worker<C> {
             if !self.io.quic.is_empty() {
                 self.service_quic(now);
             }
+            if self.drain_pending && self.core.drained(now) {
+                self.drain_pending = false;
+                // The allocation gauge should read 0 on the last scrape before exit.
+                self.publish();
+                if let Some(progress) = &self.progress {
+                    progress.worker_drained();
+                }
+                tracing::debug!(worker = self.index, "drained");
+            }
             if now >= next_publish {
                 self.publish();
                 next_publish = now + PUBLISH_INTERVAL;
@@ -236,12 +266,33 @@ impl<C: Core> Worker<C> {
 
     fn dispatch(&mut self, now: Instant, token: Token) {
         match Source::of(token) {
-            Some(Source::Waker) | None => {}
+            Some(Source::Waker) => self.handle_commands(now),
+            None => {}
             Some(Source::UdpListener(i)) => self.read_udp(now, token, UdpSource::Listener(i)),
             Some(Source::StreamListener(i)) => self.accept(i),
             Some(Source::Relay(key)) => self.read_udp(now, token, UdpSource::Relay(key)),
             Some(Source::Conn(slot)) => self.conn_ready(now, token, slot),
             Some(Source::QuicListener(i)) => self.read_quic(now, token, i),
+        }
+    }
+
+    /// Applies what the control plane sent; it rang the waker after each command.
+    fn handle_commands(&mut self, now: Instant) {
+        while let Some(command) = self.commands.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            match command {
+                Command::Drain { deadline } => {
+                    self.core.handle_drain(now, deadline);
+                    self.drain_pending = true;
+                }
+                Command::Config(config) => self.core.handle_config(now, *config),
+                Command::Tls(config) => self.io.set_tls_config(config),
+                Command::Quic(config) => {
+                    for listener in &mut self.io.quic {
+                        listener.set_server_config(config.clone());
+                    }
+                }
+            }
+            self.drain(now);
         }
     }
 

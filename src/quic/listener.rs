@@ -83,6 +83,13 @@ impl QuicListener {
         })
     }
 
+    /// A reloaded certificate: handshakes from now on use it; connections already
+    /// made keep theirs.
+    pub(crate) fn set_server_config(&mut self, server: Arc<quinn_proto::ServerConfig>) {
+        self.endpoint.set_server_config(Some(server.clone()));
+        self.config.server = server;
+    }
+
     /// Reads what the socket has (up to a budget); `true` if the budget ran out with
     /// data possibly left (the worker revisits the socket).
     pub(crate) fn read(&mut self, now: Instant) -> bool {

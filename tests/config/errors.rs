@@ -77,6 +77,22 @@ fn each_validation_error_names_its_key_and_line() {
         ("[server]\nbusy_poll_us = 100001", "server.busy_poll_us"),
         ("[server]\ncoalesce_us = 1001", "server.coalesce_us"),
         (
+            "[server]\ndrain_timeout_secs = 0",
+            "server.drain_timeout_secs",
+        ),
+        (
+            "[server]\ndrain_timeout_secs = 86401",
+            "server.drain_timeout_secs",
+        ),
+        (
+            "[server]\nalternate_servers = [\"192.0.2.1:3478\", \"relay\"]",
+            "server.alternate_servers[1]",
+        ),
+        (
+            "[server]\nalternate_servers = [\"0.0.0.0:3478\"]",
+            "server.alternate_servers[0]",
+        ),
+        (
             "[server]\nbusy_poll_us = 50\ncoalesce_us = 200",
             "server.coalesce_us",
         ),

@@ -19,6 +19,8 @@ fn embedded_default_matches_the_documented_defaults() {
     let s = file.validate().unwrap();
     assert_eq!(s.realm, "turnpike");
     assert_eq!(s.software.as_deref(), Some("Turnpike"));
+    assert_eq!(s.drain_timeout, Duration::from_secs(600));
+    assert!(s.alternate_servers.is_empty());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(s.workers, cores);
     assert_eq!(s.listen.udp, vec![sa("0.0.0.0:3478"), sa("[::]:3478")]);
@@ -75,6 +77,11 @@ fn every_key_is_read() {
     assert_eq!(s.busy_poll, Duration::from_micros(50));
     assert_eq!(s.coalesce, Duration::ZERO);
     assert_eq!(s.fast_path_interfaces, ["eth0", "eth1"]);
+    assert_eq!(s.drain_timeout, Duration::from_secs(30));
+    assert_eq!(
+        s.alternate_servers,
+        vec![sa("198.51.100.9:3478"), sa("[2001:db8::9]:3478")]
+    );
     assert_eq!(s.listen.udp, vec![sa("192.0.2.1:3478")]);
     assert_eq!(s.listen.tcp, vec![sa("192.0.2.1:3479")]);
     assert_eq!(s.listen.tls, vec![sa("[2001:db8::1]:5349")]);

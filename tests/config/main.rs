@@ -50,6 +50,8 @@ workers = 3
 busy_poll_us = 50
 coalesce_us = 0
 fast_path_interfaces = ["eth0", "eth1"]
+drain_timeout_secs = 30
+alternate_servers = ["198.51.100.9:3478", "[2001:db8::9]:3478"]
 [listen]
 udp = ["192.0.2.1:3478"]
 tcp = ["192.0.2.1:3479"]

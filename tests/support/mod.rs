@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -91,9 +91,24 @@ pub struct TurnpikeConfig {
     pub workers: usize,
     /// `[relay] rfc5766_channel_numbers`: accept uclient's RFC 5766 channel numbers.
     pub rfc5766_channels: bool,
+    /// `[server] drain_timeout_secs`.
+    pub drain_timeout_secs: u64,
+    /// `[server] alternate_servers`.
+    pub alternate_servers: Vec<String>,
+    /// `[log] format`: "text" or "json".
+    pub log_format: String,
+    /// `[log] level`.
+    pub log_level: String,
+    /// Environment variables for the child (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
+    /// Extra `turnpike serve` arguments (e.g. `--pid-file`).
+    pub args: Vec<String>,
     /// Run the signaling service on a port of its own, with tokens signed by
     /// [`SIGNALING_TOKEN_KEY`]; off, `[signaling] listen` is empty.
     pub signaling: bool,
+    /// `[signaling] relays`: one relay, region "test", with these URLs; empty: none
+    /// (signaling advertises this relay itself).
+    pub signaling_relay_urls: Vec<String>,
 }
 
 /// `[signaling] token_key` of a server started with [`TurnpikeConfig::signaling`].
@@ -110,8 +125,107 @@ impl Default for TurnpikeConfig {
             user_quota: 0,
             workers: 2,
             rfc5766_channels: true,
+            drain_timeout_secs: 600,
+            alternate_servers: Vec::new(),
+            log_format: "text".into(),
+            log_level: "info".into(),
+            env: Vec::new(),
+            args: Vec::new(),
             signaling: false,
+            signaling_relay_urls: Vec::new(),
         }
+    }
+}
+
+/// The ports and files one server instance was given, to write its configuration
+/// again (a reload test changes the file under a running server).
+#[derive(Debug, Clone)]
+struct Layout {
+    port: u16,
+    tls_port: u16,
+    quic_port: u16,
+    metrics_port: u16,
+    signaling_addr: Option<SocketAddr>,
+    relay_ports: (u16, u16),
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Layout {
+    fn render(&self, config: &TurnpikeConfig) -> String {
+        let Layout {
+            port,
+            tls_port,
+            quic_port,
+            metrics_port,
+            signaling_addr,
+            relay_ports,
+            cert,
+            key,
+        } = self;
+        let signaling = match signaling_addr {
+            Some(addr) => {
+                let relays = if config.signaling_relay_urls.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "relays = [{{ region = \"test\", urls = {} }}]\n",
+                        toml_list(&config.signaling_relay_urls)
+                    )
+                };
+                format!(
+                    "listen = \"{addr}\"\ntoken_key = \"{SIGNALING_TOKEN_KEY}\"\n\
+                     dev_login = false\n{relays}"
+                )
+            }
+            None => "listen = \"\"\n".to_string(),
+        };
+        format!(
+            r#"[server]
+workers = {workers}
+drain_timeout_secs = {drain}
+alternate_servers = {alternates}
+[listen]
+udp = ["127.0.0.1:{port}"]
+tcp = ["127.0.0.1:{port}"]
+tls = ["127.0.0.1:{tls_port}"]
+quic = ["127.0.0.1:{quic_port}"]
+[tls]
+certificate = {cert:?}
+private_key = {key:?}
+[relay]
+bind_ipv4 = "127.0.0.1"
+bind_ipv6 = "::1"
+port_min = {min}
+port_max = {max}
+rfc5766_channel_numbers = {rfc5766}
+[auth]
+users = {users}
+secrets = {secrets}
+[limits]
+user_quota = {quota}
+[peers]
+allow = {allow}
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[signaling]
+{signaling}[log]
+level = {level:?}
+format = {format:?}
+"#,
+            workers = config.workers,
+            drain = config.drain_timeout_secs,
+            alternates = toml_list(&config.alternate_servers),
+            min = relay_ports.0,
+            max = relay_ports.1,
+            rfc5766 = config.rfc5766_channels,
+            users = toml_list(&config.users),
+            secrets = toml_list(&config.secrets),
+            quota = config.user_quota,
+            allow = toml_list(&config.allow_peers),
+            format = config.log_format,
+            level = config.log_level,
+        )
     }
 }
 
@@ -134,6 +248,9 @@ pub struct TurnpikeProcess {
     pub relay_ports: (u16, u16),
     /// Everything the child wrote to stderr so far, one entry per line.
     log: Arc<Mutex<Vec<String>>>,
+    /// Whether any stderr line held an escape character (ANSI colour codes).
+    ansi: Arc<AtomicBool>,
+    layout: Layout,
     drain: Option<JoinHandle<()>>,
 }
 
@@ -162,55 +279,20 @@ impl TurnpikeProcess {
         let signaling_addr = config
             .signaling
             .then(|| SocketAddr::new(ip, free_port(ip, true)));
-        let signaling = match signaling_addr {
-            Some(addr) => format!(
-                "listen = \"{addr}\"\ntoken_key = \"{SIGNALING_TOKEN_KEY}\"\ndev_login = false"
-            ),
-            None => "listen = \"\"".to_string(),
-        };
         let relay_ports = relay_range();
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let (cert, key) = write_certificate(dir.path());
-        let toml = format!(
-            r#"[server]
-workers = {workers}
-[listen]
-udp = ["127.0.0.1:{port}"]
-tcp = ["127.0.0.1:{port}"]
-tls = ["127.0.0.1:{tls_port}"]
-quic = ["127.0.0.1:{quic_port}"]
-[tls]
-certificate = {cert:?}
-private_key = {key:?}
-[relay]
-bind_ipv4 = "127.0.0.1"
-bind_ipv6 = "::1"
-port_min = {min}
-port_max = {max}
-rfc5766_channel_numbers = {rfc5766}
-[auth]
-users = {users}
-secrets = {secrets}
-[limits]
-user_quota = {quota}
-[peers]
-allow = {allow}
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-[signaling]
-{signaling}
-[log]
-level = "info"
-"#,
-            workers = config.workers,
-            min = relay_ports.0,
-            max = relay_ports.1,
-            rfc5766 = config.rfc5766_channels,
-            users = toml_list(&config.users),
-            secrets = toml_list(&config.secrets),
-            quota = config.user_quota,
-            allow = toml_list(&config.allow_peers),
-        );
+        let layout = Layout {
+            port,
+            tls_port,
+            quic_port,
+            metrics_port,
+            signaling_addr,
+            relay_ports,
+            cert,
+            key,
+        };
+        let toml = layout.render(config);
         let config_path = dir.path().join("turnpike.toml");
         std::fs::write(&config_path, toml).map_err(|e| format!("write config: {e}"))?;
 
@@ -218,23 +300,32 @@ level = "info"
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
+            .args(&config.args)
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawn turnpike: {e}"))?;
         let log = Arc::new(Mutex::new(Vec::new()));
+        let ansi = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
         // `stderr` is Some: it was configured as piped just above.
         let stderr = child.stderr.take().expect("piped stderr");
         let drain = {
             let log = log.clone();
+            let ansi = ansi.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
+                    if line.contains('\u{1b}') {
+                        ansi.store(true, Ordering::Relaxed);
+                    }
                     let line = strip_ansi(&line);
                     // "ready" is the last word of the readiness line; "already ..." is not.
-                    if line.trim_end().ends_with(" ready") {
+                    // In JSON it is the whole message.
+                    if line.trim_end().ends_with(" ready") || line.contains(r#""message":"ready""#)
+                    {
                         let _ = ready_tx.send(());
                     }
                     log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
@@ -251,6 +342,8 @@ level = "info"
             signaling_addr,
             relay_ports,
             log,
+            ansi,
+            layout,
             drain: Some(drain),
         };
         match ready_rx.recv_timeout(READY_TIMEOUT) {
@@ -276,6 +369,82 @@ level = "info"
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`libc::SIGTERM`, ...) to the child.
+    pub fn signal(&self, signal: libc::c_int) {
+        // The child is ours and not yet reaped (that happens in `wait_exit` or on drop),
+        // so the pid still names it.
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) takes two integers and touches no memory of ours.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Waits up to `limit` for the child to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The configuration file the child reads (and re-reads on reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("turnpike.toml")
+    }
+
+    /// Writes the configuration file again from `config`, same ports and files.
+    pub fn rewrite_config(&self, config: &TurnpikeConfig) {
+        std::fs::write(self.config_path(), self.layout.render(config)).expect("write config");
+    }
+
+    /// Replaces the certificate and key files with a fresh self-signed pair; returns
+    /// the new certificate (DER).
+    pub fn renew_certificate(&self) -> Vec<u8> {
+        write_certificate_der(self.dir.path())
+    }
+
+    /// Whether any line the child logged had ANSI escape codes.
+    pub fn logged_ansi(&self) -> bool {
+        self.ansi.load(Ordering::Relaxed)
+    }
+
+    /// Lines the child logged so far, as written (colour codes removed).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits up to 10 s for a log line containing `needle`, then panics with the log.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.log_lines().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within 10 s; output:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One HTTP/1.0 request to the metrics listener: the status code and the body.
+    pub fn http(&self, method: &str, path: &str) -> Result<(u16, String), String> {
+        http(self.metrics_addr, method, path)
     }
 
     /// The child's stderr so far.
@@ -356,15 +525,23 @@ fn toml_list(items: &[String]) -> String {
 /// Writes a fresh self-signed certificate for "localhost" and 127.0.0.1 into `dir`;
 /// returns the certificate and key paths.
 fn write_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    write_certificate_der(dir);
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// [`write_certificate`], returning the certificate (DER).
+fn write_certificate_der(dir: &Path) -> Vec<u8> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     // Fixed, valid names: generation cannot fail on them.
     let certified = rcgen::generate_simple_self_signed(names).expect("self-signed certificate");
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     // A fresh temp dir is writable; failing here is an environment problem worth a panic.
-    std::fs::write(&cert, certified.cert.pem()).expect("write cert.pem");
+    // The key first: a reload reading between the two writes finds a pair that does
+    // not match and is refused, never a half-written certificate served.
     std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key.pem");
-    (cert, key)
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert.pem");
+    certified.cert.der().to_vec()
 }
 
 /// Removes ANSI colour sequences (ESC '[' ... letter) that the text log format emits.
@@ -476,6 +653,53 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
         .collect()
+}
+
+/// One HTTP/1.0 request without a body (the server closes when done): the status
+/// code and the body. Bounded by 3 s timeouts.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+    http_with(addr, method, path, &[], "")
+}
+
+/// [`http`] with extra header lines (`"Name: value"`) and a body.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Result<(u16, String), String> {
+    let timeout = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {response:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((code, body.to_string()))
 }
 
 /// `GET /metrics` over a plain TCP stream (HTTP/1.0, so the server closes when done).

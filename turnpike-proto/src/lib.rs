@@ -14,6 +14,7 @@ pub mod addr;
 pub mod allocation;
 pub mod auth;
 pub mod channel_data;
+pub mod drain;
 pub mod fast_path;
 pub mod framing;
 pub mod h3;

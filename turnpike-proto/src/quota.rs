@@ -13,15 +13,17 @@ use super::reject::Reject;
 /// Allocation counts per user and in total, against their limits.
 #[derive(Debug, Default)]
 pub struct Quotas {
-    /// Allocations one user may hold at once; 0 = unlimited.
-    per_user: u32,
-    /// Allocations the whole relay may hold at once; 0 = unlimited.
-    total: u32,
     state: Mutex<QuotaState>,
 }
 
 #[derive(Debug, Default)]
 struct QuotaState {
+    /// Allocations one user may hold at once; 0 = unlimited. Under the lock with the
+    /// counts, so a reload ([`Quotas::set_limits`]) and an allocation never see half
+    /// of each other.
+    per_user: u32,
+    /// Allocations the whole relay may hold at once; 0 = unlimited.
+    limit: u32,
     total: u32,
     by_user: HashMap<String, u32>,
 }
@@ -30,20 +32,30 @@ impl Quotas {
     /// Limits of `per_user` allocations per user and `total` in all; 0 = unlimited.
     pub fn new(per_user: u32, total: u32) -> Quotas {
         Quotas {
-            per_user,
-            total,
-            state: Mutex::default(),
+            state: Mutex::new(QuotaState {
+                per_user,
+                limit: total,
+                ..QuotaState::default()
+            }),
         }
+    }
+
+    /// New limits for the allocations made from now on; those held already are kept
+    /// even when they exceed the new limits.
+    pub fn set_limits(&self, per_user: u32, total: u32) {
+        let mut state = self.lock();
+        state.per_user = per_user;
+        state.limit = total;
     }
 
     /// Reserve one allocation for `user`: 486 when the user is at quota, 508 when the relay is.
     pub fn acquire(&self, user: &str) -> Result<(), Reject> {
         let mut state = self.lock();
-        if self.total != 0 && state.total >= self.total {
+        if state.limit != 0 && state.total >= state.limit {
             return Err(Reject::InsufficientCapacity);
         }
         let held = state.by_user.get(user).copied().unwrap_or(0);
-        if self.per_user != 0 && held >= self.per_user {
+        if state.per_user != 0 && held >= state.per_user {
             return Err(Reject::AllocationQuotaReached);
         }
         state.total += 1;
@@ -99,5 +111,19 @@ mod tests {
             q.acquire("a").unwrap();
         }
         assert_eq!(q.held_by("a"), 1000);
+    }
+
+    #[test]
+    fn new_limits_apply_to_the_next_allocation_and_keep_what_is_held() {
+        let q = Quotas::new(2, 0);
+        assert_eq!(q.acquire("a"), Ok(()));
+        assert_eq!(q.acquire("a"), Ok(()));
+        q.set_limits(1, 0);
+        assert_eq!(q.acquire("a"), Err(Reject::AllocationQuotaReached));
+        assert_eq!(q.held_by("a"), 2);
+        q.set_limits(3, 2);
+        assert_eq!(q.acquire("b"), Err(Reject::InsufficientCapacity));
+        q.set_limits(0, 0);
+        assert_eq!(q.acquire("a"), Ok(()));
     }
 }

@@ -3,12 +3,17 @@
 /// A request's failure as the client sees it (RFC 8489 §14.8, RFC 8656 §19, RFC 6156).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reject {
+    /// 300: this relay is draining; the client should allocate on the alternate server
+    /// given in ALTERNATE-SERVER (RFC 8489 §10, RFC 8656 §7.2).
+    TryAlternate(std::net::SocketAddr),
     /// 400: malformed or contradictory attributes.
     BadRequest,
     /// 401: no or wrong credentials; answered with REALM and NONCE.
     Unauthorized,
     /// 403: the peer address is refused by policy.
     Forbidden,
+    /// 403: the relay is draining and names no alternate server.
+    Draining,
     /// 420: comprehension-required attributes we do not understand.
     UnknownAttributes(Vec<u16>),
     /// 437: no allocation for this 5-tuple, or one already exists.
@@ -35,9 +40,10 @@ impl Reject {
     /// The STUN error code (RFC 8489 §14.8 ERROR-CODE: class × 100 + number).
     pub fn code(&self) -> u16 {
         match self {
+            Reject::TryAlternate(_) => 300,
             Reject::BadRequest => 400,
             Reject::Unauthorized => 401,
-            Reject::Forbidden => 403,
+            Reject::Forbidden | Reject::Draining => 403,
             Reject::UnknownAttributes(_) => 420,
             Reject::AllocationMismatch => 437,
             Reject::StaleNonce => 438,
@@ -53,9 +59,11 @@ impl Reject {
     /// The reason phrases of the RFCs' registries.
     pub fn reason(&self) -> &'static str {
         match self {
+            Reject::TryAlternate(_) => "Try Alternate",
             Reject::BadRequest => "Bad Request",
             Reject::Unauthorized => "Unauthorized",
             Reject::Forbidden => "Forbidden",
+            Reject::Draining => "Server draining",
             Reject::UnknownAttributes(_) => "Unknown Attribute",
             Reject::AllocationMismatch => "Allocation Mismatch",
             Reject::StaleNonce => "Stale Nonce",

@@ -81,6 +81,11 @@ impl Server {
                 Err(Reject::AllocationMismatch)
             };
         }
+        // Draining (see `drain`): existing allocations and their retransmitted
+        // Allocates are answered above; a new one goes elsewhere.
+        if let Some(refusal) = self.drain_refusal(&client) {
+            return Err(refusal);
+        }
 
         let transport = msg
             .get(attr::REQUESTED_TRANSPORT)
@@ -395,6 +400,12 @@ impl Server {
                 .min(max_lifetime)
                 .max(default_lifetime),
             None => default_lifetime,
+        };
+        // Draining: never grant past the drain's deadline (the client learns how long it
+        // has and can move before the relay goes).
+        let lifetime = match self.drain {
+            Some(drain) if !lifetime.is_zero() => drain.cap_lifetime(now, lifetime),
+            _ => lifetime,
         };
         if lifetime.is_zero() {
             match family {

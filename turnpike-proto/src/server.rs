@@ -97,6 +97,9 @@ pub struct ServerConfig {
     pub unix_anchor: (Instant, u64),
     /// Report channel routes for an in-kernel fast path ([`Server::poll_fast_path`]).
     pub fast_path: bool,
+    /// Other relays a draining core sends new Allocates to (300 Try Alternate with
+    /// ALTERNATE-SERVER); empty: they get 403 instead (see [`crate::drain`]).
+    pub alternate_servers: Vec<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -122,6 +125,7 @@ impl ServerConfig {
             peer_policy: PeerPolicy::new(Vec::new(), Vec::new()),
             unix_anchor,
             fast_path: false,
+            alternate_servers: Vec::new(),
         }
     }
 }
@@ -213,6 +217,9 @@ pub(crate) enum Timer {
     Allocation(ClientId),
     /// An EVEN-PORT reservation token lapses (RFC 8656 §7.2: about 30 s).
     Reservation(u64),
+    /// The drain deadline: nothing to expire, but the shell wakes and asks
+    /// [`Server::drained`].
+    Drain,
 }
 
 /// One worker's TURN server: its allocations, their permissions, channels and timers.
@@ -240,6 +247,8 @@ pub struct Server {
     pub(crate) stats: Stats,
     /// Allocations whose fast-path routes may have changed since the shell last asked.
     pub(crate) fast_dirty: Vec<ClientId>,
+    /// Set by [`Server::handle_drain`]; see [`crate::drain`].
+    pub(crate) drain: Option<crate::drain::Drain>,
 }
 
 impl Server {
@@ -270,6 +279,7 @@ impl Server {
             events: VecDeque::new(),
             stats: Stats::default(),
             fast_dirty: Vec::new(),
+            drain: None,
         }
     }
 
@@ -424,6 +434,7 @@ impl Server {
                     }
                 }
                 Timer::Reservation(token) => self.shared.expire_reservation(token, now),
+                Timer::Drain => {}
             }
         }
     }
@@ -522,6 +533,8 @@ impl Server {
         b.add_error_code(reject.code(), reject.reason());
         match reject {
             Reject::UnknownAttributes(types) => b.add_unknown_attributes(types),
+            // RFC 8489 §14.15: where to try instead (signed below when the request was).
+            Reject::TryAlternate(alternate) => b.add_address(attr::ALTERNATE_SERVER, *alternate),
             Reject::Unauthorized | Reject::StaleNonce => {
                 // RFC 8489 §9.2.4: a fresh nonce and the realm, and the algorithms we
                 // accept. Never MESSAGE-INTEGRITY: the client did not prove a key.

@@ -150,12 +150,17 @@ impl Client {
 
     /// The close code the server sends next (skipping other messages).
     pub async fn close_code(&mut self) -> u16 {
+        self.close_frame().await.0
+    }
+
+    /// The close code and reason the server sends next (skipping other messages).
+    pub async fn close_frame(&mut self) -> (u16, String) {
         for _ in 0..50 {
             match tokio::time::timeout(WAIT, self.ws.next())
                 .await
                 .expect("no close in time")
             {
-                Some(Ok(Message::Close(Some(f)))) => return f.code.into(),
+                Some(Ok(Message::Close(Some(f)))) => return (f.code.into(), f.reason.to_string()),
                 Some(Ok(_)) => continue,
                 other => panic!("no close frame: {other:?}"),
             }
