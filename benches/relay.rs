@@ -55,6 +55,8 @@ mod sys;
 mod traffic;
 #[path = "relay/transports.rs"]
 mod transports;
+#[path = "relay/transports_report.rs"]
+mod transports_report;
 #[path = "relay/turn.rs"]
 mod turn;
 
@@ -206,7 +208,9 @@ fn main() -> ExitCode {
         let result = std::fs::create_dir_all(&args.out)
             .map_err(|e| format!("{}: {e}", args.out.display()))
             .and_then(|()| sys::raise_fd_limit().map_err(|e| format!("fd limit: {e}")))
-            .and_then(|_| transports::run(&args.out, args.smoke, relay_cpu, &network));
+            .and_then(|_| {
+                transports::run(&args.out, args.smoke, args.repetitions, relay_cpu, &network)
+            });
         return result.unwrap_or_else(|e| {
             eprintln!("bench failed: {e}");
             ExitCode::FAILURE

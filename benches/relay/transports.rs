@@ -3,7 +3,9 @@
 //! today) and Turnpike's QUIC (CONNECT-UDP over HTTP/3) — with the same clients, the
 //! same packets and the same accounting for every row.
 //!
-//! Each row starts its server afresh on the relay's core and opens [`Plan::links`]
+//! The rows are measured in [`Plan::rounds`] rounds (`--repetitions N`; 3 by default)
+//! that interleave them, so each samples the same stretches of a shared machine's
+//! noise; the table gives medians. Each row starts its server afresh on the relay's core and opens [`Plan::links`]
 //! client links (one connection and one allocation each, channel 0x4000 bound to one
 //! echo peer). Every packet is pre-encrypted SRTP carrying, over 16 bytes of its
 //! ciphertext, the step, the link and its send time; the peer echoes it back to the
@@ -48,6 +50,7 @@ use crate::servers::{self, Buffers, ServerProcess, Tls, EQUAL_BUFFER, PASSWORD, 
 use crate::srtp_pool::Pool;
 use crate::sys::{MmsgReceiver, MmsgSender};
 use crate::traffic::{CpuProbe, Engine, Latency, Mix};
+use crate::transports_report as report;
 use crate::turn::Creds;
 
 /// Round trips per second of the latency points: 100 audio streams at 50 pps.
@@ -62,6 +65,8 @@ const STAMP_AT: usize = 12;
 /// What each row runs, and for how long.
 pub struct Plan {
     pub links: usize,
+    /// Rounds over all rows (each round starts every server afresh).
+    pub rounds: usize,
     pub step: Duration,
     pub ramp_start: f64,
     pub ramp_factor: f64,
@@ -75,6 +80,7 @@ impl Plan {
         if smoke {
             Plan {
                 links: 20,
+                rounds: 1,
                 step: Duration::from_millis(500),
                 ramp_start: 2000.0,
                 ramp_factor: 2.0,
@@ -85,6 +91,7 @@ impl Plan {
         } else {
             Plan {
                 links: 100,
+                rounds: 3,
                 step: Duration::from_secs(2),
                 ramp_start: 5000.0,
                 ramp_factor: 1.3,
@@ -128,7 +135,7 @@ impl Step {
         (packets > 0).then(|| self.cpu_ns as f64 / 1000.0 / packets as f64)
     }
 
-    fn fine(&self) -> bool {
+    pub fn fine(&self) -> bool {
         self.loss() <= 0.001 && !self.behind
     }
 }
@@ -147,6 +154,8 @@ pub struct Capacity {
 pub struct Row {
     pub server: &'static str,
     pub transport: Transport,
+    /// Which round of the run (rows are measured round after round, interleaved).
+    pub round: usize,
     pub status: String,
     pub setup_secs: f64,
     pub audio: Option<Capacity>,
@@ -155,7 +164,7 @@ pub struct Row {
     pub lossy: Option<Step>,
 }
 
-const ROWS: [(&str, Transport); 5] = [
+pub const ROWS: [(&str, Transport); 5] = [
     ("turnpike", Transport::Udp),
     ("turnpike", Transport::Quic),
     ("turnpike", Transport::Tls),
@@ -165,7 +174,13 @@ const ROWS: [(&str, Transport); 5] = [
 
 /// Runs every row and prints the table. Needs the bench's private namespace (its
 /// loopback MTU and nftables rules must not touch the host) and `nft`.
-pub fn run(out: &Path, smoke: bool, relay_cpu: usize, network: &str) -> Result<ExitCode, String> {
+pub fn run(
+    out: &Path,
+    smoke: bool,
+    rounds: Option<usize>,
+    relay_cpu: usize,
+    network: &str,
+) -> Result<ExitCode, String> {
     // TURNPIKE_BENCH_ROWS=turnpike-quic,coturn-tls runs only those rows.
     let only: Option<Vec<String>> = std::env::var("TURNPIKE_BENCH_ROWS")
         .ok()
@@ -176,7 +191,11 @@ pub fn run(out: &Path, smoke: bool, relay_cpu: usize, network: &str) -> Result<E
     }
     ip(&["link", "set", "lo", "mtu", "1500"])?;
     set_loss(0)?; // and proves nft works before anything is measured
-    let plan = Plan::new(smoke);
+    let mut plan = Plan::new(smoke);
+    if let Some(n) = rounds {
+        plan.rounds = n.max(1);
+    }
+    let rounds = plan.rounds;
     let tls = certificate(out)?;
     let crypto = client_crypto(&tls.ca)?;
     let creds = Creds {
@@ -192,7 +211,7 @@ pub fn run(out: &Path, smoke: bool, relay_cpu: usize, network: &str) -> Result<E
         other => return Err(format!("peer address: {other:?}")),
     };
     let mut rows = Vec::new();
-    for (server, transport) in ROWS {
+    for (round, (server, transport)) in (0..rounds).flat_map(|r| ROWS.map(|row| (r, row))) {
         let name = format!("{server}-{}", transport.name().to_lowercase());
         if only.as_ref().is_some_and(|o| !o.contains(&name)) {
             continue;
@@ -200,10 +219,11 @@ pub fn run(out: &Path, smoke: bool, relay_cpu: usize, network: &str) -> Result<E
         if server == "coturn" && !servers::coturn_available() {
             return Err("coturn's turnserver is not installed (apt-get install coturn)".into());
         }
-        eprintln!("{server} over {}...", transport.name());
+        eprintln!("round {}: {server} over {}...", round + 1, transport.name());
         let mut row = Row {
             server,
             transport,
+            round,
             status: "ok".into(),
             setup_secs: 0.0,
             audio: None,
@@ -221,14 +241,14 @@ pub fn run(out: &Path, smoke: bool, relay_cpu: usize, network: &str) -> Result<E
         let _ = set_loss(0);
         rows.push(row);
     }
-    let table = table(&rows);
-    let verdicts = targets(&rows);
+    let table = report::table(&rows);
+    let verdicts = report::targets(&rows);
     println!("\n{table}\n{verdicts}");
     println!(
         "network: {network}; MTU 1500; {} links (one connection and allocation each), \
          SRTP audio 170 B / video 1200 B, TLS 1.3 with TLS_AES_128_GCM_SHA256 for every \
          encrypted row; RTT at {LATENCY_RATE} round trips/s over {:?}; loss by nftables on \
-         the client link. Took {:.0} s.",
+         the client link; {rounds} round(s) interleaving the rows, medians. Took {:.0} s.",
         plan.links,
         plan.latency,
         started.elapsed().as_secs_f64()
@@ -642,115 +662,5 @@ fn client_crypto(
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth(),
-    )
-}
-
-fn fmt_pps(c: Option<&Capacity>) -> String {
-    match c.and_then(|c| c.best.as_ref().map(|b| (b, c.generator_limited))) {
-        Some((b, limited)) => format!(
-            "{}{:.1}k",
-            if limited { "≥" } else { "" },
-            b.relayed_pps() / 1000.0
-        ),
-        None => "–".into(),
-    }
-}
-
-fn fmt_cpu(s: Option<&Step>) -> String {
-    s.and_then(Step::cpu_us_per_packet)
-        .map_or("–".into(), |c| format!("{c:.2}"))
-}
-
-fn fmt_rtt(s: Option<&Step>) -> String {
-    match s.and_then(|s| s.rtt.as_ref().map(|r| (s, r))) {
-        Some((s, r)) => format!(
-            "{:.0} / {:.0} µs, {:.2}% lost",
-            r.p50,
-            r.p99,
-            100.0 * s.loss()
-        ),
-        None => "–".into(),
-    }
-}
-
-fn table(rows: &[Row]) -> String {
-    let mut t = String::from(
-        "| server | transport | audio capacity (relayed pps) | CPU µs/pkt at it | one core ÷ that | video capacity | CPU µs/pkt at 10k pps | RTT p50 / p99, no loss | RTT p50 / p99, 2% loss |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        if r.status != "ok" {
-            t.push_str(&format!(
-                "| {} | {} | {} | | | | | | |\n",
-                r.server,
-                r.transport.name(),
-                r.status
-            ));
-            continue;
-        }
-        let audio_best = r.audio.as_ref().and_then(|c| c.best.as_ref());
-        t.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            r.server,
-            r.transport.name(),
-            fmt_pps(r.audio.as_ref()),
-            fmt_cpu(audio_best),
-            core_bound(r).map_or("–".into(), |p| format!("{:.0}k", p / 1000.0)),
-            fmt_pps(r.video.as_ref()),
-            fmt_cpu(r.no_loss.as_ref()),
-            fmt_rtt(r.no_loss.as_ref()),
-            fmt_rtt(r.lossy.as_ref()),
-        ));
-    }
-    t
-}
-
-/// What one relay core could forward at the CPU per packet measured at audio
-/// capacity: the capacity the relay itself allows when the generator runs out first.
-fn core_bound(r: &Row) -> Option<f64> {
-    let cpu = r
-        .audio
-        .as_ref()
-        .and_then(|c| c.best.as_ref())
-        .and_then(Step::cpu_us_per_packet)?;
-    Some(1e6 / cpu)
-}
-
-/// The QUIC targets, each as measured in this run.
-fn targets(rows: &[Row]) -> String {
-    let find = |server: &str, t: Transport| {
-        rows.iter()
-            .find(|r| r.server == server && r.transport == t && r.status == "ok")
-    };
-    let pps = |r: Option<&Row>| {
-        r.and_then(|r| r.audio.as_ref())
-            .and_then(|c| c.best.as_ref())
-            .map(Step::relayed_pps)
-    };
-    let cpu = |r: Option<&Row>| {
-        r.and_then(|r| r.no_loss.as_ref())
-            .and_then(Step::cpu_us_per_packet)
-    };
-    let p99 = |r: Option<&Row>| {
-        r.and_then(|r| r.lossy.as_ref())
-            .and_then(|s| s.rtt.as_ref())
-            .map(|l| l.p99)
-    };
-    let quic = find("turnpike", Transport::Quic);
-    let udp = find("turnpike", Transport::Udp);
-    let coturn_tls = find("coturn", Transport::Tls);
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
-        _ => "not measured".into(),
-    };
-    let bound = |r: Option<&Row>| r.and_then(core_bound);
-    format!(
-        "QUIC audio capacity / coturn TLS: {} measured, {} by one core ÷ CPU per packet (target ≥ 1.5×)\n\
-         relay CPU per QUIC packet / Turnpike UDP ChannelData, at 10k pps: {} (target ≤ 2.5×)\n\
-         QUIC RTT p99 / coturn TLS RTT p99, 2% loss: {} (target ≤ 0.2×)\n",
-        ratio(pps(quic), pps(coturn_tls)),
-        ratio(bound(quic), bound(coturn_tls)),
-        ratio(cpu(quic), cpu(udp)),
-        ratio(p99(quic), p99(coturn_tls)),
     )
 }
