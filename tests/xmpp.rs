@@ -499,3 +499,132 @@ fn prosody_hands_out_credentials_turnpike_accepts() {
         );
     }
 }
+
+/// Packets each side of the call sends (RTP every 5 ms: one second of audio at 200 pps).
+const CALL_PACKETS: u64 = 200;
+/// Bytes per packet: an Opus frame in SRTP (12-byte RTP header, payload, 10-byte tag).
+const CALL_PACKET_SIZE: u64 = 172;
+
+/// A call negotiated over XMPP through Prosody, with its media through Turnpike on the
+/// credentials Prosody handed out (`tests/xmpp/call.py`, two slixmpp clients).
+///
+/// The path chosen, and why it is the smallest honest one: what is under test is that
+/// Turnpike relays a call an XMPP server set up, with that server's credentials — not a
+/// WebRTC stack. So each client does what a Jingle client does with the relay and
+/// nothing it does not need: it asks Prosody for external services (XEP-0215), allocates
+/// on Turnpike with exactly the `turn` entry's username and password, and offers its
+/// relayed address as its one ICE candidate (`type='relay'`). The negotiation is the one
+/// Conversations and Dino use, every stanza routed by Prosody: a Jingle Message
+/// Initiation `<propose/>` to bob's bare JID and `<proceed/>` from his device (XEP-0353),
+/// then `session-initiate` / `session-accept` (XEP-0166) with an RTP description
+/// (XEP-0167, Opus, each side's SSRC) and an ICE-UDP transport (XEP-0176), then
+/// `session-terminate`. Each side binds a channel to the candidate it was sent and the
+/// two exchange SRTP-sized RTP packets relay to relay; each checks the SSRC against the
+/// one signalled over Jingle and the bytes against what the other sent. ICE connectivity
+/// checks, DTLS-SRTP and codecs are left out: they run end to end between the clients,
+/// Turnpike forwards them as opaque datagrams like these, and the Rust call client's own
+/// tests (`callclient/tests`) already cover a full DTLS-SRTP call through Turnpike. Bob
+/// starts sending when alice's first packet reaches him, which is when he knows her
+/// permission for his relayed address is in place (what a connectivity check would tell
+/// him).
+///
+/// Turnpike runs with no `peers.allow`: loopback peers are refused, so the media only
+/// flows through the relay-to-relay exception (a peer that is the relayed address of a
+/// live allocation on the same relay).
+#[test]
+fn a_call_negotiated_over_prosody_relays_through_turnpike() {
+    let turnpike = TurnpikeProcess::start(TurnpikeConfig {
+        secrets: vec![SECRET.into()],
+        allow_peers: Vec::new(),
+        ..TurnpikeConfig::default()
+    });
+    let prosody = Prosody::start(&HOSTS[..1], &turnpike, &["alice", "bob"]);
+    let domain = HOSTS[0].name;
+    let out = run_bounded(
+        Command::new("python3")
+            .arg(helper("call.py"))
+            .arg("--server")
+            .arg(prosody.c2s.to_string())
+            .args(["--domain", domain, "--password", USER_PASSWORD])
+            .args(["--packets", &CALL_PACKETS.to_string()])
+            .args(["--size", &CALL_PACKET_SIZE.to_string()]),
+        Duration::from_secs(90),
+    );
+    assert!(
+        out.success(),
+        "call.py: {}\nturnpike:\n{}\nProsody's log:\n{}",
+        out.combined(),
+        turnpike.log(),
+        prosody.log()
+    );
+    let seen: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("call.py printed {:?}: {e}", out.stdout));
+
+    // The negotiation went through Prosody between the two signed-in devices.
+    let (alice_jid, bob_jid) = (
+        format!("alice@{domain}/laptop"),
+        format!("bob@{domain}/phone"),
+    );
+    assert_eq!(seen["alice"]["jid"], alice_jid.as_str(), "{seen}");
+    assert_eq!(seen["bob"]["jid"], bob_jid.as_str(), "{seen}");
+    assert_eq!(seen["bob"]["propose_from"], alice_jid.as_str(), "{seen}");
+    assert_eq!(seen["alice"]["proceed_from"], bob_jid.as_str(), "{seen}");
+    assert_eq!(seen["bob"]["initiate_from"], alice_jid.as_str(), "{seen}");
+    assert_eq!(seen["bob"]["terminated"], true, "{seen}");
+
+    let (min, max) = turnpike.relay_ports;
+    let relay_server = format!("127.0.0.1:{}", turnpike.port);
+    for (side, other) in [("alice", "bob"), ("bob", "alice")] {
+        let me = &seen[side];
+        // Each allocated on the relay Prosody announced, with Prosody's credentials.
+        assert_eq!(me["turn_server"], relay_server.as_str(), "{side}: {seen}");
+        let username = me["turn_username"].as_str().unwrap();
+        let expiry: u64 = username.parse().unwrap();
+        assert!(expiry > 0, "{side}: REST username {username}");
+        let relayed: SocketAddr = me["relayed"].as_str().unwrap().parse().unwrap();
+        assert_eq!(relayed.ip(), LOOPBACK, "{side}: {seen}");
+        assert!(
+            (min..=max).contains(&relayed.port()),
+            "{side}'s relayed address {relayed} is not one of Turnpike's ({min}-{max})"
+        );
+        // The candidate each side was sent over Jingle is the other's relayed address,
+        // and so is the SSRC it saw on the media.
+        assert_eq!(me["candidate"], seen[other]["relayed"], "{side}: {seen}");
+        let media = &me["media"];
+        assert_eq!(media["sent"], CALL_PACKETS, "{side}: {seen}");
+        assert_eq!(
+            media["received"], CALL_PACKETS,
+            "{side} lost packets: {seen}"
+        );
+        assert_eq!(
+            media["intact"], CALL_PACKETS,
+            "{side}: altered packets: {seen}"
+        );
+        assert_eq!(
+            media["foreign"], 0,
+            "{side}: packets not from the peer: {seen}"
+        );
+    }
+
+    // Turnpike did it: two UDP allocations, a channel each, every packet of both
+    // directions forwarded client → peer (into the other's relayed address) and peer →
+    // client (out to the other client); both allocations freed at the end.
+    let both_ways = (2 * CALL_PACKETS) as f64;
+    turnpike.wait_for_metrics("the call's packets both ways", |m| {
+        m.relayed_packets("to_peer") >= both_ways && m.relayed_packets("to_client") >= both_ways
+    });
+    let m = turnpike.settled_metrics();
+    assert_eq!(
+        m.sum(
+            "turnpike_allocations_created_total",
+            &[("transport", "udp")]
+        ),
+        2.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(m.requests("channel_bind", "success"), 2.0, "{}", m.text);
+    assert_eq!(m.relayed_packets("to_peer"), both_ways, "{}", m.text);
+    assert_eq!(m.relayed_packets("to_client"), both_ways, "{}", m.text);
+    assert_eq!(m.sum("turnpike_allocations", &[]), 0.0, "{}", m.text);
+}
