@@ -15,7 +15,7 @@
 //! | host | `turn_external_*` | what Turnpike must do |
 //! | --- | --- | --- |
 //! | `good.localhost` | `secret` = Turnpike's, `ttl` left at Prosody's default 86400 | relay |
-//! | `named.localhost` | the same, `user = "xmpp"` (username `expiry:xmpp`) | relay |
+//! | `named.localhost` | the same, `user = "xmpp"` (username `expiry:xmpp`), `tcp = true`, `tls_port` = Turnpike's | relay over UDP, TCP and TLS |
 //! | `expired.localhost` | `ttl = -3600`: the expiry is an hour in the past | 401 |
 //! | `foreign.localhost` | a secret Turnpike does not hold | 401 |
 //! | `long.localhost` | `ttl = 172800`, beyond `auth.max_credential_lifetime_secs` | 401 |
@@ -66,6 +66,9 @@ struct XmppHost {
     ttl: Option<i64>,
     /// `turn_external_user`; None: the username is the bare expiry.
     user: Option<&'static str>,
+    /// `turn_external_tcp = true` and `turn_external_tls_port` = Turnpike's TLS port:
+    /// TURN over TCP and TLS announced too.
+    tcp_and_tls: bool,
 }
 
 /// A Prosody process of the test's own. Killed on drop; its files go with the directory.
@@ -125,6 +128,12 @@ turn_external_port = {turn_port}
             }
             if let Some(user) = host.user {
                 config.push_str(&format!("    turn_external_user = {user:?}\n"));
+            }
+            if host.tcp_and_tls {
+                config.push_str(&format!(
+                    "    turn_external_tcp = true\n    turn_external_tls_port = {}\n",
+                    turn.tls_port
+                ));
             }
         }
         let config_path = path("prosody.cfg.lua");
@@ -243,18 +252,7 @@ struct TurnEntry {
 impl ExternalServices {
     /// The single `turn` entry over `transport`; panics showing everything otherwise.
     fn turn(&self, transport: &str) -> TurnEntry {
-        let services = self.seen["services"].as_array().unwrap();
-        let matching: Vec<&Value> = services
-            .iter()
-            .filter(|s| s["type"] == "turn" && s["transport"] == transport)
-            .collect();
-        assert_eq!(
-            matching.len(),
-            1,
-            "turn/{transport} entries in {}",
-            self.seen
-        );
-        let s = matching[0];
+        let s = &self.entry("turn", transport);
         assert_eq!(
             s["restricted"], "1",
             "credentials are marked restricted: {s}"
@@ -269,13 +267,32 @@ impl ExternalServices {
         }
     }
 
+    /// Every entry as "type/transport", sorted.
     fn types(&self) -> Vec<String> {
-        self.seen["services"]
+        let mut types: Vec<String> = self.seen["services"]
             .as_array()
             .unwrap()
             .iter()
             .map(|s| format!("{}/{}", s["type"], s["transport"]).replace('"', ""))
-            .collect()
+            .collect();
+        types.sort();
+        types
+    }
+
+    /// The single entry of `kind` over `transport`.
+    fn entry(&self, kind: &str, transport: &str) -> Value {
+        let services = self.seen["services"].as_array().unwrap();
+        let matching: Vec<&Value> = services
+            .iter()
+            .filter(|s| s["type"] == kind && s["transport"] == transport)
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "{kind}/{transport} entries in {}",
+            self.seen
+        );
+        matching[0].clone()
     }
 }
 
@@ -308,13 +325,36 @@ fn echo_peer() -> (Background, SocketAddr) {
     panic!("turnutils_peer on {addr} never echoed");
 }
 
+/// How uclient reaches the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
 /// coturn's `turnutils_uclient` with exactly the entry's host, port, username and
 /// password (`-u`/`-w`: the long-term mechanism, as any TURN client given XEP-0215
 /// credentials uses them), `sessions` × `messages` 170-byte packets over channels.
-fn uclient(entry: &TurnEntry, peer: SocketAddr, sessions: u32, messages: u32) -> ToolOutput {
+fn uclient(
+    entry: &TurnEntry,
+    transport: Transport,
+    peer: SocketAddr,
+    sessions: u32,
+    messages: u32,
+) -> ToolOutput {
+    let mut cmd = Command::new(require_tool("turnutils_uclient", COTURN));
+    match transport {
+        Transport::Udp => {}
+        Transport::Tcp => {
+            cmd.arg("-t");
+        }
+        Transport::Tls => {
+            cmd.args(["-t", "-S"]);
+        }
+    }
     run_bounded(
-        Command::new(require_tool("turnutils_uclient", COTURN))
-            .args(["-v", "-c", "-l", "170", "-z", "5"])
+        cmd.args(["-v", "-c", "-l", "170", "-z", "5"])
             .args(["-n", &messages.to_string(), "-m", &sessions.to_string()])
             .args(["-e", &peer.ip().to_string(), "-r", &peer.port().to_string()])
             .args(["-p", &entry.port.to_string()])
@@ -358,30 +398,35 @@ const HOSTS: [XmppHost; 5] = [
         secret: SECRET,
         ttl: None,
         user: None,
+        tcp_and_tls: false,
     },
     XmppHost {
         name: "named.localhost",
         secret: SECRET,
         ttl: None,
         user: Some("xmpp"),
+        tcp_and_tls: true,
     },
     XmppHost {
         name: "expired.localhost",
         secret: SECRET,
         ttl: Some(-3600),
         user: None,
+        tcp_and_tls: false,
     },
     XmppHost {
         name: "foreign.localhost",
         secret: "a-secret-turnpike-does-not-hold",
         ttl: None,
         user: None,
+        tcp_and_tls: false,
     },
     XmppHost {
         name: "long.localhost",
         secret: SECRET,
         ttl: Some(2 * DEFAULT_TTL),
         user: None,
+        tcp_and_tls: false,
     },
 ];
 
@@ -399,9 +444,18 @@ fn prosody_hands_out_credentials_turnpike_accepts() {
 
     for host in ["good.localhost", "named.localhost"] {
         let services = prosody.external_services("alice", host);
-        // mod_turn_external announces STUN and TURN over UDP (TCP and TLS only when
-        // turn_external_tcp / turn_external_tls_port are set).
-        assert_eq!(services.types(), ["stun/udp", "turn/udp"], "{host}");
+        let tcp_and_tls = host == "named.localhost";
+        // mod_turn_external announces STUN and TURN over UDP, and over TCP and TLS only
+        // when turn_external_tcp / turn_external_tls_port are set.
+        if tcp_and_tls {
+            assert_eq!(
+                services.types(),
+                ["stun/tcp", "stun/udp", "turn/tcp", "turn/udp", "turns/tcp"],
+                "{host}"
+            );
+        } else {
+            assert_eq!(services.types(), ["stun/udp", "turn/udp"], "{host}");
+        }
         let entry = services.turn("udp");
         assert_eq!(entry.host, "127.0.0.1", "{host}: {entry:?}");
         assert_eq!(entry.port, turnpike.port, "{host}: {entry:?}");
@@ -425,27 +479,67 @@ fn prosody_hands_out_credentials_turnpike_accepts() {
             "{host}"
         );
 
-        let before = turnpike.settled_metrics();
-        let out = uclient(&entry, peer, 2, 50);
-        let text = out.combined();
-        assert!(
-            out.success(),
-            "{host}: uclient failed:\n{text}\nturnpike:\n{}",
-            turnpike.log()
-        );
-        assert_eq!(
-            uclient_totals(&text),
-            Some((100, 100, 0)),
-            "{host}: sent, received, lost:\n{text}"
-        );
-        let (sent_before, back_before) = (
-            before.relayed_packets("to_peer"),
-            before.relayed_packets("to_client"),
-        );
-        turnpike.wait_for_metrics("the relayed packets", |m| {
-            m.relayed_packets("to_peer") >= sent_before + 100.0
-                && m.relayed_packets("to_client") >= back_before + 100.0
-        });
+        let mut runs = vec![(Transport::Udp, entry.clone())];
+        if tcp_and_tls {
+            let tcp = services.turn("tcp");
+            assert_eq!(tcp.port, turnpike.port, "{host}: {tcp:?}");
+            runs.push((Transport::Tcp, tcp));
+            // Prosody 0.12 signs only `turn` entries: its `turns` entry names the TLS
+            // port but carries no username or password, so a client uses the `turn`
+            // entry's credentials there (same secret, same relay).
+            let turns = services.entry("turns", "tcp");
+            assert_eq!(turns["port"], turnpike.tls_port, "{host}: {turns}");
+            assert!(
+                turns.get("username").is_none() && turns.get("password").is_none(),
+                "{host}: {turns}"
+            );
+            runs.push((
+                Transport::Tls,
+                TurnEntry {
+                    host: turns["host"].as_str().unwrap().to_string(),
+                    port: turnpike.tls_port,
+                    ..entry.clone()
+                },
+            ));
+        }
+        for (transport, entry) in runs {
+            let before = turnpike.settled_metrics();
+            let out = uclient(&entry, transport, peer, 2, 50);
+            let text = out.combined();
+            assert!(
+                out.success(),
+                "{host} {transport:?}: uclient failed:\n{text}\nturnpike:\n{}",
+                turnpike.log()
+            );
+            assert_eq!(
+                uclient_totals(&text),
+                Some((100, 100, 0)),
+                "{host} {transport:?}: sent, received, lost:\n{text}"
+            );
+            if transport == Transport::Tls {
+                assert!(
+                    text.contains("tls_connect: client session connected"),
+                    "{host}: no TLS session in:\n{text}"
+                );
+            }
+            let (sent_before, back_before) = (
+                before.relayed_packets("to_peer"),
+                before.relayed_packets("to_client"),
+            );
+            let streams_before = before.sum("turnpike_stream_connections_total", &[]);
+            let m = turnpike.wait_for_metrics("the relayed packets", |m| {
+                m.relayed_packets("to_peer") >= sent_before + 100.0
+                    && m.relayed_packets("to_client") >= back_before + 100.0
+            });
+            // TCP and TLS runs came in over streams, the UDP ones did not.
+            let streams = m.sum("turnpike_stream_connections_total", &[]) - streams_before;
+            match transport {
+                Transport::Udp => assert_eq!(streams, 0.0, "{host}: {}", m.text),
+                Transport::Tcp | Transport::Tls => {
+                    assert!(streams >= 2.0, "{host} {transport:?}: {}", m.text)
+                }
+            }
+        }
     }
 
     for host in ["expired.localhost", "foreign.localhost", "long.localhost"] {
@@ -466,7 +560,7 @@ fn prosody_hands_out_credentials_turnpike_accepts() {
             ),
         }
         let before = turnpike.settled_metrics();
-        let out = uclient(&entry, peer, 1, 10);
+        let out = uclient(&entry, Transport::Udp, peer, 1, 10);
         let text = out.combined();
         assert!(!out.success(), "{host}: uclient relayed:\n{text}");
         // uclient does not print the error code; it says it gave up, and Turnpike's
