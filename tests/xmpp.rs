@@ -192,8 +192,7 @@ turn_external_port = {turn_port}
     /// Signs in as `user@host` with slixmpp and asks for external services (XEP-0215).
     fn external_services(&self, user: &str, host: &str) -> ExternalServices {
         let out = run_bounded(
-            Command::new("python3")
-                .arg(helper("extdisco.py"))
+            python("extdisco.py")
                 .arg("--server")
                 .arg(self.c2s.to_string())
                 .arg("--jid")
@@ -217,8 +216,12 @@ turn_external_port = {turn_port}
 /// Password of every registered user.
 const USER_PASSWORD: &str = "user-pw";
 
-fn helper(name: &str) -> PathBuf {
-    PathBuf::from(HELPERS).join(name)
+/// `python3 tests/xmpp/<script>`, leaving no `__pycache__` in the source tree.
+fn python(script: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(PathBuf::from(HELPERS).join(script))
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
 }
 
 fn require_slixmpp() {
@@ -635,8 +638,7 @@ fn a_call_negotiated_over_prosody_relays_through_turnpike() {
     let prosody = Prosody::start(&HOSTS[..1], &turnpike, &["alice", "bob"]);
     let domain = HOSTS[0].name;
     let out = run_bounded(
-        Command::new("python3")
-            .arg(helper("call.py"))
+        python("call.py")
             .arg("--server")
             .arg(prosody.c2s.to_string())
             .args(["--domain", domain, "--password", USER_PASSWORD])
