@@ -15,7 +15,7 @@
 //! | host | `turn_external_*` | what Turnpike must do |
 //! | --- | --- | --- |
 //! | `good.localhost` | `secret` = Turnpike's, `ttl` left at Prosody's default 86400 | relay |
-//! | `named.localhost` | the same, `user = "xmpp"` (username `expiry:xmpp`), `tcp = true`, `tls_port` = Turnpike's | relay over UDP, TCP and TLS |
+//! | `named.localhost` | as `good`; `user = "xmpp"`, `tcp = true`, `tls_port` | relay: UDP, TCP, TLS |
 //! | `expired.localhost` | `ttl = -3600`: the expiry is an hour in the past | 401 |
 //! | `foreign.localhost` | a secret Turnpike does not hold | 401 |
 //! | `long.localhost` | `ttl = 172800`, beyond `auth.max_credential_lifetime_secs` | 401 |

@@ -68,7 +68,9 @@ def content(creator, ssrc, turn, ufrag):
     the one ICE candidate (server-reflexive address as rel-addr, as ICE does)."""
     c = ET.Element(f"{{{JINGLE}}}content", creator=creator, name="audio", senders="both")
     d = ET.SubElement(c, f"{{{RTP}}}description", media="audio", ssrc=str(ssrc))
-    ET.SubElement(d, f"{{{RTP}}}payload-type", id="111", name="opus", clockrate="48000", channels="2")
+    ET.SubElement(
+        d, f"{{{RTP}}}payload-type", id="111", name="opus", clockrate="48000", channels="2"
+    )
     ET.SubElement(d, f"{{{SSMA}}}source", ssrc=str(ssrc))
     t = ET.SubElement(c, f"{{{ICE_UDP}}}transport", ufrag=ufrag, pwd=uuid.uuid4().hex)
     ip, port = turn.relayed
@@ -162,7 +164,8 @@ async def run(args):
     turns = {}
     for name, client in (("alice", alice), ("bob", bob)):
         service = turn_service(await client.external_services())
-        turn = TurnClient((service["host"], service["port"]), service["username"], service["password"])
+        server = (service["host"], service["port"])
+        turn = TurnClient(server, service["username"], service["password"])
         await asyncio.to_thread(turn.allocate)
         turns[name] = turn
         report[name].update(
@@ -216,7 +219,8 @@ async def run(args):
     def alice_on_jingle(iq):
         j = iq.xml.find(f"{{{JINGLE}}}jingle")
         iq.reply().send()
-        if j.get("sid") == sid and j.get("action") == "session-accept" and not alice_state["accept"].done():
+        accepted = j.get("sid") == sid and j.get("action") == "session-accept"
+        if accepted and not alice_state["accept"].done():
             alice_state["accept"].set_result(j)
 
     alice.register_handler(
@@ -242,7 +246,9 @@ async def run(args):
     await iq.send(timeout=STEP)
     initiate, initiator = await asyncio.wait_for(bob_state["initiate"], STEP)
     peer_ssrc, candidate = read_content(initiate)
-    report["bob"].update(initiate_from=initiator, candidate=f"{candidate[0]}:{candidate[1]}", peer_ssrc=peer_ssrc)
+    report["bob"].update(
+        initiate_from=initiator, candidate=f"{candidate[0]}:{candidate[1]}", peer_ssrc=peer_ssrc
+    )
     await asyncio.to_thread(turns["bob"].bind_channel, candidate)
     answer = content("initiator", ssrc["bob"], turns["bob"], "bob")
     iq, j = jingle_iq(bob, initiator, "session-accept", sid, initiator, answer)
@@ -254,10 +260,13 @@ async def run(args):
     await asyncio.to_thread(turns["alice"].bind_channel, candidate)
 
     # 3. Media both ways, relay to relay.
-    a, b = await asyncio.gather(
-        asyncio.to_thread(media, turns["alice"], ssrc["alice"], report["alice"]["peer_ssrc"], args.packets, args.size, False),
-        asyncio.to_thread(media, turns["bob"], ssrc["bob"], report["bob"]["peer_ssrc"], args.packets, args.size, True),
-    )
+    def side(name, wait_first):
+        peer_ssrc = report[name]["peer_ssrc"]
+        return asyncio.to_thread(
+            media, turns[name], ssrc[name], peer_ssrc, args.packets, args.size, wait_first
+        )
+
+    a, b = await asyncio.gather(side("alice", False), side("bob", True))
     report["alice"]["media"], report["bob"]["media"] = a, b
 
     # 4. Hang up, free the allocations, sign out.
