@@ -337,8 +337,9 @@ fn measure_row(
         next_id(),
         &probe,
     )?;
-    row.audio = Some(ramp(&mut set, peer, audio, plan, &probe, &mut next_id)?);
-    row.video = Some(ramp(&mut set, peer, video, plan, &probe, &mut next_id)?);
+    // The call-like load first, on a server that has not been overloaded yet: a ramp
+    // ends past capacity, and a stream transport's queues (TCP's, a TLS library's)
+    // can take seconds to drain after it.
     let mut lat =
         |set: &mut Links, id| run_step(set, peer, audio, LATENCY_RATE, plan.latency, id, &probe);
     row.no_loss = Some(lat(&mut set, next_id())?);
@@ -346,6 +347,8 @@ fn measure_row(
     let lossy = lat(&mut set, next_id());
     set_loss(0)?;
     row.lossy = Some(lossy?);
+    row.audio = Some(ramp(&mut set, peer, audio, plan, &probe, &mut next_id)?);
+    row.video = Some(ramp(&mut set, peer, video, plan, &probe, &mut next_id)?);
     set.close();
     Ok(())
 }
