@@ -27,14 +27,16 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::addr::{ClientId, Family, RelayKey};
+use super::addr::{ClientId, Family, RelayKey, Transport};
 use super::allocation::Allocation;
 use super::auth::{Authenticator, Credential, Integrity, OFFERED_ALGORITHMS};
+use super::bandwidth::Bandwidth;
 use super::peer_policy::PeerPolicy;
 use super::reject::Reject;
 use super::shared::Shared;
 use super::stats::{DropReason, MethodLabel, Stats};
 use super::stun::{attr, method, Class, Message, MessageBuilder, TransactionId};
+use super::throttle::AuthGate;
 
 pub(crate) use super::requests::Pending;
 
@@ -96,6 +98,8 @@ pub struct ServerConfig {
     /// Wall clock at a known `Instant`, to check REST expiry times without reading a clock.
     pub unix_anchor: (Instant, u64),
     /// Report channel routes for an in-kernel fast path ([`Server::poll_fast_path`]).
+    /// Ignored when the shared state sets bandwidth caps: the kernel would not count
+    /// what it forwards against them, so capped traffic stays on the sockets.
     pub fast_path: bool,
 }
 
@@ -147,6 +151,9 @@ pub enum Event {
     /// The client asked for DONT-FRAGMENT (RFC 8656 §18.9): set the DF bit on what
     /// this relay socket sends (no fragmentation; oversize sends fail instead).
     DontFragment(RelayKey),
+    /// A request from this stream or QUIC client passed authentication: the shell
+    /// may stop timing the connection out as unauthenticated. Never for UDP clients.
+    Authenticated(ClientId),
 }
 
 /// Send `packet[range]` from relay socket `relay` to `peer` (client → peer hot path),
@@ -240,13 +247,20 @@ pub struct Server {
     pub(crate) stats: Stats,
     /// Allocations whose fast-path routes may have changed since the shell last asked.
     pub(crate) fast_dirty: Vec<ClientId>,
+    /// The bandwidth caps, taken from `shared` once (`None`: no cap, and the packet
+    /// path does not look).
+    pub(crate) bandwidth: Option<Arc<Bandwidth>>,
 }
 
 impl Server {
     /// A core with no allocations. `shared` is what it shares with the relay's other
     /// cores (one [`SharedPool`](crate::shared::SharedPool) for all of them); `rng_seed`
     /// seeds its RNG (relay ports, reservation tokens), so runs are reproducible.
-    pub fn new(config: ServerConfig, shared: Arc<dyn Shared>, rng_seed: u64) -> Server {
+    pub fn new(mut config: ServerConfig, shared: Arc<dyn Shared>, rng_seed: u64) -> Server {
+        let bandwidth = shared.bandwidth();
+        if bandwidth.is_some() {
+            config.fast_path = false;
+        }
         let auth = Authenticator::new(
             config.realm.clone(),
             config.users.clone(),
@@ -270,6 +284,7 @@ impl Server {
             events: VecDeque::new(),
             stats: Stats::default(),
             fast_dirty: Vec::new(),
+            bandwidth,
         }
     }
 
@@ -358,21 +373,45 @@ impl Server {
         {
             self.delete_allocation(now, client);
         }
+        // A 401 to a request that carried MESSAGE-INTEGRITY is a failed sign-in
+        // (unknown user, wrong password, expired REST credential, wrong realm); the 401
+        // to a request without it is the usual challenge (RFC 8489 §9.2.4) that precedes
+        // every first sign-in, and is not one. Only failed sign-ins feed the throttle,
+        // and only signed requests are throttled: the challenge stays answered, so a
+        // neighbour behind the same NAT can still learn a nonce and sign in.
+        let signed = msg.has(attr::MESSAGE_INTEGRITY) || msg.has(attr::MESSAGE_INTEGRITY_SHA256);
+        let username = msg.get(attr::USERNAME).unwrap_or_default();
+        let gate = if signed {
+            self.shared.auth_gate(&client, username, now)
+        } else {
+            AuthGate::Open
+        };
+        if gate == AuthGate::Drop {
+            // Dropped unanswered and unchecked: a guess costs us no HMAC and tells the
+            // guesser nothing, not even that the source is throttled.
+            self.stats.auth_throttled += 1;
+            return;
+        }
         let cred = match self.auth.authenticate(msg, self.unix_now(now), &client) {
             Ok(cred) => cred,
             Err(reject) => {
-                // A 401 to a request that carried MESSAGE-INTEGRITY is a failed sign-in
-                // (unknown user, wrong password, expired REST credential, wrong realm);
-                // the 401 to a request without it is the usual challenge (RFC 8489
-                // §9.2.4) that precedes every first sign-in, and is not one.
-                let signed =
-                    msg.has(attr::MESSAGE_INTEGRITY) || msg.has(attr::MESSAGE_INTEGRITY_SHA256);
                 if signed && matches!(reject, Reject::Unauthorized) {
                     self.stats.auth_failures += 1;
+                    self.shared.auth_failed(&client, username, now);
+                    if gate == AuthGate::Probe {
+                        // A throttled source's wrong guess for a fresh username goes
+                        // unanswered too. The failure that reaches the limit is still
+                        // answered: nothing was throttled when it came.
+                        self.stats.auth_throttled += 1;
+                        return;
+                    }
                 }
                 return self.reply_error(now, client, info, &reject, None);
             }
         };
+        if client.transport != Transport::Udp {
+            self.events.push_back(Event::Authenticated(client));
+        }
         let unknown = msg.unknown_required(KNOWN_REQUIRED);
         if !unknown.is_empty() {
             let reject = Reject::UnknownAttributes(unknown);
@@ -472,6 +511,9 @@ impl Server {
             self.events.push_back(Event::CloseRelay(relay.key));
         }
         self.shared.release_quota(&alloc.credential.quota_user);
+        if let Some(bandwidth) = &self.bandwidth {
+            bandwidth.release(&alloc.credential.quota_user, alloc.bandwidth);
+        }
         self.fast_path_changed(client);
         self.stats.allocations_deleted += 1;
         self.stats.allocations = self.allocations.len() as u64;

@@ -16,6 +16,12 @@
 //!   of the host.
 //! - **Allocation quotas**, per user and in total (RFC 8656 §7.2: 486, 508): one user's
 //!   allocations may land on any worker.
+//! - **The failed sign-in throttle** ([`crate::throttle`]): a source's 5-tuples, and so
+//!   its guesses, are spread over workers too. Consulted for requests that carry
+//!   credentials, never per packet.
+//! - **The bandwidth caps per user and in total** ([`crate::bandwidth`]): a core takes
+//!   the relay's [`Bandwidth`] once, at construction, and its packet path charges the
+//!   shared buckets with one atomic compare-and-swap each, without a call through here.
 //!
 //! A core reaches them only through [`Shared`], which it is given at construction, so
 //! what one core's behaviour depends on is visible in its signature. Every call but one
@@ -30,13 +36,17 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::RngCore;
 
+use crate::addr::ClientId;
+use crate::bandwidth::Bandwidth;
 use crate::ports::{RelayPorts, Reservation};
 use crate::quota::Quotas;
 use crate::reject::Reject;
+use crate::throttle::{AuthGate, AuthThrottle};
 
 /// The state a relay's cores share; see the module docs for what and why.
 ///
@@ -83,13 +93,35 @@ pub trait Shared: Send + Sync + fmt::Debug {
 
     /// Count one allocation of `user` less.
     fn release_quota(&self, user: &str);
+
+    /// What to do with a request from `client` carrying credentials for `username`,
+    /// given the failed sign-ins from its source ([`crate::throttle`]). Without a
+    /// throttle: [`AuthGate::Open`].
+    fn auth_gate(&self, _client: &ClientId, _username: &[u8], _now: Instant) -> AuthGate {
+        AuthGate::Open
+    }
+
+    /// Count a failed sign-in of `username` from `client`; true when its source is
+    /// throttled now.
+    fn auth_failed(&self, _client: &ClientId, _username: &[u8], _now: Instant) -> bool {
+        false
+    }
+
+    /// The bandwidth caps and their shared buckets, if any cap is set; a core asks once.
+    fn bandwidth(&self) -> Option<Arc<Bandwidth>> {
+        None
+    }
 }
 
-/// The relay's [`Shared`]: the port pool and the quotas, each behind its own mutex.
+/// The relay's [`Shared`]: the port pool and the quotas, each behind its own mutex, the
+/// failed sign-in throttle (a fixed table of small locked sets) and the bandwidth caps
+/// (atomics).
 #[derive(Debug)]
 pub struct SharedPool {
     ports: RelayPorts,
     quotas: Quotas,
+    throttle: AuthThrottle,
+    bandwidth: Option<Arc<Bandwidth>>,
 }
 
 impl SharedPool {
@@ -99,7 +131,21 @@ impl SharedPool {
         SharedPool {
             ports: RelayPorts::new(range),
             quotas,
+            throttle: AuthThrottle::off(),
+            bandwidth: None,
         }
+    }
+
+    /// The same pool, throttling failed sign-ins with `throttle`.
+    pub fn with_auth_throttle(mut self, throttle: AuthThrottle) -> SharedPool {
+        self.throttle = throttle;
+        self
+    }
+
+    /// The same pool, with bandwidth caps (`None`: none).
+    pub fn with_bandwidth(mut self, bandwidth: Option<Bandwidth>) -> SharedPool {
+        self.bandwidth = bandwidth.map(Arc::new);
+        self
     }
 
     /// The port pool, to inspect (ports in use, the range).
@@ -144,5 +190,14 @@ impl Shared for SharedPool {
     }
     fn release_quota(&self, user: &str) {
         self.quotas.release(user)
+    }
+    fn auth_gate(&self, client: &ClientId, username: &[u8], now: Instant) -> AuthGate {
+        self.throttle.gate(client, username, now)
+    }
+    fn auth_failed(&self, client: &ClientId, username: &[u8], now: Instant) -> bool {
+        self.throttle.failed(client, username, now)
+    }
+    fn bandwidth(&self) -> Option<Arc<Bandwidth>> {
+        self.bandwidth.clone()
     }
 }
