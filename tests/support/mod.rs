@@ -94,6 +94,8 @@ pub struct TurnpikeConfig {
     /// Run the signaling service on a port of its own, with tokens signed by
     /// [`SIGNALING_TOKEN_KEY`]; off, `[signaling] listen` is empty.
     pub signaling: bool,
+    /// More `[limits]` lines, as TOML (`key = value`, one a line).
+    pub limits: String,
 }
 
 /// `[signaling] token_key` of a server started with [`TurnpikeConfig::signaling`].
@@ -111,6 +113,7 @@ impl Default for TurnpikeConfig {
             workers: 2,
             rfc5766_channels: true,
             signaling: false,
+            limits: String::new(),
         }
     }
 }
@@ -193,6 +196,7 @@ users = {users}
 secrets = {secrets}
 [limits]
 user_quota = {quota}
+{limits}
 [peers]
 allow = {allow}
 [metrics]
@@ -209,6 +213,7 @@ level = "info"
             users = toml_list(&config.users),
             secrets = toml_list(&config.secrets),
             quota = config.user_quota,
+            limits = config.limits,
             allow = toml_list(&config.allow_peers),
         );
         let config_path = dir.path().join("turnpike.toml");

@@ -397,11 +397,11 @@ impl Server {
             Err(reject) => {
                 if signed && matches!(reject, Reject::Unauthorized) {
                     self.stats.auth_failures += 1;
-                    self.shared.auth_failed(&client, username, now);
-                    if gate == AuthGate::Probe {
-                        // A throttled source's wrong guess for a fresh username goes
-                        // unanswered too. The failure that reaches the limit is still
-                        // answered: nothing was throttled when it came.
+                    if self.shared.auth_failed(&client, username, now) {
+                        // A throttled source's wrong guess for a fresh username (or one
+                        // that passed the gate just before another worker counted the
+                        // failure that throttled the source) goes unanswered too. The
+                        // failure that reaches the limit is still answered.
                         self.stats.auth_throttled += 1;
                         return;
                     }

@@ -101,8 +101,8 @@ pub trait Shared: Send + Sync + fmt::Debug {
         AuthGate::Open
     }
 
-    /// Count a failed sign-in of `username` from `client`; true when its source is
-    /// throttled now.
+    /// Count a failed sign-in of `username` from `client`; true when its source was
+    /// already throttled, so the failure must go unanswered.
     fn auth_failed(&self, _client: &ClientId, _username: &[u8], _now: Instant) -> bool {
         false
     }
