@@ -335,9 +335,15 @@ impl Sockets {
         self.tls.as_ref()
     }
 
-    /// The core says a request from `client` passed authentication: if it is a stream
-    /// connection, it is no longer timed out as unauthenticated.
+    /// The core says a request from `client` passed authentication: its TCP/TLS
+    /// connection or QUIC connection is no longer timed out as unauthenticated.
     pub(crate) fn mark_authenticated(&mut self, client: ClientId) {
+        if client.transport == Transport::Quic {
+            if let Some(l) = self.quic.iter_mut().find(|l| l.local == client.local) {
+                l.mark_authenticated(client);
+            }
+            return;
+        }
         let Some(&slot) = self.by_client.get(&client) else {
             return;
         };

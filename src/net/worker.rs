@@ -223,6 +223,11 @@ impl<C: Core> Worker<C> {
                     // its deadline.
                     self.io.close_unauthenticated(now, timeout);
                     self.drain(now);
+                    for i in 0..self.io.quic.len() {
+                        let closed = self.io.quic[i].close_unauthenticated(now, timeout);
+                        self.io.stats.connections_unauthenticated += closed;
+                        self.handle_tunnel_inputs(now, i);
+                    }
                 }
                 self.publish();
                 next_publish = now + PUBLISH_INTERVAL;
