@@ -2,7 +2,7 @@
 //!
 //! A relay runs one core ([`Server`](crate::Server)) per worker thread, and each worker
 //! owns its allocations alone: both directions of an allocation are handled by the
-//! thread whose listener the kernel hashed the client's 5-tuple to. Three things cannot
+//! thread whose listener the kernel hashed the client's 5-tuple to. Some things cannot
 //! be split that way, because a client's 5-tuples are spread over workers:
 //!
 //! - **The relay port range, with its EVEN-PORT reservations.** The Allocate that
@@ -26,11 +26,12 @@
 //! A core reaches them only through [`Shared`], which it is given at construction, so
 //! what one core's behaviour depends on is visible in its signature. Every call but one
 //! is made when an allocation, reservation or relay-to-relay permission is made or
-//! freed — never per packet. The exception is [`Shared::retired`], one atomic load on
-//! the relay-to-relay packet path (see there).
+//! freed, or for a request that carries credentials — never per packet. The exception
+//! is [`Shared::retired`], one atomic load on the relay-to-relay packet path (see there).
 //!
 //! [`SharedPool`] is the relay's implementation: a mutex around the pool and the
-//! relayed addresses, another around the quotas. The virtual-time harness gives several
+//! relayed addresses, another around the quotas, the throttle's table of small locked
+//! sets and the bandwidth caps' atomics. The virtual-time harness gives several
 //! simulated cores one pool to test what crosses workers.
 
 use std::fmt;
