@@ -425,10 +425,10 @@ fn a_flood_of_wrong_passwords_is_throttled_and_a_neighbour_still_signs_in() {
     assert_eq!(m.sum("turnpike_auth_failures_total", &[]), 10.0);
 }
 
-/// Sends ChannelData of `size`-byte payloads at `rate` packets a second for `secs`;
-/// the peer's receive times and sizes.
+/// Sends ChannelData of `size`-byte payloads at `rate` packets a second from each of
+/// `links` for `secs`; the peer's receive times and sizes.
 fn payload_flood(
-    link: &mut Udp,
+    links: &mut [Udp],
     peer: &UdpSocket,
     size: usize,
     rate: u64,
@@ -444,7 +444,9 @@ fn payload_flood(
     while start.elapsed() < Duration::from_secs(secs) {
         let due = start.elapsed().as_micros() as u64 * rate / 1_000_000;
         while sent < due {
-            link.send(&msg);
+            for link in links.iter_mut() {
+                link.send(&msg);
+            }
             sent += 1;
         }
         while let Ok(n) = peer.recv(&mut buf) {
@@ -473,14 +475,8 @@ fn a_flood_over_the_allocation_cap_is_delivered_at_the_cap() {
     let mut alice = Creds::new("alice", "alice-pw");
     alice.allocate_channel(&mut link, peer.local_addr().unwrap());
     // 1000-byte payloads, 1000 a second: 8 Mbit/s offered, twice the cap, for 4 s.
-    let got = payload_flood(&mut link, &peer, 1000, 1000, 4);
-    // The rate once the burst allowance (a quarter second) is spent: from 1 s to 4 s.
-    let steady: usize = got
-        .iter()
-        .filter(|(t, _)| *t >= Duration::from_secs(1) && *t < Duration::from_secs(4))
-        .map(|(_, n)| n)
-        .sum();
-    let rate = steady as f64 * 8.0 / 3.0;
+    let got = payload_flood(std::slice::from_mut(&mut link), &peer, 1000, 1000, 4);
+    let rate = steady_rate(&got);
     let total: usize = got.iter().map(|(_, n)| n).sum();
     eprintln!(
         "cap 4 Mbit/s: delivered {:.3} Mbit/s from 1 s to 4 s ({:+.1} %), {total} bytes in all",
@@ -496,6 +492,47 @@ fn a_flood_over_the_allocation_cap_is_delivered_at_the_cap() {
         "bandwidth drops: {}",
         m.sum("turnpike_dropped_packets_total", &[("reason", "bandwidth")])
     );
+}
+
+/// The delivered rate in bit/s once the burst allowance (a quarter second) is spent:
+/// from 1 s to 4 s.
+fn steady_rate(got: &[(Duration, usize)]) -> f64 {
+    let steady: usize = got
+        .iter()
+        .filter(|(t, _)| *t >= Duration::from_secs(1) && *t < Duration::from_secs(4))
+        .map(|(_, n)| n)
+        .sum();
+    steady as f64 * 8.0 / 3.0
+}
+
+#[test]
+fn a_users_allocations_share_its_cap_across_workers() {
+    // 4 Mbit/s for the user, whatever workers its allocations are on.
+    let server = TurnpikeProcess::start(config("max_bps_per_user = 4000000"));
+    let bystander = Bystander::start(&server);
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Two allocations of alice from two sources (so the kernel may well put them on
+    // different workers), each offering 8 Mbit/s for 4 s.
+    let mut links = [
+        Udp::new(1, server.udp_addr()),
+        Udp::new(3, server.udp_addr()),
+    ];
+    for link in &mut links {
+        let mut alice = Creds::new("alice", "alice-pw");
+        alice.allocate_channel(link, peer.local_addr().unwrap());
+    }
+    let got = payload_flood(&mut links, &peer, 1000, 1000, 4);
+    let rate = steady_rate(&got);
+    let m = server.metrics();
+    let per_worker = ["0", "1"].map(|w| m.sum("turnpike_allocations", &[("worker", w)]));
+    eprintln!("allocations per worker (alice's two and the bystander's): {per_worker:?}");
+    eprintln!(
+        "user cap 4 Mbit/s over two allocations: delivered {:.3} Mbit/s ({:+.1} %)",
+        rate / 1e6,
+        (rate / 4e6 - 1.0) * 100.0
+    );
+    assert!((rate / 4e6 - 1.0).abs() <= 0.10, "{rate} bit/s");
+    bystander.assert_no_loss();
 }
 
 #[test]
