@@ -15,7 +15,7 @@ use turnpike::proto::quota::Quotas;
 use turnpike::proto::stats::DropReason;
 use turnpike::proto::stun::method;
 use turnpike::proto::throttle::AuthThrottle;
-use turnpike::proto::{SharedPool, Transport};
+use turnpike::proto::{ClientId, SharedPool, Transport};
 
 fn throttled_pool(failures: u32, cooldown: Duration) -> Arc<SharedPool> {
     Arc::new(
@@ -111,6 +111,38 @@ fn a_throttled_source_spraying_usernames_gets_no_answers() {
     );
     other.fetch_nonce(&mut net);
     try_allocate(&mut net, &mut other)[0].assert_error(401);
+}
+
+#[test]
+fn quic_tunnels_count_under_their_clients_address() {
+    let mut net = Net::cores(1, throttled_pool(5, Duration::from_secs(60)), |_| {}).remove(0);
+    let attacker: std::net::IpAddr = "198.51.100.20".parse().unwrap();
+    // A fresh tunnel (and so a fresh ClientId and nonce) for every guess gains nothing:
+    // the shell reports each tunnel's source, and the throttle counts that.
+    let mut answered = 0;
+    for n in 0..20 {
+        let id = ClientId::quic_tunnel(addr(LISTEN), n);
+        net.server.handle_tunnel_source(id, attacker);
+        let mut guess = Client::new(id, "alice", "wrong");
+        guess.fetch_nonce(&mut net);
+        answered += try_allocate(&mut net, &mut guess).len();
+    }
+    assert_eq!(answered, 5);
+    // Another client's tunnel is not affected, and a UDP client from the attacker's
+    // address is.
+    let id = ClientId::quic_tunnel(addr(LISTEN), 100);
+    net.server
+        .handle_tunnel_source(id, "203.0.113.77".parse().unwrap());
+    let mut other = Client::new(id, "alice", "wrong");
+    other.fetch_nonce(&mut net);
+    try_allocate(&mut net, &mut other)[0].assert_error(401);
+    let mut udp = Client::new(
+        net.id_on(Transport::Udp, "198.51.100.20", LISTEN),
+        "alice",
+        "wrong",
+    );
+    udp.fetch_nonce(&mut net);
+    assert!(try_allocate(&mut net, &mut udp).is_empty());
 }
 
 #[test]

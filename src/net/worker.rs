@@ -273,8 +273,17 @@ impl<C: Core> Worker<C> {
     fn handle_tunnel_inputs(&mut self, now: Instant, i: usize) {
         while let Some(input) = self.io.quic.get_mut(i).and_then(|l| l.poll_input()) {
             match input {
-                TunnelInput::Message { client, bytes } => {
+                TunnelInput::Message {
+                    client,
+                    bytes,
+                    source,
+                } => {
                     self.wake_datagrams += 1;
+                    // Requests (STUN, RFC 7983) carry credentials; the core needs to
+                    // know where they come from to throttle failed sign-ins.
+                    if bytes.first().is_some_and(|&b| b <= 0x03) {
+                        self.core.handle_tunnel_source(client, source);
+                    }
                     if let Some(fwd) = self.core.handle_client_input(now, client, &bytes) {
                         let payload = bytes.get(fwd.range).unwrap_or_default();
                         let sent = send_on_relay(&self.io.relays, fwd.relay, fwd.peer, payload);

@@ -451,6 +451,7 @@ impl QuicConn {
                 ctx.inputs.push_back(TunnelInput::Message {
                     client: *client,
                     bytes: value[payload].to_vec(),
+                    source: self.conn.remote_address().ip(),
                 });
             }
         }
@@ -501,6 +502,7 @@ impl QuicConn {
                 ctx.inputs.push_back(TunnelInput::Message {
                     client: *client,
                     bytes: bytes[d.payload].to_vec(),
+                    source: self.conn.remote_address().ip(),
                 });
             }
         }

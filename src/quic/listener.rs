@@ -28,7 +28,12 @@ const MAX_DATAGRAM: usize = 65_535;
 #[derive(Debug)]
 pub(crate) enum TunnelInput {
     /// One STUN or ChannelData message from a tunnel's client.
-    Message { client: ClientId, bytes: Vec<u8> },
+    Message {
+        client: ClientId,
+        bytes: Vec<u8>,
+        /// The address the tunnel's QUIC connection comes from now.
+        source: std::net::IpAddr,
+    },
     /// The tunnel ended (its stream or its connection closed): free its allocation.
     Closed(ClientId),
 }

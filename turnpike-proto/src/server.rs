@@ -250,6 +250,10 @@ pub struct Server {
     /// The bandwidth caps, taken from `shared` once (`None`: no cap, and the packet
     /// path does not look).
     pub(crate) bandwidth: Option<Arc<Bandwidth>>,
+    /// Where each QUIC tunnel's client is now (the shell reports it: the tunnel's
+    /// `ClientId` names the tunnel, not the client's address), so that the failed
+    /// sign-in throttle counts a client's tunnels as one source.
+    pub(crate) tunnel_sources: HashMap<ClientId, IpAddr>,
 }
 
 impl Server {
@@ -285,6 +289,25 @@ impl Server {
             stats: Stats::default(),
             fast_dirty: Vec::new(),
             bandwidth,
+            tunnel_sources: HashMap::new(),
+        }
+    }
+
+    /// The address a QUIC tunnel's client sends from now (it changes when the QUIC
+    /// connection migrates). The shell reports it before the tunnel's STUN messages.
+    pub fn handle_tunnel_source(&mut self, client: ClientId, source: IpAddr) {
+        if client.transport == Transport::Quic {
+            self.tunnel_sources.insert(client, source);
+        }
+    }
+
+    /// The address the failed sign-in throttle counts `client` under: its own, or for
+    /// a QUIC tunnel the one the shell reported (every tunnel the shell has not
+    /// reported counts as one source, the tunnels' discard prefix).
+    fn source_of(&self, client: &ClientId) -> IpAddr {
+        match self.tunnel_sources.get(client) {
+            Some(&source) => source,
+            None => client.remote.ip(),
         }
     }
 
@@ -381,8 +404,9 @@ impl Server {
         // neighbour behind the same NAT can still learn a nonce and sign in.
         let signed = msg.has(attr::MESSAGE_INTEGRITY) || msg.has(attr::MESSAGE_INTEGRITY_SHA256);
         let username = msg.get(attr::USERNAME).unwrap_or_default();
+        let source = self.source_of(&client);
         let gate = if signed {
-            self.shared.auth_gate(&client, username, now)
+            self.shared.auth_gate(source, username, now)
         } else {
             AuthGate::Open
         };
@@ -397,7 +421,7 @@ impl Server {
             Err(reject) => {
                 if signed && matches!(reject, Reject::Unauthorized) {
                     self.stats.auth_failures += 1;
-                    if self.shared.auth_failed(&client, username, now) {
+                    if self.shared.auth_failed(source, username, now) {
                         // A throttled source's wrong guess for a fresh username (or one
                         // that passed the gate just before another worker counted the
                         // failure that throttled the source) goes unanswered too. The
@@ -433,6 +457,7 @@ impl Server {
 
     /// A stream client's connection closed: its allocation goes with it (RFC 8656 §3.1).
     pub fn handle_client_closed(&mut self, now: Instant, client: ClientId) {
+        self.tunnel_sources.remove(&client);
         if self.pending.contains_key(&client) {
             self.abandon_pending(client);
         }

@@ -35,14 +35,13 @@
 //! simulated cores one pool to test what crosses workers.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rand::RngCore;
 
-use crate::addr::ClientId;
 use crate::bandwidth::Bandwidth;
 use crate::ports::{RelayPorts, Reservation};
 use crate::quota::Quotas;
@@ -95,16 +94,16 @@ pub trait Shared: Send + Sync + fmt::Debug {
     /// Count one allocation of `user` less.
     fn release_quota(&self, user: &str);
 
-    /// What to do with a request from `client` carrying credentials for `username`,
-    /// given the failed sign-ins from its source ([`crate::throttle`]). Without a
-    /// throttle: [`AuthGate::Open`].
-    fn auth_gate(&self, _client: &ClientId, _username: &[u8], _now: Instant) -> AuthGate {
+    /// What to do with a request from the client at `source` carrying credentials for
+    /// `username`, given the failed sign-ins from there ([`crate::throttle`]). Without
+    /// a throttle: [`AuthGate::Open`].
+    fn auth_gate(&self, _source: IpAddr, _username: &[u8], _now: Instant) -> AuthGate {
         AuthGate::Open
     }
 
-    /// Count a failed sign-in of `username` from `client`; true when its source was
+    /// Count a failed sign-in of `username` from `source`; true when that source was
     /// already throttled, so the failure must go unanswered.
-    fn auth_failed(&self, _client: &ClientId, _username: &[u8], _now: Instant) -> bool {
+    fn auth_failed(&self, _source: IpAddr, _username: &[u8], _now: Instant) -> bool {
         false
     }
 
@@ -192,11 +191,11 @@ impl Shared for SharedPool {
     fn release_quota(&self, user: &str) {
         self.quotas.release(user)
     }
-    fn auth_gate(&self, client: &ClientId, username: &[u8], now: Instant) -> AuthGate {
-        self.throttle.gate(client, username, now)
+    fn auth_gate(&self, source: IpAddr, username: &[u8], now: Instant) -> AuthGate {
+        self.throttle.gate(source, username, now)
     }
-    fn auth_failed(&self, client: &ClientId, username: &[u8], now: Instant) -> bool {
-        self.throttle.failed(client, username, now)
+    fn auth_failed(&self, source: IpAddr, username: &[u8], now: Instant) -> bool {
+        self.throttle.failed(source, username, now)
     }
     fn bandwidth(&self) -> Option<Arc<Bandwidth>> {
         self.bandwidth.clone()

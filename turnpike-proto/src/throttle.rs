@@ -1,6 +1,6 @@
 //! Throttling failed sign-ins per source, in a table of fixed size shared by all cores.
 //!
-//! A source (an IPv4 address, an IPv6 /64, or one QUIC tunnel) that fails
+//! A source (an IPv4 address or an IPv6 /64) that fails
 //! authentication `failures` times within a minute — requests that carried
 //! MESSAGE-INTEGRITY and were refused with 401, never the credential-less challenge that
 //! precedes every sign-in — is throttled for `cooldown`: its signed requests are dropped
@@ -30,8 +30,6 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-
-use crate::addr::{ClientId, Transport};
 
 /// Sets in the table (a power of two).
 const SETS: usize = 1024;
@@ -124,12 +122,12 @@ impl AuthThrottle {
         self.failures != 0
     }
 
-    /// What to do with a request from `client` that carries credentials for `username`.
-    pub fn gate(&self, client: &ClientId, username: &[u8], now: Instant) -> AuthGate {
+    /// What to do with a request from `source` that carries credentials for `username`.
+    pub fn gate(&self, source: IpAddr, username: &[u8], now: Instant) -> AuthGate {
         if !self.is_on() {
             return AuthGate::Open;
         }
-        let (set, tag, user) = self.place(client, username);
+        let (set, tag, user) = self.place(source, username);
         let now = self.secs(now);
         let entries = self.lock(set);
         let Some(entry) = entries.iter().find(|e| e.tag == tag) else {
@@ -144,16 +142,16 @@ impl AuthThrottle {
         }
     }
 
-    /// Count a failed sign-in of `username` from `client`. True when the source was
+    /// Count a failed sign-in of `username` from `source`. True when the source was
     /// already throttled, so the failure goes unanswered; the failure that reaches the
     /// limit is answered (false), as it would have been had it come first. Deciding
     /// here, under the set's lock, keeps the count exact when several workers check
     /// guesses from one source at once.
-    pub fn failed(&self, client: &ClientId, username: &[u8], now: Instant) -> bool {
+    pub fn failed(&self, source: IpAddr, username: &[u8], now: Instant) -> bool {
         if !self.is_on() {
             return false;
         }
-        let (set, tag, user) = self.place(client, username);
+        let (set, tag, user) = self.place(source, username);
         let now = self.secs(now);
         let mut entries = self.lock(set);
         let entry = match entries.iter().position(|e| e.tag == tag) {
@@ -205,10 +203,10 @@ impl AuthThrottle {
     }
 
     /// The set, tag and username hash for a request; one keyed hash over both.
-    fn place(&self, client: &ClientId, username: &[u8]) -> (usize, u64, u32) {
+    fn place(&self, source: IpAddr, username: &[u8]) -> (usize, u64, u32) {
         // A 32-byte key is always accepted.
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
-        source_key(client, |bytes| mac.update(bytes));
+        source_key(source, |bytes| mac.update(bytes));
         let source = mac.clone().finalize().into_bytes();
         mac.update(&[0xFF]);
         mac.update(username);
@@ -238,15 +236,10 @@ impl AuthThrottle {
     }
 }
 
-/// What identifies a source: an IPv4 address (IPv4-mapped IPv6 counts as IPv4), the
-/// /64 of an IPv6 address (one subscriber's prefix), or for QUIC the tunnel (its
-/// address is the tunnel's own, not the client's; see `ClientId::quic_tunnel`).
-fn source_key(client: &ClientId, mut feed: impl FnMut(&[u8])) {
-    match client.remote.ip() {
-        _ if client.transport == Transport::Quic => match client.remote.ip() {
-            IpAddr::V4(ip) => feed(&ip.octets()),
-            IpAddr::V6(ip) => feed(&ip.octets()),
-        },
+/// What identifies a source: an IPv4 address (IPv4-mapped IPv6 counts as IPv4) or the
+/// /64 of an IPv6 address (one subscriber's prefix).
+fn source_key(source: IpAddr, mut feed: impl FnMut(&[u8])) {
+    match source {
         IpAddr::V4(ip) => feed(&ip.octets()),
         IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
             Some(v4) => feed(&v4.octets()),
@@ -258,74 +251,66 @@ fn source_key(client: &ClientId, mut feed: impl FnMut(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
 
-    fn client(addr: &str) -> ClientId {
-        ClientId {
-            transport: Transport::Udp,
-            remote: addr.parse().unwrap(),
-            local: "192.0.2.1:3478".parse::<SocketAddr>().unwrap(),
-        }
+    fn client(ip: &str) -> IpAddr {
+        ip.parse().unwrap()
     }
 
     #[test]
     fn throttles_after_the_limit_and_lets_other_usernames_probe() {
         let t0 = Instant::now();
         let t = AuthThrottle::new(3, Duration::from_secs(60), [7; 32], t0);
-        let attacker = client("198.51.100.7:5000");
+        let attacker = client("198.51.100.7");
         for _ in 0..3 {
-            assert_eq!(t.gate(&attacker, b"alice", t0), AuthGate::Open);
-            assert!(!t.failed(&attacker, b"alice", t0));
+            assert_eq!(t.gate(attacker, b"alice", t0), AuthGate::Open);
+            assert!(!t.failed(attacker, b"alice", t0));
         }
         // A guess that raced past the gate on another worker still goes unanswered.
-        assert!(t.failed(&attacker, b"alice", t0));
-        // Another port of the same address (a NAT neighbour) is the same source.
-        let neighbour = client("198.51.100.7:6000");
-        assert_eq!(t.gate(&neighbour, b"alice", t0), AuthGate::Drop);
-        assert_eq!(t.gate(&neighbour, b"bob", t0), AuthGate::Probe);
+        assert!(t.failed(attacker, b"alice", t0));
+        // Another client on the same address (a NAT neighbour) is the same source.
+        let neighbour = client("198.51.100.7");
+        assert_eq!(t.gate(neighbour, b"alice", t0), AuthGate::Drop);
+        assert_eq!(t.gate(neighbour, b"bob", t0), AuthGate::Probe);
         // Another source is untouched.
-        assert_eq!(
-            t.gate(&client("198.51.100.8:5000"), b"alice", t0),
-            AuthGate::Open
-        );
+        assert_eq!(t.gate(client("198.51.100.8"), b"alice", t0), AuthGate::Open);
         // The cool-down ends.
         let later = t0 + Duration::from_secs(61);
-        assert_eq!(t.gate(&attacker, b"alice", later), AuthGate::Open);
+        assert_eq!(t.gate(attacker, b"alice", later), AuthGate::Open);
     }
 
     #[test]
     fn spraying_usernames_fills_the_slots_and_locks_the_source() {
         let t0 = Instant::now();
         let t = AuthThrottle::new(2, Duration::from_secs(30), [1; 32], t0);
-        let c = client("203.0.113.9:1");
-        t.failed(&c, b"u0", t0);
-        t.failed(&c, b"u1", t0);
+        let c = client("203.0.113.9");
+        t.failed(c, b"u0", t0);
+        t.failed(c, b"u1", t0);
         // Two slots hold u0 and u1; two free slots let two more usernames probe.
         for name in [&b"u2"[..], b"u3"] {
-            assert_eq!(t.gate(&c, name, t0), AuthGate::Probe);
-            assert!(t.failed(&c, name, t0));
+            assert_eq!(t.gate(c, name, t0), AuthGate::Probe);
+            assert!(t.failed(c, name, t0));
         }
-        assert_eq!(t.gate(&c, b"u4", t0), AuthGate::Drop);
-        assert_eq!(t.gate(&c, b"anyone", t0), AuthGate::Drop);
+        assert_eq!(t.gate(c, b"u4", t0), AuthGate::Drop);
+        assert_eq!(t.gate(c, b"anyone", t0), AuthGate::Drop);
     }
 
     #[test]
     fn window_resets_and_ipv6_is_per_prefix() {
         let t0 = Instant::now();
         let t = AuthThrottle::new(2, Duration::from_secs(10), [2; 32], t0);
-        let a = client("[2001:db8:1:2::1]:1");
-        let same_prefix = client("[2001:db8:1:2::ffff]:9");
-        assert!(!t.failed(&a, b"x", t0));
+        let a = client("2001:db8:1:2::1");
+        let same_prefix = client("2001:db8:1:2::ffff");
+        assert!(!t.failed(a, b"x", t0));
         // The next failure falls in a new window: the count starts again.
-        assert!(!t.failed(&same_prefix, b"x", t0 + Duration::from_secs(61)));
-        assert!(!t.failed(&same_prefix, b"x", t0 + Duration::from_secs(62)));
+        assert!(!t.failed(same_prefix, b"x", t0 + Duration::from_secs(61)));
+        assert!(!t.failed(same_prefix, b"x", t0 + Duration::from_secs(62)));
         assert_eq!(
-            t.gate(&a, b"x", t0 + Duration::from_secs(62)),
+            t.gate(a, b"x", t0 + Duration::from_secs(62)),
             AuthGate::Drop
         );
-        let other_prefix = client("[2001:db8:1:3::1]:1");
+        let other_prefix = client("2001:db8:1:3::1");
         assert_eq!(
-            t.gate(&other_prefix, b"x", t0 + Duration::from_secs(62)),
+            t.gate(other_prefix, b"x", t0 + Duration::from_secs(62)),
             AuthGate::Open
         );
     }
@@ -336,11 +321,11 @@ mod tests {
         let t = AuthThrottle::new(1, Duration::from_secs(60), [3; 32], t0);
         for i in 0..20_000u32 {
             let ip = std::net::Ipv4Addr::from(0x0A00_0000 + i);
-            t.failed(&client(&format!("{ip}:1")), b"x", t0);
+            t.failed(client(&ip.to_string()), b"x", t0);
         }
         assert_eq!(t.sets.len(), SETS);
         let off = AuthThrottle::off();
-        assert!(!off.failed(&client("10.0.0.1:1"), b"x", t0));
-        assert_eq!(off.gate(&client("10.0.0.1:1"), b"x", t0), AuthGate::Open);
+        assert!(!off.failed(client("10.0.0.1"), b"x", t0));
+        assert_eq!(off.gate(client("10.0.0.1"), b"x", t0), AuthGate::Open);
     }
 }
