@@ -41,6 +41,12 @@ pub struct ShellStats {
     pub recv_errors: u64,
     /// TCP/TLS connections accepted.
     pub connections_accepted: u64,
+    /// TCP/TLS connections closed at accept: `limits.max_connections` reached.
+    pub connections_refused_total: u64,
+    /// TCP/TLS connections closed at accept: `limits.max_connections_per_source` reached.
+    pub connections_refused_per_source: u64,
+    /// TCP/TLS connections closed for want of an authenticated request in time.
+    pub connections_unauthenticated: u64,
     /// UDP GSO sends (one syscall for several datagrams) and the datagrams they carried.
     pub gso_sends: u64,
     pub gso_segments: u64,
@@ -125,6 +131,14 @@ fn describe() {
     describe_counter!(
         "turnpike_auth_failures_total",
         "Requests with credentials refused with 401 (unknown user, wrong password, expired REST credential); the challenge to a request without credentials is not counted"
+    );
+    describe_counter!(
+        "turnpike_auth_throttled_total",
+        "Requests with credentials dropped unanswered because their source failed to sign in too often (limits.auth_failures_per_minute)"
+    );
+    describe_counter!(
+        "turnpike_stream_connections_rejected_total",
+        "TCP/TLS connections closed by a limit: at accept (max_connections, max_connections_per_source) or for want of an authenticated request in time (unauthenticated_timeout)"
     );
     describe_counter!(
         "turnpike_send_errors_total",
@@ -256,11 +270,15 @@ pub struct StatsPublisher {
     created: [Counter; 4],
     deleted: Counter,
     auth_failures: Counter,
+    auth_throttled: Counter,
     allocations: Gauge,
     send_errors: Counter,
     send_backlog: Counter,
     recv_errors: Counter,
     connections: Counter,
+    /// `turnpike_stream_connections_rejected_total` by reason: max_connections,
+    /// max_connections_per_source, unauthenticated_timeout.
+    rejected: [Counter; 3],
     gso_sends: Counter,
     gso_segments: Counter,
 }
@@ -315,11 +333,20 @@ impl StatsPublisher {
                 .map(|t| counter!("turnpike_allocations_created_total", "transport" => t.as_str())),
             deleted: counter!("turnpike_allocations_deleted_total"),
             auth_failures: counter!("turnpike_auth_failures_total"),
+            auth_throttled: counter!("turnpike_auth_throttled_total"),
             allocations: gauge!("turnpike_allocations", "worker" => worker.to_string()),
             send_errors: counter!("turnpike_send_errors_total", "reason" => "io_error"),
             send_backlog: counter!("turnpike_send_errors_total", "reason" => "backlog"),
             recv_errors: counter!("turnpike_recv_errors_total"),
             connections: counter!("turnpike_stream_connections_total"),
+            rejected: [
+                "max_connections",
+                "max_connections_per_source",
+                "unauthenticated_timeout",
+            ]
+            .map(
+                |reason| counter!("turnpike_stream_connections_rejected_total", "reason" => reason),
+            ),
             gso_sends: counter!("turnpike_gso_sends_total"),
             gso_segments: counter!("turnpike_gso_segments_total"),
         }
@@ -375,6 +402,11 @@ impl StatsPublisher {
             now_stats.auth_failures,
             last.auth_failures,
         );
+        add(
+            &self.auth_throttled,
+            now_stats.auth_throttled,
+            last.auth_throttled,
+        );
         self.allocations.set(now_stats.allocations as f64);
         self.last.clone_from(now_stats);
     }
@@ -390,6 +422,23 @@ impl StatsPublisher {
             now.connections_accepted,
             last.connections_accepted,
         );
+        let rejected = [
+            (
+                now.connections_refused_total,
+                last.connections_refused_total,
+            ),
+            (
+                now.connections_refused_per_source,
+                last.connections_refused_per_source,
+            ),
+            (
+                now.connections_unauthenticated,
+                last.connections_unauthenticated,
+            ),
+        ];
+        for (counter, (now, last)) in self.rejected.iter().zip(rejected) {
+            add(counter, now, last);
+        }
         add(&self.gso_sends, now.gso_sends, last.gso_sends);
         add(&self.gso_segments, now.gso_segments, last.gso_segments);
         self.last_shell.clone_from(now);

@@ -20,8 +20,10 @@ use crate::config::Settings;
 use crate::fastpath::FastPath;
 use crate::net::{self, NetConfig, RelayHandle};
 use crate::proto::auth::mint_rest_credential;
+use crate::proto::bandwidth::{Bandwidth, BandwidthCaps};
 use crate::proto::peer_policy::PeerPolicy;
 use crate::proto::quota::Quotas;
+use crate::proto::throttle::AuthThrottle;
 use crate::proto::{RelayIp, ServerConfig, SharedPool};
 use crate::reload::{ConfigSource, Reloader};
 use crate::sd_notify::Notifier;
@@ -476,13 +478,37 @@ fn build_net_config(settings: &Settings) -> anyhow::Result<(NetConfig, Arc<Share
         base.secrets.push(secret.into_bytes());
     }
     let server = server_config(settings, &base);
-    let shared = Arc::new(SharedPool::new(
-        settings.relay.ports.clone(),
-        Quotas::new(
-            settings.limits.user_quota.unwrap_or(0),
-            settings.limits.total_quota.unwrap_or(0),
-        ),
-    ));
+    let limits = &settings.limits;
+    let caps = BandwidthCaps {
+        per_allocation: limits.max_bps_per_allocation,
+        per_user: limits.max_bps_per_user,
+        total: limits.max_bps_total,
+    };
+    if caps.any() && fast_path.is_some() {
+        tracing::warn!(
+            "limits.max_bps_* are set: the in-kernel fast path stays attached but forwards \
+             nothing, since it could not count what it forwards against the caps"
+        );
+    }
+    let mut throttle_key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut throttle_key);
+    let origin = Instant::now();
+    let shared = Arc::new(
+        SharedPool::new(
+            settings.relay.ports.clone(),
+            Quotas::new(
+                limits.user_quota.unwrap_or(0),
+                limits.total_quota.unwrap_or(0),
+            ),
+        )
+        .with_auth_throttle(AuthThrottle::new(
+            limits.auth_failures_per_minute,
+            limits.auth_cooldown,
+            throttle_key,
+            origin,
+        ))
+        .with_bandwidth(Bandwidth::new(caps, origin)),
+    );
     let config = NetConfig {
         workers: settings.workers,
         busy_poll: settings.busy_poll,
@@ -501,6 +527,11 @@ fn build_net_config(settings: &Settings) -> anyhow::Result<(NetConfig, Arc<Share
         server,
         shared: shared.clone(),
         rng_seed: u64::from_le_bytes(nonce_key[..8].try_into().unwrap_or([0; 8])),
+        conn_limits: net::ConnLimitsConfig {
+            max_connections: limits.max_connections,
+            max_per_source: limits.max_connections_per_source,
+            unauthenticated_timeout: limits.unauthenticated_timeout,
+        },
     };
     Ok((config, shared))
 }

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 use turn_udp::{Client, Turn};
 use turnpike::fastpath::{FastPath, FastPathCounters};
 use turnpike::net::{start, NetConfig};
+use turnpike::proto::bandwidth::{Bandwidth, BandwidthCaps};
 use turnpike::proto::channel_data;
+use turnpike::proto::quota::Quotas;
 use turnpike::proto::stun::attr;
 use turnpike::proto::stun::{method, Class, MessageBuilder, TransactionId};
-use turnpike::proto::{ChannelNumber, ClientId, FastPathUpdate, FastRoute, Transport};
+use turnpike::proto::{ChannelNumber, ClientId, FastPathUpdate, FastRoute, SharedPool, Transport};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -350,6 +352,64 @@ fn the_relay_hands_bound_channels_to_the_kernel_and_takes_them_back() {
             fast.counters(),
             counters,
             "the kernel forwarded nothing more"
+        );
+        relay.shutdown();
+    });
+}
+
+/// With a bandwidth cap set, bound channels stay in user space, where the cap is
+/// charged: the kernel forwards nothing, and a burst over the cap is cut to it.
+#[test]
+fn capped_allocations_stay_off_the_kernel_and_their_cap_holds() {
+    in_netns(move || {
+        let fast = load();
+        let mut config = relay_config(fast.clone());
+        // 800 kbit/s: 100 kB/s, with a quarter second's burst (25 kB).
+        let caps = BandwidthCaps {
+            per_allocation: 800_000,
+            ..BandwidthCaps::default()
+        };
+        config.shared = Arc::new(
+            SharedPool::new(27_100..=27_199, Quotas::new(0, 0))
+                .with_bandwidth(Bandwidth::new(caps, Instant::now())),
+        );
+        let relay = start(config).expect("relay starts");
+        let server = relay.local_addrs()[0].1;
+        let mut client = Client::new(udp(), server);
+        let peer = udp();
+        let peer_addr = peer.local_addr().unwrap();
+        let relayed = client.allocate();
+        client.channel_bind(0x4007, peer_addr);
+        // In lock step, well under the cap: every packet arrives, through the worker.
+        let payload = [0x5Au8; 100];
+        for _ in 0..50 {
+            client
+                .sock
+                .send_to(&framed(0x4007, &payload), server)
+                .unwrap();
+            let (got, from) = recv(&peer).expect("relayed to the peer");
+            assert_eq!((&got[..], from), (&payload[..], relayed));
+            peer.send_to(&payload, relayed).unwrap();
+            let (got, _) = recv(&client.sock).expect("relayed to the client");
+            assert_eq!(got, framed(0x4007, &payload));
+        }
+        // 100 kB at once: about the burst allowance passes, not the rest.
+        let big = [0xA5u8; 1000];
+        for _ in 0..100 {
+            client.sock.send_to(&framed(0x4007, &big), server).unwrap();
+        }
+        let mut passed = 0;
+        while recv(&peer).is_some() {
+            passed += 1;
+        }
+        assert!(
+            (20..=40).contains(&passed),
+            "{passed} of 100 passed the cap"
+        );
+        assert_eq!(
+            fast.counters(),
+            FastPathCounters::default(),
+            "the kernel forwarded nothing"
         );
         relay.shutdown();
     });

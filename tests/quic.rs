@@ -621,3 +621,45 @@ fn turnpike_tunnel_follows_a_route_change() {
     );
     let _ = std::fs::remove_file(&log_path);
 }
+
+/// QUIC connections on which no tunnel's request passes authentication within
+/// `limits.unauthenticated_timeout_secs` are closed, like TCP/TLS ones; a tunnel that
+/// signed in keeps its connection.
+#[test]
+fn connections_that_never_sign_in_are_closed() {
+    require_aioquic();
+    let server = TurnpikeProcess::start(TurnpikeConfig {
+        limits: "unauthenticated_timeout_secs = 2".into(),
+        ..TurnpikeConfig::default()
+    });
+    let flood = PythonClient::start(
+        &["flood", "--server", &quic_addr(&server), "--count", "20"],
+        &server,
+    );
+    assert_eq!(flood.seen["connected"], 20, "{}", flood.seen);
+    let signed_in = PythonClient::start(
+        &[
+            "relay",
+            "--server",
+            &quic_addr(&server),
+            "--secret",
+            "rest-secret",
+        ],
+        &server,
+    );
+    assert_eq!(signed_in.seen["allocate"], 2, "{}", signed_in.seen);
+    let closed = |m: &support::Metrics| {
+        m.sum(
+            "turnpike_stream_connections_rejected_total",
+            &[("reason", "unauthenticated_timeout")],
+        )
+    };
+    server.wait_for_metrics("20 idle QUIC connections closed", |m| closed(m) == 20.0);
+    // The signed-in tunnel is still there: its allocation lives, its connection was
+    // not closed.
+    let later = server.settled_metrics();
+    assert_eq!(closed(&later), 20.0);
+    assert_eq!(later.sum("turnpike_allocations", &[]), 1.0);
+    signed_in.finish();
+    flood.finish();
+}

@@ -22,15 +22,17 @@ use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use turn_stream::{connect_tcp, connect_tls, self_signed_tls, send_indication, StreamClient};
 use turn_udp::{relay_config, Client, Turn};
 use turnpike::net::start;
+use turnpike::proto::bandwidth::{Bandwidth, BandwidthCaps};
 use turnpike::proto::channel_data;
+use turnpike::proto::quota::Quotas;
 use turnpike::proto::stun::attr;
-use turnpike::proto::Transport;
+use turnpike::proto::{SharedPool, Transport};
 
 struct Counting;
 
@@ -252,12 +254,20 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 #[test]
 fn udp_relaying_allocates_nothing_after_warm_up() {
-    relaying_allocates_nothing(Transport::Udp);
+    relaying_allocates_nothing(Transport::Udp, false);
 }
 
 #[test]
 fn tcp_relaying_allocates_nothing_after_warm_up() {
-    relaying_allocates_nothing(Transport::Tcp);
+    relaying_allocates_nothing(Transport::Tcp, false);
+}
+
+/// With every bandwidth cap set (high enough that nothing is dropped), the packet path
+/// charges three buckets per packet, the user's and the total one shared, and still
+/// allocates nothing.
+#[test]
+fn udp_relaying_with_bandwidth_caps_allocates_nothing_after_warm_up() {
+    relaying_allocates_nothing(Transport::Udp, true);
 }
 
 /// Over TLS the relay's own code allocates nothing either, but rustls 0.23 allocates a
@@ -269,14 +279,15 @@ fn tcp_relaying_allocates_nothing_after_warm_up() {
 /// layer (kernel TLS, or an unbuffered API that seals in place).
 #[test]
 fn tls_relaying_allocates_only_rustls_record_buffers() {
-    relaying_allocates_nothing(Transport::Tls);
+    relaying_allocates_nothing(Transport::Tls, false);
 }
 
 /// Relays ChannelData and Send/Data indications both ways for one client on
 /// `transport` (after warm-up, for at least [`MEASURED_AT_LEAST`]) and asserts that
 /// the relay's threads allocated nothing meanwhile (over TLS: nothing beyond rustls's
-/// one buffer per record) and that the metrics were published.
-fn relaying_allocates_nothing(transport: Transport) {
+/// one buffer per record) and that the metrics were published. With `capped`, every
+/// bandwidth cap is set, at 1 Gbit/s.
+fn relaying_allocates_nothing(transport: Transport, capped: bool) {
     // A test that failed (panicked holding the lock) leaves nothing behind to wait for.
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     UNCOUNTED.with(|u| u.set(true));
@@ -287,6 +298,17 @@ fn relaying_allocates_nothing(transport: Transport) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (tls_config, cert_der) = self_signed_tls(dir.path());
     let mut config = relay_config(loopback, "127.0.0.1/32", 1);
+    if capped {
+        let caps = BandwidthCaps {
+            per_allocation: 1_000_000_000,
+            per_user: 1_000_000_000,
+            total: 1_000_000_000,
+        };
+        config.shared = Arc::new(
+            SharedPool::new(27_100..=27_199, Quotas::new(0, 0))
+                .with_bandwidth(Bandwidth::new(caps, Instant::now())),
+        );
+    }
     match transport {
         Transport::Udp => {}
         Transport::Tcp => config.tcp = vec![SocketAddr::new(loopback, 0)],

@@ -146,6 +146,14 @@ pub fn start_turnpike(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     });
+    // Opt-in bandwidth caps (limits.max_bps_per_allocation, _per_user and _total, all
+    // set to this many bits per second), for measuring what the caps cost per packet;
+    // set them above the offered load so that nothing is dropped:
+    // TURNPIKE_BENCH_MAX_BPS=100000000000 cargo bench --bench relay -- --servers turnpike
+    let max_bps: u64 = std::env::var("TURNPIKE_BENCH_MAX_BPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     // Every key the bench depends on is spelled out; the rest keep their defaults.
     let text = format!(
         r#"# Written by benches/relay.rs.
@@ -172,6 +180,9 @@ users = ["{USER}:{PASSWORD}"]
 [limits]
 user_quota = 0
 total_quota = 0
+max_bps_per_allocation = {max_bps}
+max_bps_per_user = {max_bps}
+max_bps_total = {max_bps}
 
 [metrics]
 listen = ""

@@ -47,7 +47,7 @@ impl Harness {
                     self.relays.push(key);
                 }
                 Event::CloseRelay(key) => self.relays.retain(|k| *k != key),
-                Event::DontFragment(_) => {}
+                Event::DontFragment(_) | Event::Authenticated(_) => {}
             }
         }
         while let Some(t) = self.server.poll_transmit() {

@@ -143,6 +143,14 @@ pub struct RawLimits {
     pub user_quota: u32,
     pub total_quota: u32,
     pub max_username_len: usize,
+    pub auth_failures_per_minute: u32,
+    pub auth_cooldown_secs: u64,
+    pub max_bps_per_allocation: u64,
+    pub max_bps_per_user: u64,
+    pub max_bps_total: u64,
+    pub unauthenticated_timeout_secs: u64,
+    pub max_connections_per_source: u32,
+    pub max_connections: u32,
 }
 
 impl Default for RawLimits {
@@ -151,6 +159,14 @@ impl Default for RawLimits {
             user_quota: 10,
             total_quota: 0,
             max_username_len: 256,
+            auth_failures_per_minute: 20,
+            auth_cooldown_secs: 60,
+            max_bps_per_allocation: 0,
+            max_bps_per_user: 0,
+            max_bps_total: 0,
+            unauthenticated_timeout_secs: 10,
+            max_connections_per_source: 1000,
+            max_connections: 0,
         }
     }
 }

@@ -159,6 +159,21 @@ pub struct Limits {
     pub total_quota: Option<u32>,
     /// Longest USERNAME accepted, in bytes (400 beyond it).
     pub max_username_len: usize,
+    /// Failed sign-ins from one source within a minute that throttle it; 0 = never.
+    pub auth_failures_per_minute: u32,
+    /// How long a throttled source's signed requests are dropped.
+    pub auth_cooldown: Duration,
+    /// Relayed payload caps in bits per second, each direction; 0 = none.
+    pub max_bps_per_allocation: u64,
+    pub max_bps_per_user: u64,
+    pub max_bps_total: u64,
+    /// TCP/TLS connections without an authenticated request are closed after this;
+    /// `None` = never.
+    pub unauthenticated_timeout: Option<Duration>,
+    /// Open TCP/TLS connections from one source (IPv4 address, IPv6 /64); 0 = no cap.
+    pub max_connections_per_source: u32,
+    /// Open TCP/TLS connections in all; 0 = no cap.
+    pub max_connections: u32,
 }
 
 /// `[peers]`

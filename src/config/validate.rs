@@ -24,6 +24,9 @@ const MAX_USERNAME_BYTES: usize = 508;
 const MAX_LIFETIME_SECS: u64 = 86_400;
 /// Upper bound on REST credential lifetimes (ten years), for the same overflow reason.
 const MAX_CREDENTIAL_SECS: u64 = 10 * 365 * 86_400;
+/// Longest cool-down of a throttled source (a day): the throttle keeps seconds in 32 bits,
+/// and a longer lock-out only helps someone who wants a NAT's users shut out.
+const MAX_COOLDOWN_SECS: u64 = 86_400;
 
 /// Names errors: the file and line of a key, or the flag that replaced it.
 pub(crate) struct Ctx<'a> {
@@ -146,7 +149,24 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
         user_quota: Some(raw.limits.user_quota).filter(|&n| n != 0),
         total_quota: Some(raw.limits.total_quota).filter(|&n| n != 0),
         max_username_len: raw.limits.max_username_len,
+        auth_failures_per_minute: raw.limits.auth_failures_per_minute,
+        auth_cooldown: Duration::from_secs(raw.limits.auth_cooldown_secs),
+        max_bps_per_allocation: raw.limits.max_bps_per_allocation,
+        max_bps_per_user: raw.limits.max_bps_per_user,
+        max_bps_total: raw.limits.max_bps_total,
+        unauthenticated_timeout: Some(Duration::from_secs(raw.limits.unauthenticated_timeout_secs))
+            .filter(|d| !d.is_zero()),
+        max_connections_per_source: raw.limits.max_connections_per_source,
+        max_connections: raw.limits.max_connections,
     };
+    if limits.auth_failures_per_minute != 0
+        && !(1..=MAX_COOLDOWN_SECS).contains(&raw.limits.auth_cooldown_secs)
+    {
+        return Err(ctx.err(
+            "limits.auth_cooldown_secs",
+            format!("must be 1 to {MAX_COOLDOWN_SECS} while limits.auth_failures_per_minute is on"),
+        ));
+    }
     if limits.max_username_len == 0 || limits.max_username_len > MAX_USERNAME_BYTES {
         return Err(ctx.err(
             "limits.max_username_len",

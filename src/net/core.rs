@@ -28,6 +28,8 @@ pub(crate) trait Core {
     ) -> Option<ToClient>;
     fn handle_relay_opened(&mut self, now: Instant, relay: RelayKey, ok: Result<(), ()>);
     fn handle_client_closed(&mut self, now: Instant, client: ClientId);
+    /// Only the relay's core throttles sign-ins; scripted cores ignore sources.
+    fn handle_tunnel_source(&mut self, _client: ClientId, _source: std::net::IpAddr) {}
     fn handle_timeout(&mut self, now: Instant);
     fn poll_transmit(&mut self) -> Option<Transmit>;
     fn poll_event(&mut self) -> Option<Event>;
@@ -73,6 +75,9 @@ impl Core for Server {
     }
     fn handle_timeout(&mut self, now: Instant) {
         Server::handle_timeout(self, now)
+    }
+    fn handle_tunnel_source(&mut self, client: ClientId, source: std::net::IpAddr) {
+        Server::handle_tunnel_source(self, client, source)
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         Server::poll_transmit(self)

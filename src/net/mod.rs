@@ -11,6 +11,7 @@
 
 pub(crate) mod batch;
 mod bind;
+pub mod conn_limits;
 mod core;
 mod sockets;
 mod stream;
@@ -28,6 +29,8 @@ use std::time::Instant;
 
 use mio::{Poll, Waker};
 
+use self::conn_limits::ConnLimits;
+pub use self::conn_limits::ConnLimitsConfig;
 use self::core::Core;
 use crate::proto::{Server, ServerConfig, Shared, Transport};
 use sockets::{Sockets, Source};
@@ -64,6 +67,8 @@ pub struct NetConfig {
     pub fast_path: Option<Arc<crate::fastpath::FastPath>>,
     /// Worker `i` seeds its core with `rng_seed + i`.
     pub rng_seed: u64,
+    /// TCP/TLS connection caps and the unauthenticated timeout (default: none).
+    pub conn_limits: ConnLimitsConfig,
 }
 
 impl NetConfig {
@@ -84,6 +89,7 @@ impl NetConfig {
             coalesce: std::time::Duration::ZERO,
             fast_path: None,
             rng_seed: 0,
+            conn_limits: ConnLimitsConfig::default(),
         }
     }
 }
@@ -240,12 +246,14 @@ where
     let relay_v4 = cfg.server.relay_v4.as_ref().map(|r| r.bind);
     let relay_v6 = cfg.server.relay_v6.as_ref().map(|r| r.bind);
 
+    let conn_limits = Arc::new(ConnLimits::new(cfg.conn_limits));
     let mut prepared = Vec::with_capacity(cfg.workers);
     for _ in 0..cfg.workers {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
-        let io = Sockets::new(registry, relay_v4, relay_v6, cfg.tls_config.clone())?;
+        let mut io = Sockets::new(registry, relay_v4, relay_v6, cfg.tls_config.clone())?;
+        io.conn_limits = conn_limits.clone();
         let config = cfg.server.clone();
         prepared.push(Prepared {
             poll,

@@ -11,6 +11,7 @@ use mio::{Interest, Registry, Token};
 
 use super::batch::set_int_option;
 use super::bind;
+use super::conn_limits::ConnLimits;
 use super::stream::{Close, ReadStatus, SendStatus, StreamConn};
 use crate::metrics::ShellStats;
 use crate::proto::{ClientId, Family, RelayKey, Transport};
@@ -112,6 +113,8 @@ pub(crate) struct Sockets {
     /// Stream clients whose connection closed; the worker tells the core.
     pub(crate) closed: Vec<ClientId>,
     pub(crate) stats: ShellStats,
+    /// The connection caps and timeout, shared by every worker.
+    pub(crate) conn_limits: Arc<ConnLimits>,
 }
 
 impl Sockets {
@@ -138,6 +141,7 @@ impl Sockets {
             relay_v6,
             tls,
             closed: Vec::new(),
+            conn_limits: Arc::new(ConnLimits::new(Default::default())),
             stats: ShellStats::default(),
         })
     }
@@ -275,11 +279,17 @@ impl Sockets {
         let slot = self.free.pop().unwrap_or(self.conns.len());
         if slot > ID_MASK {
             // The slot would not fit in a token; far beyond any file descriptor limit.
+            if let Some(counted) = conn.counted.take() {
+                self.conn_limits.release(counted);
+            }
             return Err(io::Error::other("too many stream connections"));
         }
         if let Err(e) = conn.register(&self.registry, Source::Conn(slot).token()) {
             if slot < self.conns.len() {
                 self.free.push(slot);
+            }
+            if let Some(counted) = conn.counted.take() {
+                self.conn_limits.release(counted);
             }
             return Err(e);
         }
@@ -331,6 +341,40 @@ impl Sockets {
         self.tls = Some(config);
     }
 
+    /// The core says a request from `client` passed authentication: its TCP/TLS
+    /// connection or QUIC connection is no longer timed out as unauthenticated.
+    pub(crate) fn mark_authenticated(&mut self, client: ClientId) {
+        if client.transport == Transport::Quic {
+            if let Some(l) = self.quic.iter_mut().find(|l| l.local == client.local) {
+                l.mark_authenticated(client);
+            }
+            return;
+        }
+        let Some(&slot) = self.by_client.get(&client) else {
+            return;
+        };
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+            conn.authenticated = true;
+        }
+    }
+
+    /// Closes every connection that has had no authenticated request for `timeout`
+    /// since it was accepted.
+    pub(crate) fn close_unauthenticated(
+        &mut self,
+        now: std::time::Instant,
+        timeout: std::time::Duration,
+    ) {
+        for slot in 0..self.conns.len() {
+            let due = self.conn(slot).is_some_and(|c| {
+                !c.authenticated && now.saturating_duration_since(c.accepted) >= timeout
+            });
+            if due {
+                self.close_conn(slot, Close::Unauthenticated);
+            }
+        }
+    }
+
     /// Drops a connection and remembers its client so the core can free its allocation.
     pub(crate) fn close_conn(&mut self, slot: usize, reason: Close) {
         let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
@@ -338,6 +382,12 @@ impl Sockets {
         };
         tracing::debug!(client = %conn.client, %reason, "stream connection closed");
         conn.deregister(&self.registry);
+        if let Some(counted) = conn.counted.take() {
+            self.conn_limits.release(counted);
+        }
+        if matches!(reason, Close::Unauthenticated) {
+            self.stats.connections_unauthenticated += 1;
+        }
         self.by_client.remove(&conn.client);
         self.free.push(slot);
         self.closed.push(conn.client);

@@ -7,10 +7,12 @@
 
 use std::io::{self, Read, Write};
 use std::ops::Range;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use super::conn_limits::Counted;
 use crate::proto::framing::{next_frame, Frame};
 use crate::proto::ClientId;
 
@@ -33,6 +35,8 @@ pub(crate) enum Close {
     Io(io::Error),
     Tls(rustls::Error),
     InvalidFrame,
+    /// No request passed authentication within `limits.unauthenticated_timeout_secs`.
+    Unauthenticated,
 }
 
 impl std::fmt::Display for Close {
@@ -42,6 +46,7 @@ impl std::fmt::Display for Close {
             Close::Io(e) => write!(f, "socket error: {e}"),
             Close::Tls(e) => write!(f, "TLS error: {e}"),
             Close::InvalidFrame => f.write_str("neither STUN nor ChannelData"),
+            Close::Unauthenticated => f.write_str("no authenticated request in time"),
         }
     }
 }
@@ -78,6 +83,13 @@ pub(crate) struct StreamConn {
     sent: usize,
     /// Whether WRITABLE interest is registered (only while output is pending).
     wants_writable: bool,
+    /// When it was accepted: without an authenticated request by
+    /// `accepted + limits.unauthenticated_timeout_secs`, it is closed.
+    pub(crate) accepted: Instant,
+    /// A request on it has passed authentication (the core said so).
+    pub(crate) authenticated: bool,
+    /// Its place in the shared connection counts, given back when it closes.
+    pub(crate) counted: Option<Counted>,
 }
 
 impl StreamConn {
@@ -85,6 +97,7 @@ impl StreamConn {
         sock: TcpStream,
         client: ClientId,
         tls: Option<rustls::ServerConnection>,
+        accepted: Instant,
     ) -> StreamConn {
         StreamConn {
             sock,
@@ -96,6 +109,9 @@ impl StreamConn {
             output: Vec::new(),
             sent: 0,
             wants_writable: false,
+            accepted,
+            authenticated: false,
+            counted: None,
         }
     }
 
@@ -317,7 +333,12 @@ mod tests {
             remote,
             local,
         };
-        let mut conn = StreamConn::new(TcpStream::from_std(server_side), client, None);
+        let mut conn = StreamConn::new(
+            TcpStream::from_std(server_side),
+            client,
+            None,
+            std::time::Instant::now(),
+        );
         conn.register(poll.registry(), Token(1)).unwrap();
 
         // ChannelData with 64 KiB - 4 of payload: each message is exactly 64 KiB.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 
 use super::batch::{for_each_run, send_segments, Pending, RecvBatch, BATCH};
+use super::conn_limits::Refused;
 use super::core::Core;
 use super::sockets::{count_send, send_on_relay, Sockets, Source};
 use super::stream::{Close, ReadStatus, StreamConn};
@@ -247,6 +248,17 @@ impl<C: Core> Worker<C> {
                 tracing::debug!(worker = self.index, "drained");
             }
             if now >= next_publish {
+                if let Some(timeout) = self.io.conn_limits.unauthenticated_timeout() {
+                    // Checked once a second: a connection lives at most a second past
+                    // its deadline.
+                    self.io.close_unauthenticated(now, timeout);
+                    self.drain(now);
+                    for i in 0..self.io.quic.len() {
+                        let closed = self.io.quic[i].close_unauthenticated(now, timeout);
+                        self.io.stats.connections_unauthenticated += closed;
+                        self.handle_tunnel_inputs(now, i);
+                    }
+                }
                 self.publish();
                 next_publish = now + PUBLISH_INTERVAL;
             }
@@ -269,7 +281,7 @@ impl<C: Core> Worker<C> {
             Some(Source::Waker) => self.handle_commands(now),
             None => {}
             Some(Source::UdpListener(i)) => self.read_udp(now, token, UdpSource::Listener(i)),
-            Some(Source::StreamListener(i)) => self.accept(i),
+            Some(Source::StreamListener(i)) => self.accept(now, i),
             Some(Source::Relay(key)) => self.read_udp(now, token, UdpSource::Relay(key)),
             Some(Source::Conn(slot)) => self.conn_ready(now, token, slot),
             Some(Source::QuicListener(i)) => self.read_quic(now, token, i),
@@ -312,8 +324,17 @@ impl<C: Core> Worker<C> {
     fn handle_tunnel_inputs(&mut self, now: Instant, i: usize) {
         while let Some(input) = self.io.quic.get_mut(i).and_then(|l| l.poll_input()) {
             match input {
-                TunnelInput::Message { client, bytes } => {
+                TunnelInput::Message {
+                    client,
+                    bytes,
+                    source,
+                } => {
                     self.wake_datagrams += 1;
+                    // Requests (STUN, RFC 7983) carry credentials; the core needs to
+                    // know where they come from to throttle failed sign-ins.
+                    if bytes.first().is_some_and(|&b| b <= 0x03) {
+                        self.core.handle_tunnel_source(client, source);
+                    }
                     if let Some(fwd) = self.core.handle_client_input(now, client, &bytes) {
                         let payload = bytes.get(fwd.range).unwrap_or_default();
                         let sent = send_on_relay(&self.io.relays, fwd.relay, fwd.peer, payload);
@@ -484,7 +505,7 @@ impl<C: Core> Worker<C> {
     }
 
     /// Accepts every pending connection on a TCP or TLS listener.
-    fn accept(&mut self, i: usize) {
+    fn accept(&mut self, now: Instant, i: usize) {
         loop {
             let Some(listener) = self.io.listeners.get(i) else {
                 return;
@@ -501,7 +522,7 @@ impl<C: Core> Worker<C> {
                     return;
                 }
             };
-            if let Err(e) = self.add_connection(stream, remote, transport) {
+            if let Err(e) = self.add_connection(now, stream, remote, transport) {
                 tracing::debug!(%remote, "dropping new connection: {e}");
             }
         }
@@ -511,10 +532,45 @@ impl<C: Core> Worker<C> {
     /// registration itself (epoll reports the current state on add).
     fn add_connection(
         &mut self,
+        now: Instant,
         stream: mio::net::TcpStream,
         remote: SocketAddr,
         transport: Transport,
     ) -> io::Result<()> {
+        // Over a cap, the connection is closed at once (dropping `stream`), before any
+        // TLS state or buffer is made for it.
+        let counted = match self.io.conn_limits.acquire(remote.ip()) {
+            Ok(counted) => counted,
+            Err(refused) => {
+                match refused {
+                    Refused::Total => self.io.stats.connections_refused_total += 1,
+                    Refused::PerSource => self.io.stats.connections_refused_per_source += 1,
+                }
+                return Err(io::Error::other(format!("connection limit: {refused:?}")));
+            }
+        };
+        let mut conn = match self.new_connection(now, stream, remote, transport) {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.io.conn_limits.release(counted);
+                return Err(e);
+            }
+        };
+        conn.counted = Some(counted);
+        let client = conn.client;
+        // On failure `add_conn` gives the count back itself.
+        self.io.add_conn(conn)?;
+        tracing::debug!(%client, "stream connection accepted");
+        Ok(())
+    }
+
+    fn new_connection(
+        &self,
+        now: Instant,
+        stream: mio::net::TcpStream,
+        remote: SocketAddr,
+        transport: Transport,
+    ) -> io::Result<StreamConn> {
         // Media and STUN transactions are small and latency-bound; never wait for Nagle.
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;
@@ -532,9 +588,7 @@ impl<C: Core> Worker<C> {
             remote,
             local,
         };
-        self.io.add_conn(StreamConn::new(stream, client, tls))?;
-        tracing::debug!(%client, "stream connection accepted");
-        Ok(())
+        Ok(StreamConn::new(stream, client, tls, now))
     }
 
     /// A stream connection is readable and/or writable: flush, then read and frame.
@@ -609,6 +663,7 @@ impl<C: Core> Worker<C> {
                     }
                     Event::CloseRelay(key) => self.io.close_relay(key),
                     Event::DontFragment(key) => self.io.set_dont_fragment(key),
+                    Event::Authenticated(client) => self.io.mark_authenticated(client),
                 }
             }
             while let Some(t) = self.core.poll_transmit() {

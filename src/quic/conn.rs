@@ -74,17 +74,36 @@ pub(super) struct QuicConn {
     peer_settings: Option<Settings>,
     uni: HashMap<StreamId, Uni>,
     requests: HashMap<StreamId, Request>,
+    /// When the handshake began: without an authenticated request in any of its
+    /// tunnels by `accepted + limits.unauthenticated_timeout_secs`, it is closed.
+    pub(super) accepted: Instant,
+    /// A request in one of its tunnels has passed authentication.
+    pub(super) authenticated: bool,
 }
 
 impl QuicConn {
-    pub(super) fn new(conn: Connection) -> QuicConn {
+    pub(super) fn new(conn: Connection, accepted: Instant) -> QuicConn {
         QuicConn {
             conn,
             control: None,
             peer_settings: None,
             uni: HashMap::new(),
             requests: HashMap::new(),
+            accepted,
+            authenticated: false,
         }
+    }
+
+    /// Closes the connection for want of an authenticated request, reporting its
+    /// tunnels closed (a local close raises no `ConnectionLost`).
+    pub(super) fn close_unauthenticated(&mut self, ctx: &mut Ctx<'_>) {
+        // H3_REQUEST_REJECTED (RFC 9114 §8.1): nothing of it was processed.
+        self.conn.close(
+            ctx.now,
+            quinn_proto::VarInt::from_u32(0x010b),
+            Bytes::from_static(b"no authenticated request in time"),
+        );
+        self.close_tunnels(ctx);
     }
 
     /// The tunnels this connection carries, to report closed when it ends.
@@ -432,6 +451,7 @@ impl QuicConn {
                 ctx.inputs.push_back(TunnelInput::Message {
                     client: *client,
                     bytes: value[payload].to_vec(),
+                    source: self.conn.remote_address().ip(),
                 });
             }
         }
@@ -482,6 +502,7 @@ impl QuicConn {
                 ctx.inputs.push_back(TunnelInput::Message {
                     client: *client,
                     bytes: bytes[d.payload].to_vec(),
+                    source: self.conn.remote_address().ip(),
                 });
             }
         }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mio::net::UdpSocket;
@@ -28,7 +28,12 @@ const MAX_DATAGRAM: usize = 65_535;
 #[derive(Debug)]
 pub(crate) enum TunnelInput {
     /// One STUN or ChannelData message from a tunnel's client.
-    Message { client: ClientId, bytes: Vec<u8> },
+    Message {
+        client: ClientId,
+        bytes: Vec<u8>,
+        /// The address the tunnel's QUIC connection comes from now.
+        source: std::net::IpAddr,
+    },
     /// The tunnel ended (its stream or its connection closed): free its allocation.
     Closed(ClientId),
 }
@@ -131,7 +136,7 @@ impl QuicListener {
                         .accept(incoming, now, &mut self.send_buf, None)
                     {
                         Ok((ch, conn)) => {
-                            self.conns.insert(ch, QuicConn::new(conn));
+                            self.conns.insert(ch, QuicConn::new(conn, now));
                             self.drive(now, ch);
                         }
                         Err(e) => {
@@ -231,6 +236,49 @@ impl QuicListener {
                 self.conns.remove(&ch);
             }
         }
+    }
+
+    /// A request in `client`'s tunnel passed authentication: its connection is no
+    /// longer timed out as unauthenticated.
+    pub(crate) fn mark_authenticated(&mut self, client: ClientId) {
+        let Some(&(ch, _)) = self.tunnels.get(&client) else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.authenticated = true;
+        }
+    }
+
+    /// Closes every connection without an authenticated request `timeout` after its
+    /// handshake began; returns how many. Their tunnels are reported closed.
+    pub(crate) fn close_unauthenticated(&mut self, now: Instant, timeout: Duration) -> u64 {
+        let due: Vec<ConnectionHandle> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                !c.authenticated
+                    && !c.conn.is_closed()
+                    && now.saturating_duration_since(c.accepted) >= timeout
+            })
+            .map(|(&ch, _)| ch)
+            .collect();
+        for &ch in &due {
+            let Some(c) = self.conns.get_mut(&ch) else {
+                continue;
+            };
+            let mut ctx = Ctx {
+                now,
+                handle: ch,
+                local: self.local,
+                targets: &self.config.targets,
+                next_tunnel: &mut self.next_tunnel,
+                tunnels: &mut self.tunnels,
+                inputs: &mut self.inputs,
+            };
+            c.close_unauthenticated(&mut ctx);
+            self.drive(now, ch);
+        }
+        due.len() as u64
     }
 
     /// The earliest timer of any connection.

@@ -188,6 +188,14 @@ fn each_validation_error_names_its_key_and_line() {
         ),
         ("[limits]\nmax_username_len = 0", "limits.max_username_len"),
         (
+            "[limits]\nauth_cooldown_secs = 0",
+            "limits.auth_cooldown_secs",
+        ),
+        (
+            "[limits]\nauth_cooldown_secs = 86401",
+            "limits.auth_cooldown_secs",
+        ),
+        (
             "[limits]\nmax_username_len = 509",
             "limits.max_username_len",
         ),

@@ -47,6 +47,17 @@ fn embedded_default_matches_the_documented_defaults() {
     assert_eq!(s.limits.user_quota, Some(10));
     assert_eq!(s.limits.total_quota, None);
     assert_eq!(s.limits.max_username_len, 256);
+    assert_eq!(s.limits.auth_failures_per_minute, 20);
+    assert_eq!(s.limits.auth_cooldown, Duration::from_secs(60));
+    assert_eq!(s.limits.max_bps_per_allocation, 0);
+    assert_eq!(s.limits.max_bps_per_user, 0);
+    assert_eq!(s.limits.max_bps_total, 0);
+    assert_eq!(
+        s.limits.unauthenticated_timeout,
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(s.limits.max_connections_per_source, 1000);
+    assert_eq!(s.limits.max_connections, 0);
     assert!(s.peers.allow.is_empty() && s.peers.deny.is_empty());
     assert_eq!(s.metrics, Some(sa("127.0.0.1:9641")));
     assert_eq!(s.log.format, LogFormat::Text);
@@ -118,6 +129,14 @@ fn every_key_is_read() {
     assert_eq!(s.limits.user_quota, None);
     assert_eq!(s.limits.total_quota, Some(5000));
     assert_eq!(s.limits.max_username_len, 100);
+    assert_eq!(s.limits.auth_failures_per_minute, 7);
+    assert_eq!(s.limits.auth_cooldown, Duration::from_secs(30));
+    assert_eq!(s.limits.max_bps_per_allocation, 2_000_000);
+    assert_eq!(s.limits.max_bps_per_user, 4_000_000);
+    assert_eq!(s.limits.max_bps_total, 1_000_000_000);
+    assert_eq!(s.limits.unauthenticated_timeout, None);
+    assert_eq!(s.limits.max_connections_per_source, 0);
+    assert_eq!(s.limits.max_connections, 5000);
     assert_eq!(s.peers.allow, vec![net("10.1.2.0/24"), net("fd00::1/128")]);
     assert_eq!(s.peers.deny, vec![net("10.1.2.3/32")]);
     assert_eq!(s.metrics, None);

@@ -79,6 +79,14 @@ nonce_lifetime_secs = 60
 user_quota = 0
 total_quota = 5000
 max_username_len = 100
+auth_failures_per_minute = 7
+auth_cooldown_secs = 30
+max_bps_per_allocation = 2000000
+max_bps_per_user = 4000000
+max_bps_total = 1000000000
+unauthenticated_timeout_secs = 0
+max_connections_per_source = 0
+max_connections = 5000
 [peers]
 allow = ["10.1.2.0/24", "fd00::1"]
 deny = ["10.1.2.3/32"]

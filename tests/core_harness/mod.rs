@@ -122,6 +122,8 @@ pub struct Net {
     /// When false, OpenRelay events are parked in `unanswered` for the test to answer.
     pub auto_ack: bool,
     pub unanswered: Vec<RelayKey>,
+    /// Every `Event::Authenticated`, in order.
+    pub authenticated: Vec<ClientId>,
     inbox: HashMap<ClientId, VecDeque<Vec<u8>>>,
     next_port: u16,
 }
@@ -183,6 +185,7 @@ impl Net {
             fail_next_binds: 0,
             auto_ack: true,
             unanswered: Vec::new(),
+            authenticated: Vec::new(),
             inbox: HashMap::new(),
             next_port: 40000 + 1000 * index as u16,
         }
@@ -236,6 +239,7 @@ impl Net {
                     assert!(self.open.contains(&key), "DF on {key:?}, never opened");
                     self.dont_fragment.push(key);
                 }
+                Event::Authenticated(client) => self.authenticated.push(client),
             }
         }
         while let Some(t) = self.server.poll_transmit() {

@@ -109,6 +109,8 @@ pub struct TurnpikeConfig {
     /// `[signaling] relays`: one relay, region "test", with these URLs; empty: none
     /// (signaling advertises this relay itself).
     pub signaling_relay_urls: Vec<String>,
+    /// More `[limits]` lines, as TOML (`key = value`, one a line).
+    pub limits: String,
 }
 
 /// `[signaling] token_key` of a server started with [`TurnpikeConfig::signaling`].
@@ -133,6 +135,7 @@ impl Default for TurnpikeConfig {
             args: Vec::new(),
             signaling: false,
             signaling_relay_urls: Vec::new(),
+            limits: String::new(),
         }
     }
 }
@@ -204,6 +207,7 @@ users = {users}
 secrets = {secrets}
 [limits]
 user_quota = {quota}
+{limits}
 [peers]
 allow = {allow}
 [metrics]
@@ -222,6 +226,7 @@ format = {format:?}
             users = toml_list(&config.users),
             secrets = toml_list(&config.secrets),
             quota = config.user_quota,
+            limits = config.limits,
             allow = toml_list(&config.allow_peers),
             format = config.log_format,
             level = config.log_level,

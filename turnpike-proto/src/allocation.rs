@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::addr::{ChannelNumber, Family, RelayKey};
 use super::auth::Credential;
+use super::bandwidth::AllocationBandwidth;
 use super::stun::TransactionId;
 
 /// RFC 8656 §9: a permission lasts 300 s unless refreshed.
@@ -92,6 +93,9 @@ pub struct Allocation {
     /// peer (a call before its ChannelBind, or a client that never binds) is not
     /// re-checked against the policy and the shared port table per packet.
     pub send_route: Option<(SocketAddr, u64)>,
+    /// Its bandwidth buckets, and its user's (see [`crate::bandwidth`]); unused when
+    /// no cap is set.
+    pub bandwidth: AllocationBandwidth,
 }
 
 impl Allocation {

@@ -13,6 +13,7 @@
 pub mod addr;
 pub mod allocation;
 pub mod auth;
+pub mod bandwidth;
 pub mod channel_data;
 pub mod drain;
 pub mod fast_path;
@@ -28,6 +29,7 @@ pub mod server;
 pub mod shared;
 pub mod stats;
 pub mod stun;
+pub mod throttle;
 
 pub use addr::{ChannelNumber, ClientId, Family, RelayKey, RelayPort, Transport};
 pub use fast_path::{FastPathUpdate, FastRoute};

@@ -11,6 +11,7 @@ use rand::RngCore;
 
 use super::addr::{ClientId, Family, RelayKey, Transport};
 use super::allocation::Allocation;
+use super::bandwidth::Bandwidth;
 use super::channel_data;
 use super::server::{Forward, Server, ToClient, KNOWN_REQUIRED, PEER_HEADROOM};
 use super::stats::{Direction, DropReason, Stats};
@@ -62,6 +63,8 @@ impl Server {
         let permitted = target_lives && alloc.permits(peer.ip(), now);
         forward(
             &mut self.stats,
+            self.bandwidth.as_deref(),
+            now,
             client.transport,
             alloc,
             permitted,
@@ -115,6 +118,8 @@ impl Server {
         }
         forward(
             &mut self.stats,
+            self.bandwidth.as_deref(),
+            now,
             client.transport,
             alloc,
             permitted,
@@ -138,7 +143,11 @@ impl Server {
             self.stats.count_drop(DropReason::NoAllocation);
             return None;
         };
-        let Some(alloc) = self.allocations.get(&client).filter(|a| a.expires > now) else {
+        let Some(alloc) = self
+            .allocations
+            .get_mut(&client)
+            .filter(|a| a.expires > now)
+        else {
             self.stats.count_drop(DropReason::NoAllocation);
             return None;
         };
@@ -146,6 +155,12 @@ impl Server {
         if !alloc.permits(peer.ip(), now) {
             self.stats.count_drop(DropReason::NoPermission);
             return None;
+        }
+        if let Some(bandwidth) = &self.bandwidth {
+            if !bandwidth.admit(&mut alloc.bandwidth, Direction::ToClient, len, now) {
+                self.stats.count_drop(DropReason::Bandwidth);
+                return None;
+            }
         }
         let start = PEER_HEADROOM;
         let end = start + len;
@@ -180,12 +195,15 @@ impl Server {
 
 /// The client → peer decision shared by ChannelData and Send: `payload` (a range of the
 /// client's packet) out of the allocation's relay socket of the peer's family, if the
-/// peer is permitted.
+/// peer is permitted and the bandwidth caps let it pass.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn forward(
     stats: &mut Stats,
+    bandwidth: Option<&Bandwidth>,
+    now: Instant,
     transport: Transport,
-    alloc: &Allocation,
+    alloc: &mut Allocation,
     permitted: bool,
     peer: SocketAddr,
     payload: Range<usize>,
@@ -195,9 +213,16 @@ fn forward(
         stats.count_drop(DropReason::NoPermission);
         return None;
     };
+    let relay = relay.key;
+    if let Some(bandwidth) = bandwidth {
+        if !bandwidth.admit(&mut alloc.bandwidth, Direction::ToPeer, payload.len(), now) {
+            stats.count_drop(DropReason::Bandwidth);
+            return None;
+        }
+    }
     stats.count_relayed(Direction::ToPeer, transport, payload.len());
     Some(Forward {
-        relay: relay.key,
+        relay,
         peer,
         range: payload,
     })

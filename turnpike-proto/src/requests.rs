@@ -306,6 +306,11 @@ impl Server {
             }
         }
         let expires = now + p.lifetime;
+        let bandwidth = self
+            .bandwidth
+            .as_ref()
+            .map(|b| b.for_allocation(&p.cred.quota_user))
+            .unwrap_or_default();
         self.allocations.insert(
             client,
             Allocation {
@@ -319,6 +324,7 @@ impl Server {
                 channels: Vec::new(),
                 dont_fragment: p.dont_fragment,
                 send_route: None,
+                bandwidth,
             },
         );
         self.set_timer(expires, Timer::Allocation(client));

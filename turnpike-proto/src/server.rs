@@ -27,14 +27,16 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::addr::{ClientId, Family, RelayKey};
+use super::addr::{ClientId, Family, RelayKey, Transport};
 use super::allocation::Allocation;
 use super::auth::{Authenticator, Credential, Integrity, OFFERED_ALGORITHMS};
+use super::bandwidth::Bandwidth;
 use super::peer_policy::PeerPolicy;
 use super::reject::Reject;
 use super::shared::Shared;
 use super::stats::{DropReason, MethodLabel, Stats};
 use super::stun::{attr, method, Class, Message, MessageBuilder, TransactionId};
+use super::throttle::AuthGate;
 
 pub(crate) use super::requests::Pending;
 
@@ -96,6 +98,8 @@ pub struct ServerConfig {
     /// Wall clock at a known `Instant`, to check REST expiry times without reading a clock.
     pub unix_anchor: (Instant, u64),
     /// Report channel routes for an in-kernel fast path ([`Server::poll_fast_path`]).
+    /// Ignored when the shared state sets bandwidth caps: the kernel would not count
+    /// what it forwards against them, so capped traffic stays on the sockets.
     pub fast_path: bool,
     /// Other relays a draining core sends new Allocates to (300 Try Alternate with
     /// ALTERNATE-SERVER); empty: they get 403 instead (see [`crate::drain`]).
@@ -151,6 +155,9 @@ pub enum Event {
     /// The client asked for DONT-FRAGMENT (RFC 8656 §18.9): set the DF bit on what
     /// this relay socket sends (no fragmentation; oversize sends fail instead).
     DontFragment(RelayKey),
+    /// A request from this stream or QUIC client passed authentication: the shell
+    /// may stop timing the connection out as unauthenticated. Never for UDP clients.
+    Authenticated(ClientId),
 }
 
 /// Send `packet[range]` from relay socket `relay` to `peer` (client → peer hot path),
@@ -249,13 +256,24 @@ pub struct Server {
     pub(crate) fast_dirty: Vec<ClientId>,
     /// Set by [`Server::handle_drain`]; see [`crate::drain`].
     pub(crate) drain: Option<crate::drain::Drain>,
+    /// The bandwidth caps, taken from `shared` once (`None`: no cap, and the packet
+    /// path does not look).
+    pub(crate) bandwidth: Option<Arc<Bandwidth>>,
+    /// Where each QUIC tunnel's client is now (the shell reports it: the tunnel's
+    /// `ClientId` names the tunnel, not the client's address), so that the failed
+    /// sign-in throttle counts a client's tunnels as one source.
+    pub(crate) tunnel_sources: HashMap<ClientId, IpAddr>,
 }
 
 impl Server {
     /// A core with no allocations. `shared` is what it shares with the relay's other
     /// cores (one [`SharedPool`](crate::shared::SharedPool) for all of them); `rng_seed`
     /// seeds its RNG (relay ports, reservation tokens), so runs are reproducible.
-    pub fn new(config: ServerConfig, shared: Arc<dyn Shared>, rng_seed: u64) -> Server {
+    pub fn new(mut config: ServerConfig, shared: Arc<dyn Shared>, rng_seed: u64) -> Server {
+        let bandwidth = shared.bandwidth();
+        if bandwidth.is_some() {
+            config.fast_path = false;
+        }
         let auth = Authenticator::new(
             config.realm.clone(),
             config.users.clone(),
@@ -280,6 +298,26 @@ impl Server {
             stats: Stats::default(),
             fast_dirty: Vec::new(),
             drain: None,
+            bandwidth,
+            tunnel_sources: HashMap::new(),
+        }
+    }
+
+    /// The address a QUIC tunnel's client sends from now (it changes when the QUIC
+    /// connection migrates). The shell reports it before the tunnel's STUN messages.
+    pub fn handle_tunnel_source(&mut self, client: ClientId, source: IpAddr) {
+        if client.transport == Transport::Quic {
+            self.tunnel_sources.insert(client, source);
+        }
+    }
+
+    /// The address the failed sign-in throttle counts `client` under: its own, or for
+    /// a QUIC tunnel the one the shell reported (every tunnel the shell has not
+    /// reported counts as one source, the tunnels' discard prefix).
+    fn source_of(&self, client: &ClientId) -> IpAddr {
+        match self.tunnel_sources.get(client) {
+            Some(&source) => source,
+            None => client.remote.ip(),
         }
     }
 
@@ -368,21 +406,46 @@ impl Server {
         {
             self.delete_allocation(now, client);
         }
+        // A 401 to a request that carried MESSAGE-INTEGRITY is a failed sign-in
+        // (unknown user, wrong password, expired REST credential, wrong realm); the 401
+        // to a request without it is the usual challenge (RFC 8489 §9.2.4) that precedes
+        // every first sign-in, and is not one. Only failed sign-ins feed the throttle,
+        // and only signed requests are throttled: the challenge stays answered, so a
+        // neighbour behind the same NAT can still learn a nonce and sign in.
+        let signed = msg.has(attr::MESSAGE_INTEGRITY) || msg.has(attr::MESSAGE_INTEGRITY_SHA256);
+        let username = msg.get(attr::USERNAME).unwrap_or_default();
+        let source = self.source_of(&client);
+        let gate = if signed {
+            self.shared.auth_gate(source, username, now)
+        } else {
+            AuthGate::Open
+        };
+        if gate == AuthGate::Drop {
+            // Dropped unanswered and unchecked: a guess costs us no HMAC and tells the
+            // guesser nothing, not even that the source is throttled.
+            self.stats.auth_throttled += 1;
+            return;
+        }
         let cred = match self.auth.authenticate(msg, self.unix_now(now), &client) {
             Ok(cred) => cred,
             Err(reject) => {
-                // A 401 to a request that carried MESSAGE-INTEGRITY is a failed sign-in
-                // (unknown user, wrong password, expired REST credential, wrong realm);
-                // the 401 to a request without it is the usual challenge (RFC 8489
-                // §9.2.4) that precedes every first sign-in, and is not one.
-                let signed =
-                    msg.has(attr::MESSAGE_INTEGRITY) || msg.has(attr::MESSAGE_INTEGRITY_SHA256);
                 if signed && matches!(reject, Reject::Unauthorized) {
                     self.stats.auth_failures += 1;
+                    if self.shared.auth_failed(source, username, now) {
+                        // A throttled source's wrong guess for a fresh username (or one
+                        // that passed the gate just before another worker counted the
+                        // failure that throttled the source) goes unanswered too. The
+                        // failure that reaches the limit is still answered.
+                        self.stats.auth_throttled += 1;
+                        return;
+                    }
                 }
                 return self.reply_error(now, client, info, &reject, None);
             }
         };
+        if client.transport != Transport::Udp {
+            self.events.push_back(Event::Authenticated(client));
+        }
         let unknown = msg.unknown_required(KNOWN_REQUIRED);
         if !unknown.is_empty() {
             let reject = Reject::UnknownAttributes(unknown);
@@ -404,6 +467,7 @@ impl Server {
 
     /// A stream client's connection closed: its allocation goes with it (RFC 8656 §3.1).
     pub fn handle_client_closed(&mut self, now: Instant, client: ClientId) {
+        self.tunnel_sources.remove(&client);
         if self.pending.contains_key(&client) {
             self.abandon_pending(client);
         }
@@ -483,6 +547,9 @@ impl Server {
             self.events.push_back(Event::CloseRelay(relay.key));
         }
         self.shared.release_quota(&alloc.credential.quota_user);
+        if let Some(bandwidth) = &self.bandwidth {
+            bandwidth.release(&alloc.credential.quota_user, alloc.bandwidth);
+        }
         self.fast_path_changed(client);
         self.stats.allocations_deleted += 1;
         self.stats.allocations = self.allocations.len() as u64;

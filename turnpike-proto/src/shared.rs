@@ -2,7 +2,7 @@
 //!
 //! A relay runs one core ([`Server`](crate::Server)) per worker thread, and each worker
 //! owns its allocations alone: both directions of an allocation are handled by the
-//! thread whose listener the kernel hashed the client's 5-tuple to. Three things cannot
+//! thread whose listener the kernel hashed the client's 5-tuple to. Some things cannot
 //! be split that way, because a client's 5-tuples are spread over workers:
 //!
 //! - **The relay port range, with its EVEN-PORT reservations.** The Allocate that
@@ -16,27 +16,37 @@
 //!   of the host.
 //! - **Allocation quotas**, per user and in total (RFC 8656 §7.2: 486, 508): one user's
 //!   allocations may land on any worker.
+//! - **The failed sign-in throttle** ([`crate::throttle`]): a source's 5-tuples, and so
+//!   its guesses, are spread over workers too. Consulted for requests that carry
+//!   credentials, never per packet.
+//! - **The bandwidth caps per user and in total** ([`crate::bandwidth`]): a core takes
+//!   the relay's [`Bandwidth`] once, at construction, and its packet path charges the
+//!   shared buckets with one atomic compare-and-swap each, without a call through here.
 //!
 //! A core reaches them only through [`Shared`], which it is given at construction, so
 //! what one core's behaviour depends on is visible in its signature. Every call but one
 //! is made when an allocation, reservation or relay-to-relay permission is made or
-//! freed — never per packet. The exception is [`Shared::retired`], one atomic load on
-//! the relay-to-relay packet path (see there).
+//! freed, or for a request that carries credentials — never per packet. The exception
+//! is [`Shared::retired`], one atomic load on the relay-to-relay packet path (see there).
 //!
 //! [`SharedPool`] is the relay's implementation: a mutex around the pool and the
-//! relayed addresses, another around the quotas. The virtual-time harness gives several
+//! relayed addresses, another around the quotas, the throttle's table of small locked
+//! sets and the bandwidth caps' atomics. The virtual-time harness gives several
 //! simulated cores one pool to test what crosses workers.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::RngCore;
 
+use crate::bandwidth::Bandwidth;
 use crate::ports::{RelayPorts, Reservation};
 use crate::quota::Quotas;
 use crate::reject::Reject;
+use crate::throttle::{AuthGate, AuthThrottle};
 
 /// The state a relay's cores share; see the module docs for what and why.
 ///
@@ -83,13 +93,35 @@ pub trait Shared: Send + Sync + fmt::Debug {
 
     /// Count one allocation of `user` less.
     fn release_quota(&self, user: &str);
+
+    /// What to do with a request from the client at `source` carrying credentials for
+    /// `username`, given the failed sign-ins from there ([`crate::throttle`]). Without
+    /// a throttle: [`AuthGate::Open`].
+    fn auth_gate(&self, _source: IpAddr, _username: &[u8], _now: Instant) -> AuthGate {
+        AuthGate::Open
+    }
+
+    /// Count a failed sign-in of `username` from `source`; true when that source was
+    /// already throttled, so the failure must go unanswered.
+    fn auth_failed(&self, _source: IpAddr, _username: &[u8], _now: Instant) -> bool {
+        false
+    }
+
+    /// The bandwidth caps and their shared buckets, if any cap is set; a core asks once.
+    fn bandwidth(&self) -> Option<Arc<Bandwidth>> {
+        None
+    }
 }
 
-/// The relay's [`Shared`]: the port pool and the quotas, each behind its own mutex.
+/// The relay's [`Shared`]: the port pool and the quotas, each behind its own mutex, the
+/// failed sign-in throttle (a fixed table of small locked sets) and the bandwidth caps
+/// (atomics).
 #[derive(Debug)]
 pub struct SharedPool {
     ports: RelayPorts,
     quotas: Quotas,
+    throttle: AuthThrottle,
+    bandwidth: Option<Arc<Bandwidth>>,
 }
 
 impl SharedPool {
@@ -99,7 +131,21 @@ impl SharedPool {
         SharedPool {
             ports: RelayPorts::new(range),
             quotas,
+            throttle: AuthThrottle::off(),
+            bandwidth: None,
         }
+    }
+
+    /// The same pool, throttling failed sign-ins with `throttle`.
+    pub fn with_auth_throttle(mut self, throttle: AuthThrottle) -> SharedPool {
+        self.throttle = throttle;
+        self
+    }
+
+    /// The same pool, with bandwidth caps (`None`: none).
+    pub fn with_bandwidth(mut self, bandwidth: Option<Bandwidth>) -> SharedPool {
+        self.bandwidth = bandwidth.map(Arc::new);
+        self
     }
 
     /// The port pool, to inspect (ports in use, the range).
@@ -144,5 +190,14 @@ impl Shared for SharedPool {
     }
     fn release_quota(&self, user: &str) {
         self.quotas.release(user)
+    }
+    fn auth_gate(&self, source: IpAddr, username: &[u8], now: Instant) -> AuthGate {
+        self.throttle.gate(source, username, now)
+    }
+    fn auth_failed(&self, source: IpAddr, username: &[u8], now: Instant) -> bool {
+        self.throttle.failed(source, username, now)
+    }
+    fn bandwidth(&self) -> Option<Arc<Bandwidth>> {
+        self.bandwidth.clone()
     }
 }

@@ -72,17 +72,20 @@ pub enum DropReason {
     Ignored,
     /// The shell could not send (buffer full, kernel error).
     SendFailed,
+    /// Over a bandwidth cap (`limits.max_bps_*`).
+    Bandwidth,
 }
 
 impl DropReason {
     /// Every reason, in index order (the slots of [`Stats::drops`]).
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Malformed,
         DropReason::NoAllocation,
         DropReason::NoPermission,
         DropReason::NoChannel,
         DropReason::Ignored,
         DropReason::SendFailed,
+        DropReason::Bandwidth,
     ];
     /// The `reason` label value on `turnpike_dropped_packets_total`.
     pub fn as_str(self) -> &'static str {
@@ -93,6 +96,7 @@ impl DropReason {
             DropReason::NoChannel => "no_channel",
             DropReason::Ignored => "ignored",
             DropReason::SendFailed => "send_failed",
+            DropReason::Bandwidth => "bandwidth",
         }
     }
 }
@@ -134,7 +138,7 @@ pub struct Stats {
     /// The same bytes by direction and the client's transport, as `packets_by_transport`.
     pub bytes_by_transport: [[u64; 4]; 2],
     /// Dropped packets by [`DropReason`] (index `DropReason as usize`).
-    pub drops: [u64; 6],
+    pub drops: [u64; 7],
     /// Gauge: allocations alive in this core right now.
     pub allocations: u64,
     /// Monotonic: allocations ever created.
@@ -147,6 +151,9 @@ pub struct Stats {
     /// Monotonic: requests with credentials (MESSAGE-INTEGRITY) refused with 401, i.e.
     /// failed sign-ins; the 401 challenge to a request without credentials is not one.
     pub auth_failures: u64,
+    /// Monotonic: requests dropped unanswered because their source is throttled after
+    /// too many failed sign-ins (see [`crate::throttle`]).
+    pub auth_throttled: u64,
 }
 
 impl Stats {
