@@ -246,6 +246,19 @@ fn signaling(ctx: &Ctx, raw: &RawSignaling) -> Result<Option<Signaling>, ConfigE
         "" => return Ok(None),
         s => socket_addr(ctx, "signaling.listen", s)?,
     };
+    // Dev login mints a token for any name anyone asks for: whoever reaches the
+    // listener could sign in as any user and collect relay credentials. That is a
+    // demo on one machine, never a service: refuse it off loopback.
+    if raw.dev_login && !listen.ip().is_loopback() {
+        return Err(ctx.err(
+            "signaling.dev_login",
+            format!(
+                "must be false when signaling.listen ({listen}) is not a loopback address: \
+                 dev login lets anyone who reaches it sign in as any user; set \
+                 dev_login = false and token_key to your app backend's key"
+            ),
+        ));
+    }
     if !(1024..=MAX_FRAME_BYTES).contains(&raw.max_frame_bytes) {
         return Err(ctx.err(
             "signaling.max_frame_bytes",

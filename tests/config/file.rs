@@ -182,6 +182,27 @@ fn signaling_key_and_dev_login_exclude_each_other() {
     assert_eq!(e.key, "signaling.relays[0]");
 }
 
+/// Dev login mints a token for any name: on a listener others can reach, anyone could
+/// sign in as anyone and collect relay credentials. Only loopback may have it.
+#[test]
+fn dev_login_is_refused_off_loopback() {
+    for listen in ["0.0.0.0:8080", "[::]:8080", "192.0.2.7:8080"] {
+        let e = super::parse_err(&format!("[signaling]\nlisten = \"{listen}\"\n"));
+        assert_eq!(e.key, "signaling.dev_login", "{listen}: {e}");
+        assert!(e.to_string().contains(listen), "{e}");
+    }
+    for listen in ["127.0.0.1:8080", "127.0.0.2:8080", "[::1]:8080"] {
+        let s = super::parse(&format!("[signaling]\nlisten = \"{listen}\"\n")).unwrap();
+        assert!(s.signaling.unwrap().dev_login, "{listen}");
+    }
+    // With the app's own token key, any address is fine.
+    let s = super::parse(
+        "[signaling]\nlisten = \"0.0.0.0:8080\"\ndev_login = false\ntoken_key = \"k\"\n",
+    )
+    .unwrap();
+    assert!(!s.signaling.unwrap().dev_login);
+}
+
 #[test]
 fn empty_bind_address_turns_a_family_off() {
     let s = parse("[relay]\nbind_ipv6 = \"\"").unwrap();
