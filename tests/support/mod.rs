@@ -109,6 +109,8 @@ pub struct TurnpikeConfig {
     /// `[signaling] relays`: one relay, region "test", with these URLs; empty: none
     /// (signaling advertises this relay itself).
     pub signaling_relay_urls: Vec<String>,
+    /// More sections appended to the file as they are (e.g. `[fleet]`).
+    pub extra_toml: String,
 }
 
 /// `[signaling] token_key` of a server started with [`TurnpikeConfig::signaling`].
@@ -133,6 +135,7 @@ impl Default for TurnpikeConfig {
             args: Vec::new(),
             signaling: false,
             signaling_relay_urls: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -212,7 +215,7 @@ listen = "127.0.0.1:{metrics_port}"
 {signaling}[log]
 level = {level:?}
 format = {format:?}
-"#,
+{extra}"#,
             workers = config.workers,
             drain = config.drain_timeout_secs,
             alternates = toml_list(&config.alternate_servers),
@@ -225,6 +228,7 @@ format = {format:?}
             allow = toml_list(&config.allow_peers),
             format = config.log_format,
             level = config.log_level,
+            extra = config.extra_toml,
         )
     }
 }
