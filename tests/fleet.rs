@@ -269,6 +269,17 @@ async fn relays_announce_their_load_vanish_after_kill_9_and_drain_at_once() {
         assert!(Instant::now() < deadline, "signaling sees no fleet");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let relays = |m: &support::Metrics, region: &str, state: &str| {
+        m.sum(
+            "turnpike_signaling_relays",
+            &[("region", region), ("state", state)],
+        )
+    };
+    node.wait_for_metrics("both relays live", |m| {
+        relays(m, "eu", "live") == 1.0
+            && relays(m, "us", "live") == 1.0
+            && m.sum("turnpike_signaling_fleet_registry_up", &[]) == 1.0
+    });
     let first = |region| offered(sig, region).first().cloned().unwrap();
     assert_eq!(first("us"), udp_url(&us));
     assert_eq!(first("eu"), udp_url(&eu));
@@ -300,6 +311,11 @@ async fn relays_announce_their_load_vanish_after_kill_9_and_drain_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    node.wait_for_metrics("eu draining, us gone", |m| {
+        relays(m, "eu", "draining") == 1.0
+            && relays(m, "eu", "live") == 0.0
+            && relays(m, "us", "live") == 0.0
+    });
 
     // Its allocations end: it exits 0 and takes its entry out of the registry.
     for a in allocations {
@@ -313,4 +329,14 @@ async fn relays_announce_their_load_vanish_after_kill_9_and_drain_at_once() {
         entry(s, "relay-eu").is_none() && !s.stale.contains(&"relay-eu".to_string())
     })
     .await;
+
+    // Redis goes away: the signaling node says so in its log and its metrics, and keeps
+    // running on what it last read.
+    drop(conn);
+    drop(redis);
+    node.wait_for_metrics("the registry down", |m| {
+        m.sum("turnpike_signaling_fleet_registry_up", &[]) == 0.0
+    });
+    node.wait_for_log("fleet registry unreachable");
+    assert!(offered(sig, "eu").is_empty());
 }

@@ -279,3 +279,26 @@ async fn redis_going_away_keeps_the_last_known_relays() {
     let late = Client::connect(node.addr, "bob", "p").await;
     assert_eq!(offered(&late.hello["ice_servers"]), [udp(42001)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_at_start_offers_nothing_until_it_answers() {
+    // Nothing listens on this port yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let mut cfg = config();
+    cfg.fleet_redis_url = Some(url.clone());
+    let node = start(cfg).await;
+    let mut c = Client::connect(node.addr, "alice", "p").await;
+    assert_eq!(c.hello["ice_servers"], json!([]));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.send(json!({"type": "turn_refresh"})).await;
+    assert_eq!(c.expect("ice_servers").await["ice_servers"], json!([]));
+    // Redis comes up on that port with a relay in it: the node finds it by itself.
+    let redis = redis_server_on(port).await;
+    let _relays = Relays::start(&redis.url, vec![relay("relay-a", "eu", 43001)]).await;
+    wait_offer(&mut c, &[udp(43001)]).await;
+}

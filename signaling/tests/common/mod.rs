@@ -237,6 +237,11 @@ pub async fn redis_server() -> Redis {
         .local_addr()
         .unwrap()
         .port();
+    redis_server_on(port).await
+}
+
+/// [`redis_server`] on a given port.
+pub async fn redis_server_on(port: u16) -> Redis {
     let child = Command::new("redis-server")
         .args([
             "--port",
