@@ -233,6 +233,9 @@ pub(crate) async fn watch(url: String, creds: Credentials, drains: mpsc::Sender<
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if drains.is_closed() {
+            return; // the node has stopped
+        }
         let result = async {
             if conn.is_none() {
                 let c = tokio::time::timeout(
