@@ -519,7 +519,9 @@ impl<B: Bus> Node<B> {
 
     /// `relay` started draining: tell each local party of every call on it to move
     /// (fresh ICE servers, which never include a draining relay). Each node tells its
-    /// own devices, so both parties hear it once whichever nodes they are on.
+    /// own devices, so both parties hear it once whichever nodes they are on. With no
+    /// other relay to offer, calls stay where they are: the draining relay serves them
+    /// until they end or its drain times out, which beats an ICE restart onto nothing.
     fn relay_draining(&mut self, relay: &Heartbeat) {
         let parties = self.machine.parties_on_relay(|r| relay.serves(r));
         let now = now_ms();
@@ -529,12 +531,17 @@ impl<B: Bus> Node<B> {
                 .get(&device)
                 .and_then(|sid| self.sessions.get(sid))
                 .and_then(|s| s.region.clone());
+            let ice_servers = self
+                .creds
+                .ice_servers(&device.user, region.as_deref(), now / 1000);
+            if ice_servers.is_empty() {
+                tracing::warn!(relay = %relay.id, %call_id, "relay draining with no other relay to move the call to");
+                continue;
+            }
             let body = ServerBody::RelayMoved {
                 call_id,
                 relay: relay.id.clone(),
-                ice_servers: self
-                    .creds
-                    .ice_servers(&device.user, region.as_deref(), now / 1000),
+                ice_servers,
                 ttl: self.creds.ttl_secs(),
                 offer: caller,
             };

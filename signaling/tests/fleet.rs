@@ -302,3 +302,26 @@ async fn redis_unreachable_at_start_offers_nothing_until_it_answers() {
     let _relays = Relays::start(&redis.url, vec![relay("relay-a", "eu", 43001)]).await;
     wait_offer(&mut c, &[udp(43001)]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_other_relay_a_drain_leaves_calls_where_they_are() {
+    let redis = redis_server().await;
+    let relays = Relays::start(&redis.url, vec![relay("only", "eu", 44001)]).await;
+    let node = start(fleet_config(&redis)).await;
+    let mut alice = Client::connect(node.addr, "alice", "p").await;
+    let mut bob = Client::connect(node.addr, "bob", "p").await;
+    wait_offer(&mut alice, &[udp(44001)]).await;
+    call(&mut alice, &mut [&mut bob], "ab", "bob", 0).await;
+    alice
+        .send(json!({"type": "relay_used", "call_id": "ab", "relay": udp(44001)}))
+        .await;
+    relays.set("only", |r| r.draining = true);
+    wait_offer(&mut alice, &[]).await;
+    // The drain has been seen (nothing is offered), and the node has had time to act on
+    // it: still no relay_moved.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for c in [&mut alice, &mut bob] {
+        c.send(json!({"type": "ping"})).await;
+        assert_eq!(c.next().await["type"], "pong");
+    }
+}
