@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod fastpath;
+pub mod fleet;
 pub mod logging;
 pub mod metrics;
 pub mod net;

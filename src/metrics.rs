@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -251,6 +251,31 @@ fn unix_now() -> f64 {
 
 // ---------------------------------------------------------------------------------------
 
+/// What the fleet heartbeat (`crate::fleet`) reports as load: totals over every worker,
+/// kept up to date by the workers' publishers once a second, read once a second by the
+/// heartbeat. Atomics off the packet path: publishing touches them, forwarding does not.
+#[derive(Debug, Default)]
+pub struct RelayLoad {
+    /// Allocations alive.
+    pub allocations: AtomicI64,
+    /// Packets relayed through the sockets so far, both directions.
+    pub packets: AtomicU64,
+    /// Their payload bytes.
+    pub bytes: AtomicU64,
+}
+
+/// The relay's [`RelayLoad`].
+pub static RELAY_LOAD: RelayLoad = RelayLoad {
+    allocations: AtomicI64::new(0),
+    packets: AtomicU64::new(0),
+    bytes: AtomicU64::new(0),
+};
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
+pub fn process_cpu_seconds() -> Option<f64> {
+    ProcStat::read().map(|s| s.cpu_seconds)
+}
+
 /// Publishes one worker's counters as deltas since its previous call.
 ///
 /// Every series is registered once, up front: publishing then only adds to handles it
@@ -408,6 +433,21 @@ impl StatsPublisher {
             last.auth_throttled,
         );
         self.allocations.set(now_stats.allocations as f64);
+        let total = |m: &[[u64; 4]; 2]| m.iter().flatten().fold(0u64, |a, &b| a.wrapping_add(b));
+        RELAY_LOAD.packets.fetch_add(
+            total(&now_stats.packets_by_transport)
+                .saturating_sub(total(&last.packets_by_transport)),
+            Ordering::Relaxed,
+        );
+        RELAY_LOAD.bytes.fetch_add(
+            total(&now_stats.bytes_by_transport).saturating_sub(total(&last.bytes_by_transport)),
+            Ordering::Relaxed,
+        );
+        // Allocation counts are far below i64::MAX.
+        RELAY_LOAD.allocations.fetch_add(
+            now_stats.allocations as i64 - last.allocations as i64,
+            Ordering::Relaxed,
+        );
         self.last.clone_from(now_stats);
     }
 

@@ -190,6 +190,7 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
         }
         (o, n) => check(o.is_some() != n.is_some(), "signaling.listen"),
     }
+    check(old.fleet != new.fleet, "fleet");
     keys
 }
 
@@ -232,6 +233,7 @@ fn keep_restart_keys(old: &Settings, new: Settings) -> Settings {
             }),
             (o, _) => o.clone(),
         },
+        fleet: old.fleet.clone(),
         ..new
     }
 }

@@ -93,6 +93,11 @@ pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()>
                 }
             });
         }
+        let announcer = settings
+            .fleet
+            .as_ref()
+            .filter(|f| f.announce)
+            .map(|f| crate::fleet::Announcer::start(fleet_identity(&settings, f)));
         let signaling = match &settings.signaling {
             Some(sig) => Some(start_signaling(&settings, sig, turn_secret).await?),
             None => None,
@@ -113,8 +118,13 @@ pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()>
             notifier: &notifier,
             ready: &ready,
             signaling,
+            announcer: announcer.as_ref(),
         };
-        control.run(admin_rx).await
+        let result = control.run(admin_rx).await;
+        if let Some(announcer) = announcer {
+            announcer.stop().await;
+        }
+        result
     });
     tracing::info!("shutting down");
     relay.shutdown();
@@ -160,6 +170,8 @@ struct Control<'a> {
     notifier: &'a Notifier,
     ready: &'a AtomicBool,
     signaling: Option<SignalingHandle>,
+    /// The fleet heartbeat, told at once when the drain starts.
+    announcer: Option<&'a crate::fleet::Announcer>,
 }
 
 impl Control<'_> {
@@ -222,6 +234,9 @@ impl Control<'_> {
     async fn start_drain(&mut self) {
         self.ready.store(false, Ordering::Release);
         crate::metrics::set_draining(true);
+        if let Some(announcer) = self.announcer {
+            announcer.drain();
+        }
         let timeout = self.reloader.current().drain_timeout;
         self.relay.drain(Instant::now() + timeout);
         self.notifier.notify(&format!(
@@ -337,6 +352,10 @@ async fn start_signaling(
         invites_per_minute: sig.invites_per_minute,
         push_webhook: sig.push_webhook.clone(),
         redis_url: sig.redis_url.as_ref().map(|u| u.expose().to_string()),
+        fleet_redis_url: settings
+            .fleet
+            .as_ref()
+            .map(|f| f.redis_url.expose().to_string()),
         ..turnpike_signaling::SignalingConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(sig.listen)
@@ -364,6 +383,27 @@ async fn start_signaling(
             .await
     });
     Ok((signaling, stop, server))
+}
+
+/// How this relay appears in the fleet registry: its configured public URLs (or its
+/// listen addresses), and its id (or the first URL's `host:port`).
+fn fleet_identity(settings: &Settings, fleet: &crate::config::Fleet) -> crate::fleet::Identity {
+    let urls = if fleet.public_urls.is_empty() {
+        own_relay_urls(settings)
+    } else {
+        fleet.public_urls.clone()
+    };
+    let id = fleet.id.clone().unwrap_or_else(|| {
+        urls.first()
+            .map(|u| turnpike_signaling::fleet::relay_key(u))
+            .unwrap_or_else(|| "relay".to_string())
+    });
+    crate::fleet::Identity {
+        redis_url: fleet.redis_url.expose().to_string(),
+        id,
+        region: fleet.region.clone(),
+        urls,
+    }
 }
 
 /// The relays signaling advertises: the configured ones, or this relay.

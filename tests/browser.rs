@@ -1,9 +1,10 @@
 //! The browser end-to-end test: headless Chromium (Debian `chromium`, driven by
 //! playwright-core) opens the demo page that `turnpike serve` serves at `/` as two users,
 //! calls from one to the other relay-only through Turnpike, and checks the selected
-//! candidate pair, decoded video, received audio and hangup on both pages. The test
-//! itself is `tests/browser/call.test.mjs`; this file runs it under `cargo test` with the
-//! binary cargo just built.
+//! candidate pair, decoded video, received audio and hangup on both pages. The tests
+//! themselves are `tests/browser/call.test.mjs` and `fleet.test.mjs` (a call moved off a
+//! draining relay); this file runs them under `cargo test` with the binary cargo just
+//! built.
 //!
 //! It fails (never skips) when Node.js 20 or newer (playwright-core's minimum), Chromium
 //! or `tests/browser/node_modules` is missing: `scripts/test` installs all three.
@@ -64,6 +65,18 @@ fn check_prerequisites(dir: &Path) {
 
 #[test]
 fn two_chromium_pages_call_each_other_through_turnpike() {
+    run_script("call.test.mjs");
+}
+
+/// `fleet.test.mjs`: a call between two pages moves from a draining relay to another
+/// (redis-server, two relays and a signaling node as `turnpike serve` processes).
+#[test]
+fn a_browser_call_moves_off_a_draining_relay() {
+    run_script("fleet.test.mjs");
+}
+
+/// Runs one script of `tests/browser` under Node.js with the binary cargo built.
+fn run_script(script: &str) {
     let dir = browser_dir();
     check_prerequisites(&dir);
     let out_dir = tempfile::tempdir().expect("a temporary directory");
@@ -73,14 +86,14 @@ fn two_chromium_pages_call_each_other_through_turnpike() {
     let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
     let started = Instant::now();
     let mut child = Command::new("node")
-        .arg(dir.join("call.test.mjs"))
+        .arg(dir.join(script))
         .env("TURNPIKE_BIN", env!("CARGO_BIN_EXE_turnpike"))
         .env("CHROMIUM", chromium())
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
         .spawn()
-        .expect("start node tests/browser/call.test.mjs");
+        .expect("start node on a tests/browser script");
     let status = loop {
         match child.try_wait().expect("wait for node") {
             Some(status) => break Some(status),

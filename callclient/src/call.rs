@@ -216,6 +216,19 @@ async fn within<F: std::future::Future>(
         .map_err(|_| CallError::Timeout(what))
 }
 
+/// Where an ICE restart onto another relay (after `relay_moved`) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    Idle,
+    /// Gathering through the new relay; then send our offer (`answer` false, the
+    /// caller) or answer (true) as `renegotiate`.
+    Gathering {
+        answer: bool,
+    },
+    /// Our restart offer went out; waiting for the answer.
+    AwaitingAnswer,
+}
+
 /// The call as seen by both sides once SDP is on its way.
 struct Call {
     sig: SignalClient,
@@ -230,6 +243,14 @@ struct Call {
     timestamp: u32,
     /// When into the media to move the relay tunnel to a new socket, and the switch.
     rebind: Option<(Duration, Arc<AtomicBool>)>,
+    restart: Restart,
+    /// Restarts completed onto another relay.
+    relay_moves: u64,
+    /// What `relay_used` says when the selected local candidate does not name the TURN
+    /// server it came from: the first TURN URL of the ICE servers in use.
+    relay_hint: Option<String>,
+    /// Every relay reported in `relay_used`, in order.
+    relays_used: Vec<String>,
 }
 
 impl Call {
@@ -266,10 +287,101 @@ impl Call {
             ServerBody::AnsweredElsewhere { call_id } if call_id == self.call_id => {
                 return Ok(Some("answered_elsewhere".into()));
             }
+            // Our relay is draining: gather through the new ICE servers; the caller
+            // restarts ICE with a new offer, the callee waits for it.
+            ServerBody::RelayMoved {
+                call_id,
+                relay,
+                ice_servers,
+                offer,
+                ..
+            } if call_id == self.call_id => {
+                tracing::info!(%relay, offer, "relay draining: moving the call");
+                self.relay_hint = first_turn_url(&ice_servers);
+                self.peer.set_ice_servers(&ice_servers).await?;
+                if offer {
+                    self.peer.pc.restart_ice().await?;
+                    let offer = self.peer.pc.create_offer(None).await?;
+                    self.peer.pc.set_local_description(offer).await?;
+                    self.restart = Restart::Gathering { answer: false };
+                }
+            }
+            ServerBody::Renegotiate {
+                call_id,
+                sdp,
+                answer,
+                ..
+            } if call_id == self.call_id => {
+                if answer {
+                    self.peer
+                        .pc
+                        .set_remote_description(RTCSessionDescription::answer(sdp)?)
+                        .await?;
+                    if self.restart == Restart::AwaitingAnswer {
+                        self.relay_moves += 1;
+                    }
+                    self.restart = Restart::Idle;
+                } else {
+                    self.set_remote(RTCSessionDescription::offer(sdp)?).await?;
+                    let answer = self.peer.pc.create_answer(None).await?;
+                    self.peer.pc.set_local_description(answer).await?;
+                    self.restart = Restart::Gathering { answer: true };
+                }
+            }
             other => tracing::debug!(message = ?other, "signaling message"),
         }
         self.sig.ack().await?;
         Ok(None)
+    }
+
+    /// The restart's gathering finished: send our offer or answer.
+    async fn restart_gathered(&mut self) -> Result<(), CallError> {
+        let Restart::Gathering { answer } = self.restart else {
+            return Ok(());
+        };
+        let sdp = self
+            .peer
+            .pc
+            .local_description()
+            .await
+            .ok_or(CallError::NoLocalDescription)?
+            .sdp;
+        self.sig
+            .send(&ClientBody::Renegotiate {
+                call_id: self.call_id.clone(),
+                sdp,
+                answer,
+            })
+            .await?;
+        self.restart = if answer {
+            self.relay_moves += 1;
+            Restart::Idle
+        } else {
+            Restart::AwaitingAnswer
+        };
+        Ok(())
+    }
+
+    /// Tell signaling which relay the selected pair runs through, when it changed.
+    async fn report_relay(&mut self) -> Result<(), CallError> {
+        let Some(pair) = self.peer.selected_pair().await else {
+            return Ok(());
+        };
+        let Some(relay) = pair.local.url.or_else(|| self.relay_hint.clone()) else {
+            return Ok(());
+        };
+        if self.relays_used.last() == Some(&relay) {
+            return Ok(());
+        }
+        tracing::info!(%relay, "media runs through this relay");
+        self.sig
+            .send(&ClientBody::RelayUsed {
+                call_id: self.call_id.clone(),
+                relay: relay.clone(),
+            })
+            .await?;
+        self.relays_used.push(relay);
+        Ok(())
     }
 
     /// Hand one 20 ms packet to webrtc-rs, which encrypts it (SRTP) and sends it.
@@ -392,6 +504,9 @@ impl Call {
             })
             .await?;
 
+        self.report_relay().await?;
+        let mut relay_check = tokio::time::interval(Duration::from_millis(250));
+
         let media_started = Instant::now();
         let media_end = media_started + options.media_time;
         let mut source = PayloadSource::new(options.payload.clone());
@@ -429,17 +544,31 @@ impl Call {
                         break;
                     }
                 }
-                event = self.peer.events.recv() => {
-                    if let Some(PeerEvent::State(state @ (RTCPeerConnectionState::Failed
-                        | RTCPeerConnectionState::Closed))) = event {
+                event = self.peer.events.recv() => match event {
+                    Some(PeerEvent::State(state @ (RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed))) => {
                         return Err(CallError::PeerConnection(state));
                     }
+                    Some(PeerEvent::GatheringComplete) => self.restart_gathered().await?,
+                    _ => {}
+                },
+                _ = relay_check.tick(), if self.restart == Restart::Idle => {
+                    self.report_relay().await?;
                 }
                 _ = sleep_until(media_end.into()) => break,
             }
         }
         let media_ms = millis(media_started.elapsed());
-        let selected_pair = self.peer.selected_pair().await;
+        // Right after an ICE restart the pair can be unset for a moment: ask again, for
+        // at most a second.
+        let mut selected_pair = self.peer.selected_pair().await;
+        for _ in 0..10 {
+            if selected_pair.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            selected_pair = self.peer.selected_pair().await;
+        }
         let received = self.peer.received();
         let ended = match ended_by_peer {
             Some(reason) => reason,
@@ -470,8 +599,19 @@ impl Call {
             ended,
             // Filled in by `run`, which owns the tunnel.
             tunnel_moves: 0,
+            relay_moves: self.relay_moves,
+            relays_used: self.relays_used,
         })
     }
+}
+
+/// The first `turn:` URL of `servers`.
+fn first_turn_url(servers: &[IceServer]) -> Option<String> {
+    servers
+        .iter()
+        .flat_map(|s| &s.urls)
+        .find(|u| u.starts_with("turn:"))
+        .cloned()
 }
 
 fn millis(d: Duration) -> u64 {
@@ -510,6 +650,10 @@ async fn place(
         sequence_number: rand::random(),
         timestamp: rand::random(),
         rebind: rebind.clone(),
+        restart: Restart::Idle,
+        relay_moves: 0,
+        relay_hint: first_turn_url(&session.ice_servers),
+        relays_used: Vec::new(),
     };
     let offer = call.peer.pc.create_offer(None).await?;
     call.peer.pc.set_local_description(offer).await?;
@@ -579,6 +723,10 @@ async fn answer(
         sequence_number: rand::random(),
         timestamp: rand::random(),
         rebind: rebind.clone(),
+        restart: Restart::Idle,
+        relay_moves: 0,
+        relay_hint: first_turn_url(&session.ice_servers),
+        relays_used: Vec::new(),
     };
     call.set_remote(RTCSessionDescription::offer(offer)?)
         .await?;

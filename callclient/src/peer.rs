@@ -114,24 +114,14 @@ impl Peer {
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
 
         let bind_addr = local_bind_addr(ice_servers);
-        let ice_servers: Vec<RTCIceServer> = ice_servers
-            .iter()
-            .map(|server| RTCIceServer {
-                urls: server.urls.clone(),
-                username: server.username.clone().unwrap_or_default(),
-                credential: server.credential.clone().unwrap_or_default(),
-            })
-            .collect();
-        let configuration = RTCConfigurationBuilder::new()
-            .with_ice_servers(ice_servers)
-            // Only relayed candidates: the peers never learn each other's addresses, and
-            // every packet of the call crosses Turnpike.
-            .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
-            .build();
+        let configuration = relay_only(ice_servers);
         // webrtc-rs waits 2 s before it accepts a relay candidate (hoping for a direct
-        // path); with relay-only ICE there is nothing better to wait for.
+        // path); with relay-only ICE there is nothing better to wait for. An ICE restart
+        // (a move off a draining relay) gathers afresh on new sockets, so no candidate
+        // of the old relay is offered again.
         let settings = SettingEngineBuilder::new()
             .with_relay_acceptance_min_wait(Some(Duration::ZERO))
+            .with_discard_local_candidates_during_ice_restart(true)
             .build();
 
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -177,6 +167,14 @@ impl Peer {
         })
     }
 
+    /// Use `ice_servers` from now on (the next ICE restart gathers through them).
+    pub async fn set_ice_servers(
+        &self,
+        ice_servers: &[IceServer],
+    ) -> Result<(), webrtc::error::Error> {
+        self.pc.set_configuration(relay_only(ice_servers)).await
+    }
+
     /// The nominated candidate pair, read from the DTLS transport of our RTP sender
     /// (there is no SCTP transport: the call has no data channel).
     pub async fn selected_pair(&self) -> Option<PairInfo> {
@@ -203,6 +201,24 @@ impl Peer {
     }
 }
 
+/// A relay-only configuration through `ice_servers`.
+fn relay_only(ice_servers: &[IceServer]) -> webrtc::peer_connection::RTCConfiguration {
+    let ice_servers: Vec<RTCIceServer> = ice_servers
+        .iter()
+        .map(|server| RTCIceServer {
+            urls: server.urls.clone(),
+            username: server.username.clone().unwrap_or_default(),
+            credential: server.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        // Only relayed candidates: the peers never learn each other's addresses, and
+        // every packet of the call crosses Turnpike.
+        .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
+        .build()
+}
+
 fn candidate_info(candidate: &RTCIceCandidate) -> CandidateInfo {
     CandidateInfo {
         candidate_type: candidate.typ.to_string(),
@@ -210,6 +226,7 @@ fn candidate_info(candidate: &RTCIceCandidate) -> CandidateInfo {
         address: format!("{}:{}", candidate.address, candidate.port),
         related_address: (!candidate.related_address.is_empty())
             .then(|| format!("{}:{}", candidate.related_address, candidate.related_port)),
+        url: candidate.url.clone(),
     }
 }
 

@@ -25,6 +25,10 @@ pub struct Report {
     pub ended: String,
     /// With the relay over QUIC: how many times the tunnel moved to a new socket.
     pub tunnel_moves: u64,
+    /// ICE restarts onto another relay completed after `relay_moved` (a relay drain).
+    pub relay_moves: u64,
+    /// The relays this side reported in `relay_used`, in order.
+    pub relays_used: Vec<String>,
 }
 
 /// RTP this side handed to the SRTP layer.
@@ -47,6 +51,9 @@ pub struct CandidateInfo {
     pub address: String,
     /// For a relay candidate, the address the TURN server saw the client at.
     pub related_address: Option<String>,
+    /// For a relay candidate, the TURN server URL it was gathered from, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

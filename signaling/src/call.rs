@@ -144,6 +144,8 @@ struct Call {
     early_ice: Vec<IceItem>,
     /// This node already tried to claim the timeout; don't try every tick.
     timeout_claimed: bool,
+    /// The relay each party last reported (`relay_used`): caller's, then answerer's.
+    relays: [Option<String>; 2],
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +244,31 @@ impl Switchboard {
         self.local
             .get(&d.user)
             .is_some_and(|s| s.contains(&d.device))
+    }
+
+    /// The local parties of answered calls that run through a relay `on_relay` accepts
+    /// (by what either party reported in `relay_used`): (call id, device, whether it is
+    /// the caller). A drain of that relay moves these calls.
+    pub fn parties_on_relay(
+        &self,
+        on_relay: impl Fn(&str) -> bool,
+    ) -> Vec<(String, DeviceId, bool)> {
+        let mut found = Vec::new();
+        for (call_id, call) in &self.calls {
+            let State::Accepted { device, .. } = &call.state else {
+                continue;
+            };
+            if !call.relays.iter().flatten().any(|r| on_relay(r)) {
+                continue;
+            }
+            if self.is_local(&call.caller) {
+                found.push((call_id.clone(), call.caller.clone(), true));
+            }
+            if self.is_local(device) {
+                found.push((call_id.clone(), device.clone(), false));
+            }
+        }
+        found
     }
 
     /// Calls this node currently holds a view of (for tests and metrics).

@@ -40,6 +40,10 @@ pub struct SignalingConfig {
     pub push_webhook: Option<String>,
     /// `redis://...` to share calls and presence with other nodes; `None`: in-process.
     pub redis_url: Option<String>,
+    /// `redis://...` of the fleet registry (see [`crate::fleet`]): relays are offered
+    /// from it, live and ranked by load, instead of `relays`, and calls on a relay that
+    /// starts draining are moved. `None`: the static `relays`.
+    pub fleet_redis_url: Option<String>,
     /// Server messages kept per session for replay on resume (oldest dropped first).
     pub max_queued: usize,
 }
@@ -62,6 +66,7 @@ impl Default for SignalingConfig {
             invites_per_minute: 20,
             push_webhook: None,
             redis_url: None,
+            fleet_redis_url: None,
             max_queued: 1024,
         }
     }
@@ -81,6 +86,7 @@ impl std::fmt::Debug for SignalingConfig {
             .field("invites_per_minute", &self.invites_per_minute)
             .field("push_webhook", &self.push_webhook)
             .field("redis", &self.redis_url.is_some())
+            .field("fleet", &self.fleet_redis_url.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -13,6 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha1::Sha1;
 
+use crate::fleet::{self, Heartbeat};
 use crate::protocol::IceServer;
 
 /// One relay (or relay pool behind one name) as configured.
@@ -50,6 +51,10 @@ struct Table {
     loads: Vec<AtomicU32>,
     secret: Option<Vec<u8>>,
     ttl: Duration,
+    /// The live relays from the fleet registry (see [`crate::fleet`]): when `Some`, they
+    /// replace `relays`, ranked by their reported load and never offered while
+    /// draining. `None`: no registry configured, the static `relays` are offered.
+    fleet: Option<Vec<Heartbeat>>,
 }
 
 /// `base64(HMAC-SHA1(secret, "<expiry>:<user>"))` and the username.
@@ -71,6 +76,7 @@ impl Credentials {
                 loads,
                 secret,
                 ttl,
+                fleet: None,
             })),
         }
     }
@@ -85,6 +91,18 @@ impl Credentials {
         }
         table.secret = secret;
         table.ttl = ttl;
+    }
+
+    /// Offer relays from the fleet registry from now on, replacing the configured ones
+    /// (an empty registry offers none). Called with each registry read.
+    pub fn set_fleet(&self, relays: Vec<Heartbeat>) {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        table.fleet = Some(relays);
+    }
+
+    /// The registry as last read (`None` without a fleet).
+    pub fn fleet(&self) -> Option<Vec<Heartbeat>> {
+        self.read().fleet.clone()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Table> {
@@ -115,7 +133,8 @@ impl Credentials {
         self.read().ranked(region)
     }
 
-    /// ICE servers for `user`, ranked for `region`, valid until `now_unix + ttl`.
+    /// ICE servers for `user`, ranked for `region`, valid until `now_unix + ttl`: the
+    /// configured relays, or with a fleet the best [`fleet::OFFERED`] live ones.
     pub fn ice_servers(&self, user: &str, region: Option<&str>, now_unix: u64) -> Vec<IceServer> {
         let table = self.read();
         let cred = table
@@ -123,16 +142,15 @@ impl Credentials {
             .as_ref()
             .map(|s| mint(s, user, now_unix + table.ttl.as_secs()));
         table
-            .ranked(region)
+            .offered(region)
             .into_iter()
-            .filter_map(|i| table.relays.get(i))
-            .map(|relay| {
-                let (quic_urls, urls) = relay.urls.iter().cloned().partition(|u| is_quic(u));
+            .map(|(region, urls)| {
+                let (quic_urls, urls) = urls.iter().cloned().partition(|u| is_quic(u));
                 IceServer {
                     urls,
                     username: cred.as_ref().map(|c| c.0.clone()),
                     credential: cred.as_ref().map(|c| c.1.clone()),
-                    region: relay.region.clone(),
+                    region: region.to_string(),
                     quic_urls,
                 }
             })
@@ -145,10 +163,9 @@ impl Credentials {
         let secret = table.secret.as_ref()?;
         let (username, password) = mint(secret, user, now_unix + table.ttl.as_secs());
         let uris = table
-            .ranked(region)
+            .offered(region)
             .into_iter()
-            .filter_map(|i| table.relays.get(i))
-            .flat_map(|r| r.urls.iter().filter(|u| !is_quic(u)).cloned())
+            .flat_map(|(_, urls)| urls.iter().filter(|u| !is_quic(u)).cloned())
             .collect();
         Some(RestCredential {
             username,
@@ -160,6 +177,23 @@ impl Credentials {
 }
 
 impl Table {
+    /// The relays to offer a device in `region`, best first, as (region, URLs).
+    fn offered(&self, region: Option<&str>) -> Vec<(&str, &[String])> {
+        match &self.fleet {
+            Some(live) => fleet::rank(live, region)
+                .into_iter()
+                .take(fleet::OFFERED)
+                .map(|r| (r.region.as_str(), r.urls.as_slice()))
+                .collect(),
+            None => self
+                .ranked(region)
+                .into_iter()
+                .filter_map(|i| self.relays.get(i))
+                .map(|r| (r.region.as_str(), r.urls.as_slice()))
+                .collect(),
+        }
+    }
+
     fn ranked(&self, region: Option<&str>) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.relays.len()).collect();
         order.sort_by_key(|&i| {

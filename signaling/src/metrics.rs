@@ -18,6 +18,9 @@ pub const CALLS: &str = "turnpike_signaling_calls_total";
 /// Histogram: seconds from an invite to the accept that answered it.
 pub const CALL_SETUP_SECONDS: &str = "turnpike_signaling_call_setup_seconds";
 
+/// Counter: `relay_moved` messages sent because a call's relay started draining.
+pub const CALLS_MOVED: &str = "turnpike_signaling_calls_moved_total";
+
 /// Bucket bounds of [`CALL_SETUP_SECONDS`]: a person picks up within seconds, and an
 /// invite lives 90 s by default, so the buckets reach past that.
 pub const CALL_SETUP_BUCKETS: [f64; 12] = [
@@ -50,6 +53,11 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Seconds from a call's invite to the accept that answered it"
     );
+    metrics::describe_counter!(
+        CALLS_MOVED,
+        "relay_moved messages sent to call parties because their relay started draining"
+    );
+    crate::fleet::describe();
 }
 
 /// The `outcome` label for how ringing ended.
@@ -77,6 +85,7 @@ pub(crate) struct NodeMetrics {
     sessions: Gauge,
     calls: Vec<(&'static str, Counter)>,
     setup: Histogram,
+    moved: Counter,
 }
 
 impl NodeMetrics {
@@ -88,6 +97,7 @@ impl NodeMetrics {
                 .map(|&o| (o, metrics::counter!(CALLS, "outcome" => o)))
                 .collect(),
             setup: metrics::histogram!(CALL_SETUP_SECONDS),
+            moved: metrics::counter!(CALLS_MOVED),
         }
     }
 
@@ -99,6 +109,11 @@ impl NodeMetrics {
 
     pub(crate) fn session_closed(&self) {
         self.sessions.decrement(1.0);
+    }
+
+    /// A call party was told to move off a draining relay.
+    pub(crate) fn call_moved(&self) {
+        self.moved.increment(1);
     }
 
     /// This node won the claim that ended ringing with `outcome`; the call was invited

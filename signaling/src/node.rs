@@ -17,6 +17,7 @@ use crate::bus::{Bus, Incoming};
 use crate::call::{DeviceId, Input, Millis, Output, Request, Switchboard};
 use crate::config::SignalingConfig;
 use crate::credentials::Credentials;
+use crate::fleet::{Drained, Heartbeat};
 use crate::metrics::NodeMetrics;
 use crate::presence::{Change, Watchers};
 use crate::protocol::{close, valid_name, ClientBody, ClientMessage, ErrorCode, ServerBody};
@@ -121,6 +122,7 @@ impl<B: Bus> Node<B> {
         mut self,
         mut cmds: mpsc::Receiver<Cmd>,
         mut incoming: mpsc::UnboundedReceiver<Incoming>,
+        mut drains: mpsc::Receiver<Drained>,
     ) {
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -141,6 +143,7 @@ impl<B: Bus> Node<B> {
                     None => return,
                 },
                 Some(msg) = incoming.recv() => self.incoming(msg).await,
+                Some(Drained(relay)) = drains.recv() => self.relay_draining(&relay),
                 _ = housekeeping.tick() => self.housekeeping().await,
                 _ = tokio::time::sleep(wait) => self.feed(Input::Tick).await,
             }
@@ -478,6 +481,7 @@ impl<B: Bus> Node<B> {
                 answer,
             },
             ClientBody::Connected { call_id } => Request::Connected { call_id },
+            ClientBody::RelayUsed { call_id, relay } => Request::RelayUsed { call_id, relay },
         };
         self.feed(Input::Request {
             device,
@@ -510,6 +514,39 @@ impl<B: Bus> Node<B> {
                     self.feed(Input::UserOnline(change.user)).await;
                 }
             }
+        }
+    }
+
+    /// `relay` started draining: tell each local party of every call on it to move
+    /// (fresh ICE servers, which never include a draining relay). Each node tells its
+    /// own devices, so both parties hear it once whichever nodes they are on. With no
+    /// other relay to offer, calls stay where they are: the draining relay serves them
+    /// until they end or its drain times out, which beats an ICE restart onto nothing.
+    fn relay_draining(&mut self, relay: &Heartbeat) {
+        let parties = self.machine.parties_on_relay(|r| relay.serves(r));
+        let now = now_ms();
+        for (call_id, device, caller) in parties {
+            let region = self
+                .by_device
+                .get(&device)
+                .and_then(|sid| self.sessions.get(sid))
+                .and_then(|s| s.region.clone());
+            let ice_servers = self
+                .creds
+                .ice_servers(&device.user, region.as_deref(), now / 1000);
+            if ice_servers.is_empty() {
+                tracing::warn!(relay = %relay.id, %call_id, "relay draining with no other relay to move the call to");
+                continue;
+            }
+            let body = ServerBody::RelayMoved {
+                call_id,
+                relay: relay.id.clone(),
+                ice_servers,
+                ttl: self.creds.ttl_secs(),
+                offer: caller,
+            };
+            self.metrics.call_moved();
+            self.deliver(&device, body, now);
         }
     }
 

@@ -94,6 +94,13 @@ pub enum ClientBody {
     Connected {
         call_id: String,
     },
+    /// The relay this device's selected candidate pair runs through, sent after
+    /// `connected` and again after each ICE restart: a TURN URI from `ice_servers`
+    /// (`turn:host:port?transport=udp`), `host:port`, or a relay id.
+    RelayUsed {
+        call_id: String,
+        relay: String,
+    },
     /// Add users to this device's presence subscriptions.
     Watch {
         users: Vec<String>,
@@ -124,6 +131,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "ice",
     "renegotiate",
     "connected",
+    "relay_used",
     "watch",
     "turn_refresh",
     "ping",
@@ -255,6 +263,17 @@ pub enum ServerBody {
         from: String,
         /// Unix milliseconds when the call was placed.
         at: u64,
+    },
+    /// The relay this call runs through started draining: take these ICE servers
+    /// (another relay) and ICE-restart. The party with `offer: true` (the caller) sends
+    /// the new offer (`renegotiate`); the other answers it.
+    RelayMoved {
+        call_id: String,
+        /// The draining relay's id.
+        relay: String,
+        ice_servers: Vec<IceServer>,
+        ttl: u64,
+        offer: bool,
     },
     /// Fresh relay credentials (answer to `turn_refresh`).
     IceServers {

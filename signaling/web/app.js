@@ -128,6 +128,12 @@ function onMessage(msg) {
     case "connected":
       if (isCall(msg)) log(`${msg.from} reports media flowing`);
       break;
+    case "relay_moved":
+      if (isCall(msg)) onRelayMoved(msg).catch(callFailed);
+      break;
+    case "renegotiate":
+      if (isCall(msg)) onRenegotiate(msg).catch(callFailed);
+      break;
     case "call_ended":
       if (isCall(msg)) endCall(`${msg.reason}${msg.by ? " by " + msg.by : ""}`);
       break;
@@ -301,6 +307,35 @@ async function onAccept(msg) {
   log(`${msg.from} answered`);
 }
 
+// The relay this call runs through is draining (docs/signaling.md, "Fleet"): take the
+// new relays, and the caller restarts ICE with a new offer; the callee answers it.
+async function onRelayMoved(msg) {
+  const call = state.call;
+  state.iceServers = msg.ice_servers || [];
+  log(`relay ${msg.relay} is draining: moving the call`);
+  call.pc.setConfiguration({ ...call.pc.getConfiguration(), iceServers: state.iceServers });
+  if (msg.offer) {
+    call.pc.restartIce();
+    const offer = await call.pc.createOffer({ iceRestart: true });
+    await call.pc.setLocalDescription(offer);
+    send("renegotiate", { call_id: call.id, sdp: offer.sdp, answer: false });
+  }
+}
+
+async function onRenegotiate(msg) {
+  const call = state.call;
+  if (msg.answer) {
+    await call.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+    log("ICE restart answered");
+    return;
+  }
+  await call.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+  const answer = await call.pc.createAnswer();
+  await call.pc.setLocalDescription(answer);
+  send("renegotiate", { call_id: call.id, sdp: answer.sdp, answer: true });
+  log("ICE restart: answered the new offer");
+}
+
 async function onRemoteIce(msg) {
   const call = state.call;
   const cand = msg.end_of_candidates ? null : msg.candidate;
@@ -396,6 +431,11 @@ async function updateStats() {
   $("remote-cand").textContent = candidateText(s.remote);
   // The TURN server our relayed candidate came from (empty for a direct path).
   $("relay-url").textContent = (s.local && s.local.url) || "–";
+  // Tell signaling which relay the call runs through, so a drain of it moves the call.
+  if (call.connectedSent && s.local && s.local.url && s.local.url !== call.relayReported) {
+    call.relayReported = s.local.url;
+    send("relay_used", { call_id: call.id, relay: s.local.url });
+  }
   $("frames").textContent = String(s.framesDecoded);
   $("audio").textContent = String(s.audioPacketsReceived);
   $("rtt").textContent = s.rtt === undefined ? "–" : `${Math.round(s.rtt * 1000)} ms`;

@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     pub log: RawLog,
     pub signaling: RawSignaling,
+    pub fleet: RawFleet,
 }
 
 /// `[server]`
@@ -254,4 +255,27 @@ impl Default for RawSignaling {
 pub struct RawSignalingRelay {
     pub region: String,
     pub urls: Vec<String>,
+}
+
+/// `[fleet]`: the relay registry in Redis that signaling ranks relays from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFleet {
+    pub redis_url: String,
+    pub announce: bool,
+    pub id: String,
+    pub region: String,
+    pub public_urls: Vec<String>,
+}
+
+impl Default for RawFleet {
+    fn default() -> Self {
+        RawFleet {
+            redis_url: String::new(),
+            announce: true,
+            id: String::new(),
+            region: "default".into(),
+            public_urls: Vec::new(),
+        }
+    }
 }

@@ -52,6 +52,22 @@ pub struct Settings {
     pub log: Log,
     /// The signaling service; `None` when `signaling.listen = ""`.
     pub signaling: Option<Signaling>,
+    /// The fleet registry; `None` when `fleet.redis_url = ""`.
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// The registry's Redis; may hold a password, hence a `Secret`.
+    pub redis_url: Secret,
+    /// This relay writes heartbeats (false: a signaling-only node that just reads).
+    pub announce: bool,
+    /// This relay's id in the registry; `None`: the first public URL's `host:port`.
+    pub id: Option<String>,
+    pub region: String,
+    /// What devices are told; empty: this relay's listen addresses.
+    pub public_urls: Vec<String>,
 }
 
 /// `[signaling]`, validated.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::error::{ConfigError, KeyIndex, Origin};
-use super::raw::{RawAuth, RawConfig, RawListen, RawRelay, RawSignaling};
+use super::raw::{RawAuth, RawConfig, RawFleet, RawListen, RawRelay, RawSignaling};
 use super::settings::*;
 
 /// Keys that a command-line flag replaced, mapped to the flag, so that an error about
@@ -199,6 +199,7 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
         return Err(ctx.err("log.level", format!("{:?}: {e}", raw.log.level)));
     }
     let signaling = signaling(ctx, &raw.signaling)?;
+    let fleet = fleet(ctx, &raw.fleet)?;
     Ok(Settings {
         realm: realm.clone(),
         software,
@@ -220,7 +221,73 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
             level: raw.log.level.clone(),
         },
         signaling,
+        fleet,
     })
+}
+
+/// Longest `fleet.id` and `fleet.region`: they are Redis key parts and metric labels.
+const MAX_FLEET_NAME: usize = 64;
+
+fn fleet(ctx: &Ctx, raw: &RawFleet) -> Result<Option<Fleet>, ConfigError> {
+    let redis_url = match raw.redis_url.as_str() {
+        "" => return Ok(None),
+        url if ["redis://", "rediss://", "unix://"]
+            .iter()
+            .any(|p| url.starts_with(p)) =>
+        {
+            Secret::new(url)
+        }
+        // The value may hold a password: don't quote it.
+        _ => {
+            return Err(ctx.err(
+                "fleet.redis_url",
+                "not a redis://, rediss:// or unix:// URL",
+            ))
+        }
+    };
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= MAX_FLEET_NAME
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+    };
+    if !name_ok(&raw.region) {
+        return Err(ctx.err(
+            "fleet.region",
+            format!(
+                "{:?}: 1 to {MAX_FLEET_NAME} characters of A-Z a-z 0-9 . - _ : [ ]",
+                raw.region
+            ),
+        ));
+    }
+    let id = match raw.id.as_str() {
+        "" => None,
+        id if name_ok(id) => Some(id.to_string()),
+        id => {
+            return Err(ctx.err(
+                "fleet.id",
+                format!("{id:?}: 1 to {MAX_FLEET_NAME} characters of A-Z a-z 0-9 . - _ : [ ]"),
+            ))
+        }
+    };
+    for (i, url) in raw.public_urls.iter().enumerate() {
+        if !["turn:", "turns:", "masque://"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
+            return Err(ctx.err(
+                &format!("fleet.public_urls[{i}]"),
+                format!("{url:?} is not a turn: or turns: URI, nor masque://host:port"),
+            ));
+        }
+    }
+    Ok(Some(Fleet {
+        redis_url,
+        announce: raw.announce,
+        id,
+        region: raw.region.clone(),
+        public_urls: raw.public_urls.clone(),
+    }))
 }
 
 /// Largest `signaling.max_frame_bytes` (16 MiB): SDP is a few KiB; more is abuse.

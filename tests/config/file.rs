@@ -62,6 +62,7 @@ fn embedded_default_matches_the_documented_defaults() {
     assert_eq!(s.metrics, Some(sa("127.0.0.1:9641")));
     assert_eq!(s.log.format, LogFormat::Text);
     assert_eq!(s.log.level, "info");
+    assert_eq!(s.fleet, None);
     let sig = s.signaling.clone().unwrap();
     assert_eq!(sig.listen, sa("127.0.0.1:8080"));
     assert_eq!(sig.token_key.expose(), "");
@@ -142,6 +143,18 @@ fn every_key_is_read() {
     assert_eq!(s.metrics, None);
     assert_eq!(s.log.format, LogFormat::Json);
     assert_eq!(s.log.level, "turnpike=debug,warn");
+    let fleet = s.fleet.clone().unwrap();
+    assert_eq!(fleet.redis_url.expose(), "redis://127.0.0.1:6380/");
+    assert!(!fleet.announce);
+    assert_eq!(fleet.id.as_deref(), Some("relay-eu-1"));
+    assert_eq!(fleet.region, "eu");
+    assert_eq!(
+        fleet.public_urls,
+        [
+            "turn:relay-eu.example.com:3478?transport=udp",
+            "masque://relay-eu.example.com:443"
+        ]
+    );
     let sig = s.signaling.unwrap();
     assert_eq!(sig.listen, sa("[::1]:9000"));
     assert_eq!(sig.token_key.expose(), "app-key");
@@ -201,6 +214,22 @@ fn dev_login_is_refused_off_loopback() {
     )
     .unwrap();
     assert!(!s.signaling.unwrap().dev_login);
+}
+
+#[test]
+fn fleet_keys_are_checked() {
+    let e = super::parse_err("[fleet]\nredis_url = \"http://x\"");
+    assert_eq!(e.key, "fleet.redis_url");
+    let e = super::parse_err("[fleet]\nredis_url = \"redis://h/\"\nregion = \"\"");
+    assert_eq!(e.key, "fleet.region");
+    let e = super::parse_err("[fleet]\nredis_url = \"redis://h/\"\nid = \"a b\"");
+    assert_eq!(e.key, "fleet.id");
+    let e = super::parse_err(
+        "[fleet]\nredis_url = \"redis://h/\"\npublic_urls = [\"turn:a:1\", \"http://b\"]",
+    );
+    assert_eq!((e.key.as_str(), e.line), ("fleet.public_urls[1]", Some(3)));
+    // Without a Redis URL there is no fleet, whatever else is set.
+    assert_eq!(parse("[fleet]\nregion = \"eu\"").unwrap().fleet, None);
 }
 
 #[test]

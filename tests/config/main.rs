@@ -108,4 +108,10 @@ invites_per_minute = 5
 push_webhook = "https://push.example.com/hook"
 redis_url = "redis://127.0.0.1:6379/"
 relays = [{ region = "eu", urls = ["turn:relay.example.com:3478?transport=udp", "masque://relay.example.com:443"] }]
+[fleet]
+redis_url = "redis://127.0.0.1:6380/"
+announce = false
+id = "relay-eu-1"
+region = "eu"
+public_urls = ["turn:relay-eu.example.com:3478?transport=udp", "masque://relay-eu.example.com:443"]
 "#;

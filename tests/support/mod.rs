@@ -111,6 +111,8 @@ pub struct TurnpikeConfig {
     pub signaling_relay_urls: Vec<String>,
     /// More `[limits]` lines, as TOML (`key = value`, one a line).
     pub limits: String,
+    /// More sections appended to the file as they are (e.g. `[fleet]`).
+    pub extra_toml: String,
 }
 
 /// `[signaling] token_key` of a server started with [`TurnpikeConfig::signaling`].
@@ -136,6 +138,7 @@ impl Default for TurnpikeConfig {
             signaling: false,
             signaling_relay_urls: Vec::new(),
             limits: String::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -216,7 +219,7 @@ listen = "127.0.0.1:{metrics_port}"
 {signaling}[log]
 level = {level:?}
 format = {format:?}
-"#,
+{extra}"#,
             workers = config.workers,
             drain = config.drain_timeout_secs,
             alternates = toml_list(&config.alternate_servers),
@@ -230,6 +233,7 @@ format = {format:?}
             allow = toml_list(&config.allow_peers),
             format = config.log_format,
             level = config.log_level,
+            extra = config.extra_toml,
         )
     }
 }

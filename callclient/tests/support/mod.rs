@@ -57,7 +57,11 @@ impl Relay {
     pub fn start_with(quic: bool) -> Relay {
         // A random block of the relay range per relay, so tests running side by side
         // rarely pick the same port; 20000-29999 stays clear of Linux's ephemeral ports.
-        let block = rand::random::<u16>() % 10;
+        Relay::start_in(quic, rand::random::<u16>() % 10)
+    }
+
+    /// [`Relay::start_with`] on relay ports 20000 + 1000 × `block` (0-9) and up.
+    pub fn start_in(quic: bool, block: u16) -> Relay {
         let ports = (20000 + block * 1000)..=(20999 + block * 1000);
         let toml = format!(
             r#"
@@ -125,6 +129,23 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Start draining, as SIGTERM does in `turnpike serve`: no new allocations, the
+    /// existing ones served until they end or `deadline`.
+    pub fn drain(&self, deadline: std::time::Instant) {
+        if let Some(handle) = &self.handle {
+            handle.drain(deadline);
+        }
+    }
+
+    /// Returns once every worker has drained (no allocation left, or the deadline).
+    pub async fn drained(&self) {
+        if let Some(handle) = &self.handle {
+            handle.drained().await;
+        }
+    }
+}
+
 /// A running signaling service (dev login on) that hands out `turn_urls` with
 /// credentials minted from the relay's secret.
 pub struct Signal {
@@ -141,6 +162,32 @@ impl Drop for Signal {
 }
 
 impl Signal {
+    /// A signaling node sharing calls through Redis at `redis_url` and offering the live
+    /// relays of the fleet registry there.
+    pub async fn start_fleet(redis_url: &str) -> Signal {
+        let listener = tokio::net::TcpListener::bind((LOOPBACK, 0))
+            .await
+            .expect("bind signaling");
+        let addr = listener.local_addr().expect("local addr");
+        let config = SignalingConfig {
+            dev_login: true,
+            // Both nodes verify each other's dev-login tokens.
+            token_key: b"fleet-test-token-key".to_vec(),
+            turn_secret: Some(TURN_SECRET.as_bytes().to_vec()),
+            redis_url: Some(redis_url.to_owned()),
+            fleet_redis_url: Some(redis_url.to_owned()),
+            ..SignalingConfig::default()
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(turnpike_signaling::serve(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        Signal {
+            url: format!("ws://{addr}"),
+            stop: Some(stop),
+        }
+    }
+
     pub async fn start(turn_urls: Vec<String>) -> Signal {
         let listener = tokio::net::TcpListener::bind((LOOPBACK, 0))
             .await

@@ -43,6 +43,7 @@ impl Switchboard {
                     },
                     early_ice,
                     timeout_claimed: false,
+                    relays: [None, None],
                 };
                 let callee_here = self.is_local_user(&call.callee);
                 self.calls.insert(call_id.clone(), call);
@@ -100,6 +101,14 @@ impl Switchboard {
                         age_ms: 0,
                     };
                     Self::send(&to, body, at, out);
+                }
+            }
+            EventKind::RelayUsed { from, relay } => {
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    let slot = usize::from(from != call.caller);
+                    if let Some(r) = call.relays.get_mut(slot) {
+                        *r = Some(relay);
+                    }
                 }
             }
             EventKind::Ended { reason, by, detail } => {

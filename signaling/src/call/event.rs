@@ -48,6 +48,11 @@ pub enum EventKind {
     Connected {
         from: DeviceId,
     },
+    /// `from` reports the relay its media runs through.
+    RelayUsed {
+        from: DeviceId,
+        relay: String,
+    },
     Ended {
         reason: EndReason,
         by: Option<DeviceId>,

@@ -45,6 +45,12 @@ pub enum Request {
     Connected {
         call_id: String,
     },
+    /// The relay this device's selected candidate pair runs through (a TURN URI,
+    /// `host:port` or a fleet relay id), so a drain of that relay moves the call.
+    RelayUsed {
+        call_id: String,
+        relay: String,
+    },
 }
 
 impl Request {
@@ -59,13 +65,16 @@ impl Request {
             | Request::Hangup { call_id, .. }
             | Request::Ice { call_id, .. }
             | Request::Renegotiate { call_id, .. }
-            | Request::Connected { call_id } => call_id,
+            | Request::Connected { call_id }
+            | Request::RelayUsed { call_id, .. } => call_id,
         }
     }
 }
 
 /// Longest hangup reason kept (it is shown to the other party).
 const MAX_DETAIL: usize = 128;
+/// Longest relay name a device may report in `relay_used`.
+const MAX_RELAY: usize = 256;
 
 impl Switchboard {
     pub(super) fn request(
@@ -193,11 +202,29 @@ impl Switchboard {
             (Request::Connected { .. }, Role::Caller | Role::Answerer) if !ringing => {
                 publish(self, both, EventKind::Connected { from: device }, out);
             }
+            (Request::RelayUsed { relay, .. }, Role::Caller | Role::Answerer) if !ringing => {
+                if relay.is_empty() || relay.len() > MAX_RELAY {
+                    let why = "relay_used needs a relay of 1 to 256 bytes";
+                    return Self::error(&device, ErrorCode::BadMessage, why, re, now, out);
+                }
+                publish(
+                    self,
+                    both,
+                    EventKind::RelayUsed {
+                        from: device,
+                        relay,
+                    },
+                    out,
+                );
+            }
             (Request::Ice { .. }, Role::Rung) => {
                 let why = "send candidates after your accept has won";
                 Self::error(&device, ErrorCode::NotAccepted, why, re, now, out)
             }
-            (Request::Renegotiate { .. } | Request::Connected { .. }, _) => {
+            (
+                Request::Renegotiate { .. } | Request::Connected { .. } | Request::RelayUsed { .. },
+                _,
+            ) => {
                 let why = "the call has not been answered";
                 Self::error(&device, ErrorCode::NotAccepted, why, re, now, out)
             }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -213,4 +214,67 @@ pub fn client_from(ws: Ws) -> Client {
         next_id: 0,
         last_seq: 0,
     }
+}
+
+/// A `redis-server` on a free loopback port, killed on drop.
+pub struct Redis {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `redis-server` (required: the test fails when it is missing) and waits until it
+/// answers PING (at most 5 s).
+pub async fn redis_server() -> Redis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    redis_server_on(port).await
+}
+
+/// [`redis_server`] on a given port.
+pub async fn redis_server_on(port: u16) -> Redis {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is required for this test (apt-get install -y redis-server)");
+    let redis = Redis {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    };
+    // Ready when it answers PING: at most 100 tries, 50 ms apart.
+    for _ in 0..100 {
+        if let Ok(client) = redis::Client::open(redis.url.as_str()) {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    return redis;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("redis-server did not start on port {port}");
 }

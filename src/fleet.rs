@@ -1,0 +1,174 @@
+//! The relay's side of the fleet: a heartbeat into the registry in Redis every second
+//! (`turnpike_signaling::fleet` defines the format and the keys), a draining beat the
+//! moment the drain starts, and the entry withdrawn at exit.
+//!
+//! It runs as one task on the control-plane runtime, off the packet path: the load it
+//! reports comes from [`RELAY_LOAD`], which the workers' stats publishers keep up to
+//! date once a second, and from `/proc/self/stat` for CPU. Redis being unreachable
+//! costs nothing but a log line: the task retries at the next beat.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
+use turnpike_signaling::fleet::{self, Heartbeat};
+
+use crate::metrics::{process_cpu_seconds, RELAY_LOAD};
+
+/// What the relay tells the registry about itself that does not change.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub redis_url: String,
+    pub id: String,
+    pub region: String,
+    pub urls: Vec<String>,
+}
+
+/// Where the relay is in its life, as the heartbeat reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    Draining,
+    /// Exiting: withdraw the entry and stop.
+    Stopping,
+}
+
+/// The running heartbeat task.
+pub struct Announcer {
+    phase: watch::Sender<Phase>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Bound on one Redis round (connect, or one write): a beat never waits longer.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(800);
+
+impl Announcer {
+    /// Start beating (within a tokio runtime).
+    pub fn start(identity: Identity) -> Announcer {
+        let (phase, rx) = watch::channel(Phase::Serving);
+        let task = tokio::spawn(run(identity, rx));
+        Announcer { phase, task }
+    }
+
+    /// The drain started: the next beat, written at once, says `draining`.
+    pub fn drain(&self) {
+        self.phase.send_replace(Phase::Draining);
+    }
+
+    /// Withdraw the entry (bounded by a second) and stop.
+    pub async fn stop(self) {
+        self.phase.send_replace(Phase::Stopping);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+    }
+}
+
+fn unix_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, String> {
+    tokio::time::timeout(REDIS_TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+async fn run(me: Identity, mut phase: watch::Receiver<Phase>) {
+    let client = match redis::Client::open(me.redis_url.as_str()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("fleet: bad Redis URL ({e}); this relay is not announced");
+            return;
+        }
+    };
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut reachable = None;
+    // Rates are measured between two beats.
+    let mut last = (
+        Instant::now(),
+        RELAY_LOAD.packets.load(Ordering::Relaxed),
+        RELAY_LOAD.bytes.load(Ordering::Relaxed),
+        process_cpu_seconds().unwrap_or(0.0),
+    );
+    let mut tick = tokio::time::interval(fleet::HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let now_phase = *phase.borrow_and_update();
+        if conn.is_none() {
+            match connect(&client).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    if reachable != Some(false) {
+                        tracing::warn!(
+                            "fleet: cannot reach the registry ({e}); retrying every second"
+                        );
+                    }
+                    reachable = Some(false);
+                    if now_phase == Phase::Stopping {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        if now_phase == Phase::Stopping {
+            let _ = tokio::time::timeout(REDIS_TIMEOUT, fleet::withdraw(c, &me.id)).await;
+            tracing::info!(id = %me.id, "fleet: withdrawn from the registry");
+            return;
+        }
+        let now = Instant::now();
+        let packets = RELAY_LOAD.packets.load(Ordering::Relaxed);
+        let bytes = RELAY_LOAD.bytes.load(Ordering::Relaxed);
+        let cpu = process_cpu_seconds().unwrap_or(last.3);
+        let secs = now.duration_since(last.0).as_secs_f64().max(0.001);
+        let rate = |n: u64, before: u64| (n.saturating_sub(before) as f64 / secs) as u64;
+        let beat = Heartbeat {
+            id: me.id.clone(),
+            region: me.region.clone(),
+            urls: me.urls.clone(),
+            allocations: u64::try_from(RELAY_LOAD.allocations.load(Ordering::Relaxed)).unwrap_or(0),
+            pps: rate(packets, last.1),
+            bps: rate(bytes, last.2).saturating_mul(8),
+            cpu_percent: (((cpu - last.3).max(0.0) / secs) * 100.0).round() as u32,
+            draining: now_phase == Phase::Draining,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            at_ms: unix_ms(),
+        };
+        last = (now, packets, bytes, cpu);
+        match tokio::time::timeout(REDIS_TIMEOUT, fleet::announce(c, &beat)).await {
+            Ok(Ok(())) => {
+                if reachable != Some(true) {
+                    tracing::info!(id = %me.id, region = %me.region, "fleet: announcing this relay");
+                }
+                reachable = Some(true);
+            }
+            Ok(Err(e)) => {
+                if reachable != Some(false) {
+                    tracing::warn!("fleet: heartbeat failed ({e}); retrying every second");
+                }
+                reachable = Some(false);
+                conn = None;
+            }
+            Err(_) => {
+                if reachable != Some(false) {
+                    tracing::warn!("fleet: heartbeat timed out; retrying every second");
+                }
+                reachable = Some(false);
+                conn = None;
+            }
+        }
+    }
+}
