@@ -106,6 +106,10 @@ pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()>
             Some(path) => Some(PidFile::write(path)?),
             None => None,
         };
+        // The handlers go in before anyone is told the relay is ready: a SIGHUP or
+        // SIGTERM sent right after READY=1 (systemd's reload, a quick stop) must find
+        // them, not the default action, which ends the process.
+        let signals = Signals::install()?;
         ready.store(true, Ordering::Release);
         notifier.notify(&format!(
             "READY=1\nMAINPID={}\nSTATUS=relaying",
@@ -120,7 +124,7 @@ pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()>
             signaling,
             announcer: announcer.as_ref(),
         };
-        let result = control.run(admin_rx).await;
+        let result = control.run(admin_rx, signals).await;
         if let Some(announcer) = announcer {
             announcer.stop().await;
         }
@@ -174,12 +178,35 @@ struct Control<'a> {
     announcer: Option<&'a crate::fleet::Announcer>,
 }
 
-impl Control<'_> {
-    async fn run(mut self, mut admin: mpsc::Receiver<AdminReload>) -> anyhow::Result<()> {
+/// The signals the control plane handles, registered with the runtime.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+impl Control<'_> {
+    async fn run(
+        mut self,
+        mut admin: mpsc::Receiver<AdminReload>,
+        signals: Signals,
+    ) -> anyhow::Result<()> {
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+        } = signals;
         // Without systemd's watchdog the tick still runs, once an hour, doing nothing.
         let watchdog = self.notifier.watchdog_interval();
         let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
