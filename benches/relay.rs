@@ -229,21 +229,7 @@ fn main() -> ExitCode {
 /// removes the namespace. Err = namespaces unavailable (the caller falls back).
 fn run_in_namespace(generator_cpu: usize) -> Result<ExitCode, String> {
     let ns = format!("turnpike-bench-{}", std::process::id());
-    let ip = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|e| format!("ip: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    };
+    let ip = sys::ip;
     ip(&["netns", "add", &ns])?;
     let result = (|| {
         ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;

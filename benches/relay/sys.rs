@@ -713,3 +713,20 @@ pub fn for_each_udp_socket(
     unsafe { libc::close(pidfd) };
     result
 }
+
+/// Runs `ip ARGS`; the error names the command and what `ip` said.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

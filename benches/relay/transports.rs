@@ -189,7 +189,7 @@ pub fn run(
     if std::env::var(crate::NETNS_ENV).is_err() {
         return Err("--transports needs the private network namespace (run as root)".into());
     }
-    ip(&["link", "set", "lo", "mtu", "1500"])?;
+    crate::sys::ip(&["link", "set", "lo", "mtu", "1500"])?;
     set_loss(0)?; // and proves nft works before anything is measured
     let mut plan = Plan::new(smoke);
     if let Some(n) = rounds {
@@ -600,22 +600,6 @@ fn set_loss(permille: u32) -> Result<(), String> {
     } else {
         Err(format!(
             "nft: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }

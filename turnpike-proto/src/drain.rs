@@ -5,7 +5,7 @@
 //! of the relay. From then on the core refuses new allocations — 300 (Try Alternate)
 //! with ALTERNATE-SERVER when the operator named other relays (RFC 8489 §10, RFC 8656
 //! §7.2), otherwise 403 "Server draining" — and keeps serving the allocations it has:
-//! their data, permissions and channels as before, and their Refreshes, whose granted
+//! their data, permissions and channels unchanged, and their Refreshes, whose granted
 //! lifetime never reaches past the deadline (the client learns how long it has and can
 //! move in time). [`Server::drained`] says when the core is done: no allocation left,
 //! or the deadline reached. The shell only delivers the input and acts on the answer;
