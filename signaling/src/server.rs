@@ -171,10 +171,32 @@ async fn upgrade(
 ) -> Response {
     let header_token = bearer(&headers);
     let max = state.config.max_frame_bytes;
-    ws.max_message_size(max)
+    // Memory per connection. tungstenite's defaults are sized for bulk transfer: a
+    // 128 KiB read buffer allocated and zeroed up front for every connection, and
+    // 128 KiB of writes gathered before they go out — together about 140 KB of RSS per
+    // idle signed-in session. Signaling sessions are mostly idle and their messages are
+    // small JSON (a few KiB with an SDP), so the buffers are sized for that:
+    // - Read buffer: READ_BUFFER_BYTES (or max_frame_bytes if smaller). A larger frame
+    //   is still read whole, up to max_frame_bytes: tungstenite reserves room for the
+    //   length its header declares, and that room is freed with the frame.
+    // - Write buffer 0: each message goes to the socket as it is sent (every send here
+    //   flushes anyway), so nothing is kept between messages.
+    // - At most 2 × max_frame_bytes (+ frame headers) may wait for a peer that stops
+    //   reading: one outgoing message (a relayed client message is ≤ max_frame_bytes
+    //   plus our envelope) and the unwritten rest of the one before. Past that the send
+    //   fails and the connection ends instead of growing without bound.
+    ws.read_buffer_size(READ_BUFFER_BYTES.min(max))
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.saturating_mul(2).saturating_add(WRITE_SLACK_BYTES))
+        .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| connection(state, socket, header_token))
 }
+
+/// Read buffer per WebSocket connection: a typical signaling message fits in one read.
+const READ_BUFFER_BYTES: usize = 4096;
+/// Room for frame headers and a close or pong queued beside two full messages.
+const WRITE_SLACK_BYTES: usize = 1024;
 
 fn encode(body: ServerBody) -> Message {
     let msg = ServerMessage {

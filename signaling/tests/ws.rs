@@ -304,3 +304,17 @@ async fn shutdown_closes_sessions_with_1001_and_a_reconnect_hint() {
     assert_eq!(code, 1001);
     assert!(reason.contains("reconnect"), "{reason:?}");
 }
+
+/// The node's WebSocket read buffer is small (4 KiB, to keep idle sessions cheap); a
+/// message many times that size but within `max_frame_bytes` still arrives whole, and
+/// is written whole to the callee.
+#[tokio::test]
+async fn message_larger_than_the_read_buffer_passes_whole() {
+    let node = start(config()).await;
+    let mut a = Client::connect(node.addr, "alice", "phone").await;
+    let mut b = Client::connect(node.addr, "bob", "phone").await;
+    let sdp = "a=candidate:x\r\n".repeat(3000); // 45 000 bytes, under the 64 KiB default
+    a.send(json!({"type": "invite", "call_id": "big", "to": "bob", "sdp": sdp}))
+        .await;
+    assert_eq!(b.expect("invite").await["sdp"].as_str(), Some(sdp.as_str()));
+}
