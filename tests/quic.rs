@@ -315,6 +315,38 @@ fn requests_that_are_not_a_tunnel_to_this_relay_are_refused() {
     );
 }
 
+/// How coturn's tools are installed.
+const COTURN: &str = "apt-get install coturn";
+
+/// coturn's echo peer on a free loopback port: the process and the port.
+fn echo_peer() -> (Background, u16) {
+    let port = free_port("127.0.0.1".parse().unwrap(), false);
+    let peer = Background::spawn(Command::new(require_tool("turnutils_peer", COTURN)).args([
+        "-L",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+    ]));
+    (peer, port)
+}
+
+/// `turnpike tunnel` to `server`'s QUIC listener, checking its certificate against the
+/// test CA, serving TURN clients at 127.0.0.1:`local_port`.
+fn tunnel_command(server: &TurnpikeProcess, local_port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnpike"));
+    cmd.args([
+        "tunnel",
+        "--relay",
+        &quic_addr(server),
+        "--server-name",
+        "localhost",
+    ])
+    .arg("--ca")
+    .arg(server.certificate_path())
+    .args(["--local", &format!("127.0.0.1:{local_port}")]);
+    cmd
+}
+
 /// Any ordinary TURN client can use `turnpike tunnel` as its TURN server: coturn's
 /// uclient, four sessions of 50 packets each (one tunnel per session: its own QUIC
 /// connection and allocation), echoed by a peer with no loss. The tunnel checks the
@@ -322,29 +354,10 @@ fn requests_that_are_not_a_tunnel_to_this_relay_are_refused() {
 #[test]
 fn turnutils_uclient_relays_through_turnpike_tunnel() {
     let server = server();
-    let install = "apt-get install coturn";
-    let uclient = require_tool("turnutils_uclient", install);
-    let peer_port = free_port("127.0.0.1".parse().unwrap(), false);
-    let _peer = Background::spawn(Command::new(require_tool("turnutils_peer", install)).args([
-        "-L",
-        "127.0.0.1",
-        "-p",
-        &peer_port.to_string(),
-    ]));
+    let uclient = require_tool("turnutils_uclient", COTURN);
+    let (_peer, peer_port) = echo_peer();
     let local_port = free_port("127.0.0.1".parse().unwrap(), false);
-    let mut tunnel = Background::spawn(
-        Command::new(env!("CARGO_BIN_EXE_turnpike"))
-            .args([
-                "tunnel",
-                "--relay",
-                &quic_addr(&server),
-                "--server-name",
-                "localhost",
-            ])
-            .arg("--ca")
-            .arg(server.certificate_path())
-            .args(["--local", &format!("127.0.0.1:{local_port}")]),
-    );
+    let mut tunnel = Background::spawn(&mut tunnel_command(&server, local_port));
     std::thread::sleep(Duration::from_millis(500));
     tunnel.assert_running();
     let out = run_bounded(
@@ -495,29 +508,12 @@ impl Drop for Namespace {
 fn turnpike_tunnel_follows_a_route_change() {
     let ns = Namespace::enter("turnpike-route");
     let server = server();
-    let install = "apt-get install coturn";
-    let uclient = require_tool("turnutils_uclient", install);
-    let peer_port = free_port("127.0.0.1".parse().unwrap(), false);
-    let _peer = Background::spawn(Command::new(require_tool("turnutils_peer", install)).args([
-        "-L",
-        "127.0.0.1",
-        "-p",
-        &peer_port.to_string(),
-    ]));
+    let uclient = require_tool("turnutils_uclient", COTURN);
+    let (_peer, peer_port) = echo_peer();
     let local_port = free_port("127.0.0.1".parse().unwrap(), false);
     let log_path = std::env::temp_dir().join(format!("{}-tunnel.log", ns.name));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut tunnel = Command::new(env!("CARGO_BIN_EXE_turnpike"))
-        .args([
-            "tunnel",
-            "--relay",
-            &quic_addr(&server),
-            "--server-name",
-            "localhost",
-        ])
-        .arg("--ca")
-        .arg(server.certificate_path())
-        .args(["--local", &format!("127.0.0.1:{local_port}")])
+    let mut tunnel = tunnel_command(&server, local_port)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
