@@ -42,6 +42,8 @@ pub struct Announcer {
 
 /// Bound on one Redis round (connect, or one write): a beat never waits longer.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(800);
+/// The shortest window a heartbeat measures packet, byte and CPU rates over.
+const MIN_RATE_WINDOW: Duration = Duration::from_millis(500);
 
 impl Announcer {
     /// Start beating (within a tokio runtime).
@@ -94,6 +96,8 @@ async fn run(me: Identity, mut phase: watch::Receiver<Phase>) {
         RELAY_LOAD.bytes.load(Ordering::Relaxed),
         process_cpu_seconds().unwrap_or(0.0),
     );
+    // (packets/s, bits/s, CPU %) over the last window of at least MIN_RATE_WINDOW.
+    let mut rates = (0u64, 0u64, 0u32);
     let mut tick = tokio::time::interval(fleet::HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -130,24 +134,34 @@ async fn run(me: Identity, mut phase: watch::Receiver<Phase>) {
             return;
         }
         let now = Instant::now();
-        let packets = RELAY_LOAD.packets.load(Ordering::Relaxed);
-        let bytes = RELAY_LOAD.bytes.load(Ordering::Relaxed);
-        let cpu = process_cpu_seconds().unwrap_or(last.3);
-        let secs = now.duration_since(last.0).as_secs_f64().max(0.001);
-        let rate = |n: u64, before: u64| (n.saturating_sub(before) as f64 / secs) as u64;
+        let secs = now.duration_since(last.0).as_secs_f64();
+        // A rate over a few milliseconds says nothing (the first beat goes out at once,
+        // when start-up work dominates the CPU clock): such a beat carries the rates of
+        // the last full window (zero at first) and the window keeps growing.
+        if secs >= MIN_RATE_WINDOW.as_secs_f64() {
+            let packets = RELAY_LOAD.packets.load(Ordering::Relaxed);
+            let bytes = RELAY_LOAD.bytes.load(Ordering::Relaxed);
+            let cpu = process_cpu_seconds().unwrap_or(last.3);
+            let rate = |n: u64, before: u64| (n.saturating_sub(before) as f64 / secs) as u64;
+            rates = (
+                rate(packets, last.1),
+                rate(bytes, last.2).saturating_mul(8),
+                (((cpu - last.3).max(0.0) / secs) * 100.0).round() as u32,
+            );
+            last = (now, packets, bytes, cpu);
+        }
         let beat = Heartbeat {
             id: me.id.clone(),
             region: me.region.clone(),
             urls: me.urls.clone(),
             allocations: u64::try_from(RELAY_LOAD.allocations.load(Ordering::Relaxed)).unwrap_or(0),
-            pps: rate(packets, last.1),
-            bps: rate(bytes, last.2).saturating_mul(8),
-            cpu_percent: (((cpu - last.3).max(0.0) / secs) * 100.0).round() as u32,
+            pps: rates.0,
+            bps: rates.1,
+            cpu_percent: rates.2,
             draining: now_phase == Phase::Draining,
             version: env!("CARGO_PKG_VERSION").to_string(),
             at_ms: unix_ms(),
         };
-        last = (now, packets, bytes, cpu);
         match tokio::time::timeout(REDIS_TIMEOUT, fleet::announce(c, &beat)).await {
             Ok(Ok(())) => {
                 if reachable != Some(true) {
