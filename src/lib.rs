@@ -6,6 +6,7 @@
 //! - [`config`], [`serve`], [`metrics`], [`reload`], [`logging`], [`sd_notify`]:
 //!   operations.
 
+pub mod admin;
 pub mod config;
 pub mod fastpath;
 pub mod fleet;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod net;
 pub mod quic;
 pub mod reload;
+pub mod rtp_metrics;
 pub mod sd_notify;
 pub mod serve;
 

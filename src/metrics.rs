@@ -91,6 +91,7 @@ pub fn install_recorder() -> PrometheusHandle {
 
 fn describe() {
     use ::metrics::{describe_counter, describe_gauge};
+    crate::rtp_metrics::describe();
     describe_counter!(
         "turnpike_requests_total",
         "STUN/TURN requests by method and result"
@@ -306,6 +307,8 @@ pub struct StatsPublisher {
     rejected: [Counter; 3],
     gso_sends: Counter,
     gso_segments: Counter,
+    /// The call-quality counters, when the core measures them.
+    quality: Option<crate::rtp_metrics::QualityPublisher>,
 }
 
 impl std::fmt::Debug for StatsPublisher {
@@ -315,7 +318,7 @@ impl std::fmt::Debug for StatsPublisher {
 }
 
 /// Adds `now - last` to a counter.
-fn add(counter: &Counter, now: u64, last: u64) {
+pub(crate) fn add(counter: &Counter, now: u64, last: u64) {
     // Counters are monotonic; saturate in case a core was replaced by a fresh one.
     let delta = now.saturating_sub(last);
     if delta > 0 {
@@ -324,7 +327,9 @@ fn add(counter: &Counter, now: u64, last: u64) {
 }
 
 impl StatsPublisher {
-    pub fn new(worker: usize) -> StatsPublisher {
+    /// A worker's publisher; `rtp_quality`: its core measures call quality, so the
+    /// quality metrics are published too.
+    pub fn new(worker: usize, rtp_quality: bool) -> StatsPublisher {
         use ::metrics::{counter, gauge};
         let columns = Stats::default().requests.first().map_or(0, |row| row.len());
         let requests = MethodLabel::ALL
@@ -374,6 +379,7 @@ impl StatsPublisher {
             ),
             gso_sends: counter!("turnpike_gso_sends_total"),
             gso_segments: counter!("turnpike_gso_segments_total"),
+            quality: rtp_quality.then(crate::rtp_metrics::QualityPublisher::new),
         }
     }
 
@@ -448,6 +454,9 @@ impl StatsPublisher {
             now_stats.allocations as i64 - last.allocations as i64,
             Ordering::Relaxed,
         );
+        if let Some(quality) = &self.quality {
+            quality.publish(&now_stats.quality, &last.quality);
+        }
         self.last.clone_from(now_stats);
     }
 
@@ -585,9 +594,11 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-/// The registry's rendering followed by the `process_*` metrics.
+/// The registry's rendering followed by the RTP quality histograms (when on) and the
+/// `process_*` metrics.
 pub fn render_with_process_metrics(handle: &PrometheusHandle) -> String {
     let mut text = handle.render();
+    crate::rtp_metrics::RTP_HISTOGRAMS.render(&mut text);
     render_process_metrics(&mut text);
     text
 }

@@ -154,6 +154,7 @@ fn restart_keys(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check(old.relay.ipv6 != new.relay.ipv6, "relay.bind_ipv6");
     check(old.relay.ports != new.relay.ports, "relay.port_min");
     check(old.metrics != new.metrics, "metrics.listen");
+    check(old.rtp_quality != new.rtp_quality, "telemetry.rtp_quality");
     check(old.log.format != new.log.format, "log.format");
     match (&old.signaling, &new.signaling) {
         (Some(o), Some(n)) => {
@@ -216,6 +217,7 @@ fn keep_restart_keys(old: &Settings, new: Settings) -> Settings {
             ..new.relay
         },
         metrics: old.metrics,
+        rtp_quality: old.rtp_quality,
         log: crate::config::Log {
             format: old.log.format,
             level: new.log.level,

@@ -80,9 +80,11 @@ pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()>
                 .await
                 .with_context(|| format!("metrics.listen: cannot bind {addr}"))?;
             tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-            // The reload endpoint only where no one but this host can reach it.
+            // The admin endpoints (reload, allocations) only where no one but this host
+            // can reach them.
             let admin = if addr.ip().is_loopback() {
                 admin_router(admin_tx.clone())
+                    .merge(crate::admin::router(relay.reporter(), settings.rtp_quality))
             } else {
                 axum::Router::new()
             };
@@ -557,6 +559,12 @@ fn build_net_config(settings: &Settings) -> anyhow::Result<(NetConfig, Arc<Share
              nothing, since it could not count what it forwards against the caps"
         );
     }
+    if settings.rtp_quality && fast_path.is_some() {
+        tracing::warn!(
+            "telemetry.rtp_quality is on: the in-kernel fast path stays attached but forwards \
+             nothing, so that every relayed packet is measured"
+        );
+    }
     let mut throttle_key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut throttle_key);
     let origin = Instant::now();
@@ -643,6 +651,7 @@ pub fn server_config(settings: &Settings, base: &ServerConfig) -> ServerConfig {
         rfc5766_channel_numbers: settings.relay.rfc5766_channel_numbers,
         peer_policy: peer_policy(settings),
         alternate_servers: settings.alternate_servers.clone(),
+        rtp_quality: settings.rtp_quality,
         ..ServerConfig::new(base.nonce_key, base.unix_anchor)
     }
 }

@@ -270,7 +270,7 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
     // Idempotent: a second call must not fail or replace the registry.
     let _ = install_recorder();
 
-    let mut publisher = StatsPublisher::new(9);
+    let mut publisher = StatsPublisher::new(9, false);
     let mut stats = Stats::default();
     stats.drops[DropReason::NoChannel as usize] = 5;
     stats.bytes_by_transport[Direction::ToClient as usize][Transport::Tcp.index()] = 1000;

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub peers: RawPeers,
     pub metrics: RawMetrics,
+    pub telemetry: RawTelemetry,
     pub log: RawLog,
     pub signaling: RawSignaling,
     pub fleet: RawFleet,
@@ -193,6 +194,13 @@ impl Default for RawMetrics {
             listen: "127.0.0.1:9641".into(),
         }
     }
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub rtp_quality: bool,
 }
 
 /// `[log]`

@@ -48,6 +48,8 @@ pub struct Settings {
     pub peers: Peers,
     /// Address of the Prometheus `/metrics` endpoint; `None` turns it off.
     pub metrics: Option<SocketAddr>,
+    /// `telemetry.rtp_quality`: measure RTP streams (see `turnpike_proto::quality`).
+    pub rtp_quality: bool,
     /// Logging.
     pub log: Log,
     /// The signaling service; `None` when `signaling.listen = ""`.
@@ -269,7 +271,7 @@ impl Settings {
             "realm: {}\nworkers: {}\nlisten udp: {}\nlisten tcp: {}\nlisten tls: {}\nlisten quic: {}\n\
              relay ipv4: {}\nrelay ipv6: {}\nrelay ports: {}-{}\n\
              users: {}, secrets: {}\nquota per user: {}, total: {}\n\
-             peers allow: {}, deny: {}\nmetrics: {}\nsignaling: {}",
+             peers allow: {}, deny: {}\nmetrics: {}\nrtp quality: {}\nsignaling: {}",
             self.realm,
             self.workers,
             list(&self.listen.udp),
@@ -287,6 +289,7 @@ impl Settings {
             self.peers.allow.len(),
             self.peers.deny.len(),
             self.metrics.map_or("off".to_string(), |a| a.to_string()),
+            if self.rtp_quality { "on" } else { "off" },
             self.signaling
                 .as_ref()
                 .map_or("off".to_string(), |s| format!(

@@ -216,6 +216,7 @@ pub(crate) fn validate(raw: &RawConfig, ctx: &Ctx) -> Result<Settings, ConfigErr
         limits,
         peers,
         metrics,
+        rtp_quality: raw.telemetry.rtp_quality,
         log: Log {
             format,
             level: raw.log.level.clone(),

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::proto::report::AllocationReport;
 use crate::proto::stats::Stats;
 use crate::proto::{
     ClientId, Event, FastPathUpdate, Forward, RelayKey, Server, ServerConfig, ToClient, Transmit,
@@ -46,6 +47,14 @@ pub(crate) trait Core {
     }
     /// Scripted cores keep the configuration they were built with.
     fn handle_config(&mut self, _now: Instant, _config: ServerConfig) {}
+    /// Only the relay's core measures call quality.
+    fn rtp_quality(&self) -> bool {
+        false
+    }
+    /// Scripted cores report no allocations.
+    fn allocation_reports(&self, _now: Instant) -> Vec<AllocationReport> {
+        Vec::new()
+    }
 }
 
 impl Core for Server {
@@ -102,5 +111,11 @@ impl Core for Server {
     }
     fn handle_config(&mut self, now: Instant, config: ServerConfig) {
         Server::handle_config(self, now, config)
+    }
+    fn rtp_quality(&self) -> bool {
+        Server::rtp_quality(self)
+    }
+    fn allocation_reports(&self, now: Instant) -> Vec<AllocationReport> {
+        Server::allocation_reports(self, now)
     }
 }

@@ -32,6 +32,7 @@ use mio::{Poll, Waker};
 use self::conn_limits::ConnLimits;
 pub use self::conn_limits::ConnLimitsConfig;
 use self::core::Core;
+use crate::proto::report::AllocationReport;
 use crate::proto::{Server, ServerConfig, Shared, Transport};
 use sockets::{Sockets, Source};
 use worker::Worker;
@@ -109,6 +110,49 @@ pub enum Command {
     Tls(Arc<rustls::ServerConfig>),
     /// A reloaded certificate for QUIC listeners: the next handshake uses it.
     Quic(Arc<quinn_proto::ServerConfig>),
+    /// Send the core's [`AllocationReport`]s (`Server::allocation_reports`) here.
+    Report(tokio::sync::mpsc::UnboundedSender<WorkerReport>),
+}
+
+/// One worker's answer to [`Command::Report`].
+#[derive(Debug, Clone)]
+pub struct WorkerReport {
+    /// The worker's index.
+    pub worker: usize,
+    /// Its core's live allocations.
+    pub allocations: Vec<AllocationReport>,
+}
+
+/// Asks the workers for their allocations, from any task: what `GET /v1/allocations`
+/// uses. Cheap to clone.
+#[derive(Clone)]
+pub struct Reporter {
+    workers: Vec<(mpsc::Sender<Command>, Arc<Waker>)>,
+}
+
+impl Reporter {
+    /// Every worker's report, in worker order; a worker that does not answer within
+    /// `timeout` (stopped, or stuck) is left out.
+    pub async fn allocations(&self, timeout: std::time::Duration) -> Vec<WorkerReport> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut asked = 0;
+        for (commands, waker) in &self.workers {
+            if commands.send(Command::Report(tx.clone())).is_ok() && waker.wake().is_ok() {
+                asked += 1;
+            }
+        }
+        drop(tx);
+        let mut reports = Vec::with_capacity(asked);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while reports.len() < asked {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(report)) => reports.push(report),
+                _ => break,
+            }
+        }
+        reports.sort_by_key(|r: &WorkerReport| r.worker);
+        reports
+    }
 }
 
 /// How many workers have finished draining (their core says `drained`); the control
@@ -157,6 +201,17 @@ impl RelayHandle {
                     tracing::warn!("cannot wake worker: {e}");
                 }
             }
+        }
+    }
+
+    /// A handle that asks the workers for their allocations (see [`Reporter`]).
+    pub fn reporter(&self) -> Reporter {
+        Reporter {
+            workers: self
+                .workers
+                .iter()
+                .map(|w| (w.commands.clone(), w.waker.clone()))
+                .collect(),
         }
     }
 

@@ -20,7 +20,7 @@ use super::conn_limits::Refused;
 use super::core::Core;
 use super::sockets::{count_send, send_on_relay, Sockets, Source};
 use super::stream::{Close, ReadStatus, StreamConn};
-use super::{Command, DrainProgress};
+use super::{Command, DrainProgress, WorkerReport};
 use crate::fastpath::{FastPath, Routes};
 use crate::metrics::{FastPathPublisher, StatsPublisher};
 use crate::proto::{ClientId, Event, RelayKey, Transport};
@@ -98,6 +98,7 @@ impl<C: Core> Worker<C> {
         io: Sockets,
         stop: Arc<AtomicBool>,
     ) -> Worker<C> {
+        let publisher = StatsPublisher::new(index, core.rtp_quality());
         Worker {
             index,
             poll,
@@ -111,7 +112,7 @@ impl<C: Core> Worker<C> {
             to_client: Vec::with_capacity(BATCH),
             again: Vec::with_capacity(READY_CAPACITY),
             stop,
-            publisher: StatsPublisher::new(index),
+            publisher,
             busy_poll: Duration::ZERO,
             coalesce: Duration::ZERO,
             wake_datagrams: 0,
@@ -302,6 +303,12 @@ impl<C: Core> Worker<C> {
                     for listener in &mut self.io.quic {
                         listener.set_server_config(config.clone());
                     }
+                }
+                Command::Report(reply) => {
+                    let _ = reply.send(WorkerReport {
+                        worker: self.index,
+                        allocations: self.core.allocation_reports(now),
+                    });
                 }
             }
             self.drain(now);

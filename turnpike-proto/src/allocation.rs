@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use super::addr::{ChannelNumber, Family, RelayKey};
 use super::auth::Credential;
 use super::bandwidth::AllocationBandwidth;
+use super::quality::AllocationQuality;
+use super::stats::Direction;
 use super::stun::TransactionId;
 
 /// RFC 8656 §9: a permission lasts 300 s unless refreshed.
@@ -96,6 +98,93 @@ pub struct Allocation {
     /// Its bandwidth buckets, and its user's (see [`crate::bandwidth`]); unused when
     /// no cap is set.
     pub bandwidth: AllocationBandwidth,
+    /// When it was created.
+    pub created: Instant,
+    /// What it relayed, by [`Direction`].
+    pub traffic: [Traffic; 2],
+    /// Its RTP streams, when `ServerConfig::rtp_quality` is on (see [`crate::quality`]).
+    pub quality: Option<Box<AllocationQuality>>,
+}
+
+/// One direction of an allocation's relayed traffic: totals, and the rate over the
+/// last whole second.
+#[derive(Debug, Clone, Copy)]
+pub struct Traffic {
+    /// Packets relayed.
+    pub packets: u64,
+    /// Payload bytes relayed (without TURN framing).
+    pub bytes: u64,
+    /// The current rate window: when it began, and the totals then.
+    window: (Instant, u64, u64),
+    /// Packets and bytes per second over the last whole window.
+    rate: (u64, u64),
+}
+
+/// The length of a [`Traffic`] rate window.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl Traffic {
+    /// Nothing relayed yet, as of `now`.
+    pub fn new(now: Instant) -> Traffic {
+        Traffic {
+            packets: 0,
+            bytes: 0,
+            window: (now, 0, 0),
+            rate: (0, 0),
+        }
+    }
+
+    /// Count one packet of `bytes` payload bytes.
+    #[inline]
+    pub fn count(&mut self, bytes: usize, now: Instant) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+        if now.saturating_duration_since(self.window.0) >= RATE_WINDOW {
+            self.rate = self.rate_since_window(now);
+            self.window = (now, self.packets, self.bytes);
+        }
+    }
+
+    fn rate_since_window(&self, now: Instant) -> (u64, u64) {
+        let secs = now.saturating_duration_since(self.window.0).as_secs_f64();
+        if secs <= 0.0 {
+            return (0, 0);
+        }
+        let per_sec = |n: u64, then: u64| (n.saturating_sub(then) as f64 / secs).round() as u64;
+        (
+            per_sec(self.packets, self.window.1),
+            per_sec(self.bytes, self.window.2),
+        )
+    }
+
+    /// Packets and bytes per second at `now`: over the last whole window, or over the
+    /// current one once it is a whole window old (so a stream that stopped reads 0).
+    pub fn rate(&self, now: Instant) -> (u64, u64) {
+        if now.saturating_duration_since(self.window.0) >= RATE_WINDOW {
+            self.rate_since_window(now)
+        } else {
+            self.rate
+        }
+    }
+}
+
+impl Allocation {
+    /// Count a relayed payload going `dir`, and look at it for call quality when on.
+    #[inline]
+    pub(crate) fn count_relayed(
+        &mut self,
+        quality: &mut crate::quality::QualityStats,
+        dir: Direction,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        if let Some(t) = self.traffic.get_mut(dir as usize) {
+            t.count(payload.len(), now);
+        }
+        if let Some(q) = self.quality.as_deref_mut() {
+            q.observe(quality, dir, payload, now);
+        }
+    }
 }
 
 impl Allocation {

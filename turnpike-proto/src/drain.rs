@@ -86,8 +86,8 @@ impl Server {
 
     /// Apply a new configuration to a running core. What a core's existing state
     /// depends on stays as it was: the realm (part of every credential's key), the
-    /// nonce key (nonces already handed out must still verify), the wall-clock anchor
-    /// and the fast-path switch. Everything else — users, REST secrets, credential and
+    /// nonce key (nonces already handed out must still verify), the wall-clock anchor,
+    /// the fast-path switch and `rtp_quality`. Everything else — users, REST secrets, credential and
     /// nonce lifetimes, allocation lifetimes, the peer policy, SOFTWARE, the username
     /// limit, the alternate servers — applies to the next request. Existing
     /// allocations, permissions and channels are kept: a peer the new policy refuses
@@ -98,6 +98,7 @@ impl Server {
             nonce_key: self.config.nonce_key,
             unix_anchor: self.config.unix_anchor,
             fast_path: self.config.fast_path,
+            rtp_quality: self.config.rtp_quality,
             ..config
         };
         self.auth = Authenticator::new(

@@ -69,7 +69,7 @@ impl Server {
             alloc,
             permitted,
             peer,
-            payload,
+            (payload, data),
         )
     }
 
@@ -92,7 +92,9 @@ impl Server {
         let peer = msg
             .get(attr::XOR_PEER_ADDRESS)
             .and_then(|v| attr::decode_xor_address(v, &msg.transaction_id()).ok());
-        let (Some(peer), Some(data)) = (peer, msg.value_range(attr::DATA)) else {
+        let (Some(peer), Some(data), Some(bytes)) =
+            (peer, msg.value_range(attr::DATA), msg.get(attr::DATA))
+        else {
             self.stats.count_drop(DropReason::Malformed);
             return None;
         };
@@ -124,7 +126,7 @@ impl Server {
             alloc,
             permitted,
             peer,
-            data,
+            (data, bytes),
         )
     }
 
@@ -169,6 +171,12 @@ impl Server {
             self.stats.count_drop(DropReason::Malformed);
             return None;
         }
+        alloc.count_relayed(
+            &mut self.stats.quality,
+            Direction::ToClient,
+            &buf[start..end],
+            now,
+        );
         let range = if let Some(channel) = alloc.channel_to(peer, now) {
             // ChannelData (RFC 8656 §12.4): 4-byte header in front, padded over streams.
             let header = start - 4;
@@ -194,7 +202,7 @@ impl Server {
 }
 
 /// The client → peer decision shared by ChannelData and Send: `payload` (a range of the
-/// client's packet) out of the allocation's relay socket of the peer's family, if the
+/// client's packet, and those bytes) out of the allocation's relay socket of the peer's family, if the
 /// peer is permitted and the bandwidth caps let it pass.
 #[inline]
 #[allow(clippy::too_many_arguments)]
@@ -206,7 +214,7 @@ fn forward(
     alloc: &mut Allocation,
     permitted: bool,
     peer: SocketAddr,
-    payload: Range<usize>,
+    (payload, bytes): (Range<usize>, &[u8]),
 ) -> Option<Forward> {
     let relay = alloc.relay_for(Family::of(&peer)).filter(|_| permitted);
     let Some(relay) = relay else {
@@ -221,6 +229,7 @@ fn forward(
         }
     }
     stats.count_relayed(Direction::ToPeer, transport, payload.len());
+    alloc.count_relayed(&mut stats.quality, Direction::ToPeer, bytes, now);
     Some(Forward {
         relay,
         peer,

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::addr::{ChannelNumber, ClientId, Family, RelayKey, RelayPort};
-use super::allocation::{Allocation, Relay};
+use super::allocation::{Allocation, Relay, Traffic};
 use super::auth::Credential;
 use super::channel_data;
 use super::peer_policy::Denied;
 use super::ports::Reservation;
+use super::quality::AllocationQuality;
 use super::reject::Reject;
 use super::server::{Event, RequestInfo, Server, Timer, Transmit};
 use super::stats::MethodLabel;
@@ -325,6 +326,12 @@ impl Server {
                 dont_fragment: p.dont_fragment,
                 send_route: None,
                 bandwidth,
+                created: now,
+                traffic: [Traffic::new(now); 2],
+                quality: self
+                    .config
+                    .rtp_quality
+                    .then(|| Box::new(AllocationQuality::new())),
             },
         );
         self.set_timer(expires, Timer::Allocation(client));

@@ -101,6 +101,10 @@ pub struct ServerConfig {
     /// Ignored when the shared state sets bandwidth caps: the kernel would not count
     /// what it forwards against them, so capped traffic stays on the sockets.
     pub fast_path: bool,
+    /// Classify relayed payloads and measure each RTP stream's loss and jitter (see
+    /// [`crate::quality`]). Fixed for a core's life. On, the core reports no fast-path
+    /// routes, so that every packet is measured.
+    pub rtp_quality: bool,
     /// Other relays a draining core sends new Allocates to (300 Try Alternate with
     /// ALTERNATE-SERVER); empty: they get 403 instead (see [`crate::drain`]).
     pub alternate_servers: Vec<SocketAddr>,
@@ -129,6 +133,7 @@ impl ServerConfig {
             peer_policy: PeerPolicy::new(Vec::new(), Vec::new()),
             unix_anchor,
             fast_path: false,
+            rtp_quality: false,
             alternate_servers: Vec::new(),
         }
     }
@@ -271,7 +276,7 @@ impl Server {
     /// seeds its RNG (relay ports, reservation tokens), so runs are reproducible.
     pub fn new(mut config: ServerConfig, shared: Arc<dyn Shared>, rng_seed: u64) -> Server {
         let bandwidth = shared.bandwidth();
-        if bandwidth.is_some() {
+        if bandwidth.is_some() || config.rtp_quality {
             config.fast_path = false;
         }
         let auth = Authenticator::new(

@@ -154,6 +154,8 @@ pub struct Stats {
     /// Monotonic: requests dropped unanswered because their source is throttled after
     /// too many failed sign-ins (see [`crate::throttle`]).
     pub auth_throttled: u64,
+    /// Payload kinds and RTP stream quality, when `ServerConfig::rtp_quality` is on.
+    pub quality: crate::quality::QualityStats,
 }
 
 impl Stats {
