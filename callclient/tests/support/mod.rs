@@ -1,7 +1,9 @@
 //! Test harness: Turnpike's relay and signaling service in this process on free loopback
-//! ports, a UDP tap that records what crosses it, and parsers for what it records.
+//! ports, a UDP tap that records what crosses it, a shim that impairs one user's uplink,
+//! and parsers for what they record.
 #![allow(dead_code)]
 
+pub mod shim;
 pub mod tap;
 pub mod wire;
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use turnpike::config::{ConfigFile, Origin};
-use turnpike::net::{self, RelayHandle};
+use turnpike::net::{self, RelayHandle, Reporter};
 use turnpike::proto::peer_policy::PeerPolicy;
 use turnpike::proto::Transport;
 use turnpike_callclient::{CallOptions, Payload, RelayTransport, Role};
@@ -60,8 +62,19 @@ impl Relay {
         Relay::start_in(quic, rand::random::<u16>() % 10)
     }
 
+    /// [`Relay::start_in`] with `[telemetry] rtp_quality = true`: the relay classifies
+    /// what it forwards and measures each RTP stream (`turnpike_proto::quality`).
+    pub fn start_measuring(block: u16) -> Relay {
+        Relay::start_configured(false, block, "[telemetry]\nrtp_quality = true")
+    }
+
     /// [`Relay::start_with`] on relay ports 20000 + 1000 × `block` (0-9) and up.
     pub fn start_in(quic: bool, block: u16) -> Relay {
+        Relay::start_configured(quic, block, "")
+    }
+
+    /// [`Relay::start_in`] with `extra` appended to its config file.
+    fn start_configured(quic: bool, block: u16, extra: &str) -> Relay {
         let ports = (20000 + block * 1000)..=(20999 + block * 1000);
         let toml = format!(
             r#"
@@ -86,6 +99,7 @@ impl Relay {
             listen = ""
             [log]
             level = "warn"
+            {extra}
             "#,
             ports.start(),
             ports.end(),
@@ -130,6 +144,12 @@ impl Relay {
 }
 
 impl Relay {
+    /// Asks the relay's workers for their live allocations, as `GET /v1/allocations`
+    /// does.
+    pub fn reporter(&self) -> Reporter {
+        self.handle.as_ref().expect("a running relay").reporter()
+    }
+
     /// Start draining, as SIGTERM does in `turnpike serve`: no new allocations, the
     /// existing ones served until they end or `deadline`.
     pub fn drain(&self, deadline: std::time::Instant) {
