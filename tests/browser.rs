@@ -1,10 +1,11 @@
 //! The browser end-to-end test: headless Chromium (Debian `chromium`, driven by
 //! playwright-core) opens the demo page that `turnpike serve` serves at `/` as two users,
 //! calls from one to the other relay-only through Turnpike, and checks the selected
-//! candidate pair, decoded video, received audio and hangup on both pages. The tests
-//! themselves are `tests/browser/call.test.mjs` and `fleet.test.mjs` (a call moved off a
-//! draining relay); this file runs them under `cargo test` with the binary cargo just
-//! built.
+//! candidate pair, decoded video, received audio and hangup on both pages, and what the
+//! relay measured of the call (`telemetry.rtp_quality`: streams classified, no loss).
+//! The tests themselves are `tests/browser/call.test.mjs` and `fleet.test.mjs` (a call
+//! moved off a draining relay); this file runs them under `cargo test` with the binary
+//! cargo just built.
 //!
 //! It fails (never skips) when Node.js 20 or newer (playwright-core's minimum), Chromium
 //! or `tests/browser/node_modules` is missing: `scripts/test` installs all three.

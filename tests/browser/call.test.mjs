@@ -1,6 +1,7 @@
 // Two headless Chromium pages call each other through Turnpike: the browser demo served
 // by `turnpike serve` at `/`, dev login, presence, invite/answer over the signaling
-// WebSocket, media relay-only through Turnpike's TURN server, then hangup.
+// WebSocket, media relay-only through Turnpike's TURN server, what the relay measured of
+// the call (GET /v1/allocations and /metrics with telemetry.rtp_quality on), then hangup.
 //
 // Run by tests/browser.rs (`cargo test --workspace`); by hand:
 //   npm ci --prefix tests/browser && cargo build && node tests/browser/call.test.mjs
@@ -94,26 +95,28 @@ async function freePort() {
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "turnpike-browser-"));
 cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-let base, portMin, portMax;
+let base, portMin, portMax, metricsBase;
 if (process.env.DEMO_URL) {
   base = process.env.DEMO_URL.replace(/\/$/, "");
   [portMin, portMax] = [49152, 65535]; // config/turnpike.toml's relay range
   step(`testing the running server at ${base}/`);
 } else {
-  ({ base, portMin, portMax } = await startServer());
+  ({ base, portMin, portMax, metricsBase } = await startServer());
 }
 
 async function startServer() {
   const turnPort = await freePort();
   const sigPort = await freePort();
+  const metricsPort = await freePort();
   // Relay ports outside Linux's ephemeral range (32768-60999), where client sockets of
   // other tests could take them; a random slice so parallel runs rarely meet.
   const portMin = 20000 + Math.floor(Math.random() * 90) * 100;
   const portMax = portMin + 99;
 
-  // The embedded default configuration, with only the ports moved (and metrics off) so
-  // the test runs beside anything else: same wildcard listeners, same peer policy, same
-  // dev login and ephemeral shared secret.
+  // The embedded default configuration, with only the ports moved so the test runs beside
+  // anything else (metrics on a free loopback port, where the admin endpoints are
+  // mounted too) and call-quality telemetry on: same wildcard listeners, same peer
+  // policy, same dev login and ephemeral shared secret.
   const config = `
   [listen]
   udp = ["0.0.0.0:${turnPort}", "[::]:${turnPort}"]
@@ -122,9 +125,11 @@ async function startServer() {
   port_min = ${portMin}
   port_max = ${portMax}
   [metrics]
-  listen = ""
+  listen = "127.0.0.1:${metricsPort}"
   [signaling]
   listen = "127.0.0.1:${sigPort}"
+  [telemetry]
+  rtp_quality = true
   `;
   const configPath = path.join(tmp, "turnpike.toml");
   fs.writeFileSync(configPath, config);
@@ -166,7 +171,7 @@ async function startServer() {
   }
   step(`turnpike serve up: TURN on port ${turnPort}, relay ports ${portMin}-${portMax}, ` +
     `demo at ${base}/`);
-  return { base, portMin, portMax };
+  return { base, portMin, portMax, metricsBase: `http://127.0.0.1:${metricsPort}` };
 }
 
 // ----------------------------------------------------------------------- browsers
@@ -280,6 +285,60 @@ if (process.env.SCREENSHOT) {
   fs.writeFileSync(process.env.SCREENSHOT, shots[0]);
   fs.writeFileSync(process.env.SCREENSHOT.replace(/\.png$/, "") + "-bob.png", shots[1]);
   step(`screenshots written to ${process.env.SCREENSHOT} (+ -bob.png)`);
+}
+
+// ------------------------------------------------------------------ call quality
+
+// The relay measured the call (telemetry.rtp_quality): GET /v1/allocations on the metrics
+// listener shows both allocations that carry media, each with Opus audio (48 kHz clock)
+// and video (90 kHz) both ways, and no stream losing more than 1% on loopback; /metrics
+// counts the RTP, RTCP and DTLS payloads it relayed, both ways. Against DEMO_URL the test
+// does not know the server's metrics listener, and says so.
+const MIN_PACKETS = 100;
+if (metricsBase) {
+  const has = (a, direction, kind, clockRate) => a.streams.some((s) =>
+    s.direction === direction && s.kind === kind && s.clock_rate === clockRate &&
+    s.expected >= MIN_PACKETS);
+  const complete = (a) => ["to_peer", "to_client"].every((d) =>
+    has(a, d, "audio", 48000) && has(a, d, "video", 90000));
+  const { doc } = await waitFor("the relay did not report audio and video both ways on two " +
+    "allocations within 20s", 20_000, async () => {
+    try {
+      const doc = await (await fetch(`${metricsBase}/v1/allocations`)).json();
+      const media = doc.allocations.filter((a) => a.streams.length > 0);
+      const ok = doc.rtp_quality === true && media.length === 2 && media.every(complete);
+      return { ok, doc };
+    } catch (e) {
+      return { ok: false, error: String(e) };
+    }
+  });
+  const streams = doc.allocations.flatMap((a) => a.streams.map((s) => ({ user: a.user, ...s })));
+  for (const s of streams) {
+    step(`relay: ${s.user} ${s.direction} ${s.kind} (${s.clock_rate ?? "no"} Hz clock): ` +
+      `${s.lost} of ${s.expected} lost (${(100 * s.loss_ratio).toFixed(2)}%), ` +
+      `${s.reordered} reordered, ${s.duplicates} duplicates, jitter ` +
+      `${s.jitter_ms === null ? "-" : s.jitter_ms.toFixed(2)} ms`);
+  }
+  const lossy = streams.filter((s) => !(s.loss_ratio <= 0.01));
+  if (lossy.length) await fail(`the relay reports loss above 1%: ${JSON.stringify(lossy)}`);
+
+  const text = await (await fetch(`${metricsBase}/metrics`)).text();
+  const payloads = {};
+  for (const m of text.matchAll(/^turnpike_relayed_payloads_total\{([^}]*)\} (\S+)$/gm)) {
+    const labels = Object.fromEntries([...m[1].matchAll(/(\w+)="([^"]*)"/g)]
+      .map((l) => [l[1], l[2]]));
+    payloads[`${labels.direction} ${labels.kind}`] = Number(m[2]);
+  }
+  for (const direction of ["to_peer", "to_client"]) {
+    for (const kind of ["rtp", "rtcp", "dtls"]) {
+      if (!(payloads[`${direction} ${kind}`] > 0)) {
+        await fail(`no ${kind} payloads counted ${direction}: ${JSON.stringify(payloads)}`);
+      }
+    }
+  }
+  step(`relay: payloads ${JSON.stringify(payloads)}`);
+} else {
+  step("call quality not checked: DEMO_URL's metrics listener is unknown to the test");
 }
 
 // alice hangs up: both pages end the call.
