@@ -197,7 +197,8 @@ pub fn describe() {
     describe_counter!(
         "turnpike_rtp_lost_packets_total",
         "RTP packets never received (sequence-number gaps), counted per 5-second report \
-         interval of each stream."
+         interval of each stream once more than 100 packets behind its newest, so a \
+         packet that only arrived late is not counted."
     );
     describe_counter!(
         "turnpike_rtp_reordered_packets_total",

@@ -100,7 +100,9 @@ impl Histogram {
 pub struct QualityStats {
     /// Relayed payloads by direction and kind.
     pub payloads: [[u64; 5]; 2],
-    /// RTP packets lost (counted at each report interval, see [`REPORT_INTERVAL`]).
+    /// RTP packets lost for good (counted at each report interval, see
+    /// [`REPORT_INTERVAL`], once more than [`stream::MAX_MISORDER`] packets behind the
+    /// stream's highest: [`RtpStream::settled_lost`]).
     pub lost: [u64; 2],
     /// RTP packets that arrived after a later one.
     pub reordered: [u64; 2],
@@ -188,7 +190,7 @@ impl AllocationQuality {
             tracked.next_report = now + REPORT_INTERVAL;
             let interval = tracked.stream.interval();
             tracked.last_interval = Some(interval);
-            stats.lost[d] += interval.lost;
+            stats.lost[d] += interval.settled_lost;
             let media = MediaKind::of(tracked.stream.jitter_method()) as usize;
             if interval.expected > 0 {
                 stats.loss[d][media].observe(&LOSS_BUCKETS, interval.loss_ratio());
@@ -278,9 +280,48 @@ mod tests {
         assert_eq!(audio.count, 1);
         let ratio = q.streams()[0].last_interval.unwrap().loss_ratio();
         assert!((ratio - 0.1).abs() < 0.01, "{ratio}");
-        assert_eq!(stats.lost[0], q.streams()[0].last_interval.unwrap().lost);
+        // The counter has the gaps more than MAX_MISORDER behind the newest packet (250):
+        // 3, 13, …, 143. The 10 after them could still arrive late.
+        assert_eq!(q.streams()[0].last_interval.unwrap().lost, 25);
+        assert_eq!(stats.lost[0], 15);
         assert_eq!(stats.jitter[0][MediaKind::Audio as usize].count, 1);
         assert_eq!(stats.payloads[1], [0; 5]);
+    }
+
+    #[test]
+    fn a_packet_late_across_a_report_is_not_counted_lost() {
+        let mut stats = QualityStats::default();
+        let mut q = AllocationQuality::new();
+        let start = Instant::now();
+        let at = |i: u16| start + Duration::from_millis(u64::from(i) * 20);
+        let send = |q: &mut AllocationQuality, stats: &mut QualityStats, i: u16, t: Instant| {
+            q.observe(stats, Direction::ToPeer, &rtp(i, u32::from(i) * 960, 7), t);
+        };
+        // 0..=249 in order; 250 is overtaken by 251, which closes the first report
+        // interval (at 5 s); 250 arrives 1 ms after it. Then 252..=510 in order; 501
+        // closes the second interval (at 10 s).
+        for i in 0..250 {
+            send(&mut q, &mut stats, i, at(i));
+        }
+        send(&mut q, &mut stats, 251, at(251));
+        send(&mut q, &mut stats, 250, at(251) + Duration::from_millis(1));
+        for i in 252..=510 {
+            send(&mut q, &mut stats, i, at(i));
+        }
+        assert_eq!(q.streams()[0].stream.lost(), 0);
+        assert_eq!(q.streams()[0].stream.reordered(), 1);
+        assert_eq!(stats.loss[0][MediaKind::Audio as usize].count, 2);
+        assert_eq!(stats.lost[0], 0, "250 arrived: it was late, not lost");
+        // 600 never comes: counted at the third interval (751, at 15 s), once it is
+        // too far behind to arrive late.
+        for i in 511..=760 {
+            if i != 600 {
+                send(&mut q, &mut stats, i, at(i));
+            }
+        }
+        assert_eq!(q.streams()[0].stream.lost(), 1);
+        assert_eq!(stats.loss[0][MediaKind::Audio as usize].count, 3);
+        assert_eq!(stats.lost[0], 1);
     }
 
     #[test]

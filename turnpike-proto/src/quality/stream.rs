@@ -98,6 +98,8 @@ pub struct RtpStream {
     /// The counts at the end of the last report interval (A.3).
     expected_prior: u64,
     received_prior: u64,
+    /// [`RtpStream::settled_lost`] at the end of the last report interval.
+    settled_prior: u64,
     /// Clock-rate inference, or the measure in use.
     clock: Clock,
     /// Timestamp and arrival time of the last distinct packet.
@@ -121,6 +123,10 @@ pub struct Interval {
     pub expected: u64,
     /// Of them, not received (never negative: late duplicates do not make up for loss).
     pub lost: u64,
+    /// Packets lost for good since the last interval ([`RtpStream::settled_lost`]): what
+    /// a lost-packet counter adds, so that a packet which only arrived late, after the
+    /// interval closed, is never counted.
+    pub settled_lost: u64,
     /// The jitter at the end of the interval, seconds; `None` while probing.
     pub jitter: Option<f64>,
 }
@@ -151,6 +157,7 @@ impl RtpStream {
             seen: 1,
             expected_prior: 0,
             received_prior: 0,
+            settled_prior: 0,
             clock: Clock::Probing {
                 ts,
                 at: now,
@@ -263,9 +270,13 @@ impl RtpStream {
         let received_interval = self.received - self.received_prior;
         self.expected_prior = expected;
         self.received_prior = self.received;
+        let settled = self.settled_lost();
+        let settled_interval = settled.saturating_sub(self.settled_prior);
+        self.settled_prior = self.settled_prior.max(settled);
         Interval {
             expected: expected_interval,
             lost: expected_interval.saturating_sub(received_interval),
+            settled_lost: settled_interval,
             jitter: self.jitter_seconds(),
         }
     }
@@ -283,6 +294,18 @@ impl RtpStream {
     /// Packets never received (expected − distinct received).
     pub fn lost(&self) -> u64 {
         self.expected().saturating_sub(self.received)
+    }
+
+    /// Packets lost for good: the gaps more than [`MAX_MISORDER`] behind the highest
+    /// sequence number, which no packet can fill any more (one that far behind is taken
+    /// as a jump, not as late). The gaps nearer the highest may still arrive, reordered.
+    pub fn settled_lost(&self) -> u64 {
+        // Bit i of `seen` is `max - i`; a packet up to MAX_MISORDER behind is late, so
+        // bits 0..=MAX_MISORDER (those at or after the base) may still change.
+        let window = self.expected().min(u64::from(MAX_MISORDER) + 1);
+        let mask = (1u128 << window) - 1;
+        let pending = window - u64::from((self.seen & mask).count_ones());
+        self.lost().saturating_sub(pending)
     }
 
     /// Packets received more than once (each extra copy counts).
@@ -451,6 +474,27 @@ mod tests {
         assert_eq!(stream.on_packet(40_001, 965, at), Arrival::Restarted);
         assert_eq!(stream.on_packet(40_002, 1925, at), Arrival::InOrder);
         assert_eq!((stream.expected(), stream.lost()), (2, 0));
+    }
+
+    #[test]
+    fn a_gap_is_settled_once_too_far_behind_to_arrive_late() {
+        let now = Instant::now();
+        let mut stream = RtpStream::new(0, 0, now);
+        // 1 and 2 missing; up to 100 behind they may still come.
+        for seq in 3..=102 {
+            stream.on_packet(seq, 0, now);
+        }
+        assert_eq!((stream.lost(), stream.settled_lost()), (2, 1));
+        assert_eq!(stream.on_packet(2, 0, now), Arrival::Reordered);
+        assert_eq!((stream.lost(), stream.settled_lost()), (1, 1));
+        // A jump ahead settles the gaps now more than 100 behind (1 and 103..=299);
+        // 300..=399 may still come.
+        stream.on_packet(400, 0, now);
+        assert_eq!((stream.lost(), stream.settled_lost()), (298, 198));
+        // A stream shorter than the window has nothing settled.
+        let mut short = RtpStream::new(0, 0, now);
+        short.on_packet(5, 0, now);
+        assert_eq!((short.lost(), short.settled_lost()), (4, 0));
     }
 
     #[test]
