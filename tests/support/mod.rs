@@ -79,6 +79,8 @@ fn relay_range() -> (u16, u16) {
 /// [`TurnpikeProcess::start`].
 #[derive(Debug, Clone)]
 pub struct TurnpikeConfig {
+    /// `[server] realm`.
+    pub realm: String,
     /// `[auth] users`, each "name:password".
     pub users: Vec<String>,
     /// `[auth] secrets` (TURN REST shared secrets).
@@ -121,6 +123,7 @@ pub const SIGNALING_TOKEN_KEY: &str = "support-token-key";
 impl Default for TurnpikeConfig {
     fn default() -> Self {
         TurnpikeConfig {
+            realm: "turnpike".into(),
             users: vec!["alice:secret-pw".into()],
             secrets: vec!["rest-secret".into()],
             allow_peers: vec!["127.0.0.1/32".into(), "::1/128".into()],
@@ -188,6 +191,7 @@ impl Layout {
         };
         format!(
             r#"[server]
+realm = {realm:?}
 workers = {workers}
 drain_timeout_secs = {drain}
 alternate_servers = {alternates}
@@ -220,6 +224,7 @@ listen = "127.0.0.1:{metrics_port}"
 level = {level:?}
 format = {format:?}
 {extra}"#,
+            realm = config.realm,
             workers = config.workers,
             drain = config.drain_timeout_secs,
             alternates = toml_list(&config.alternate_servers),
