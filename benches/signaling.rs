@@ -204,17 +204,21 @@ impl Redis {
             .expect(
                 "redis-server is needed for the two-node phase (apt-get install -y redis-server)",
             );
-        let url = format!("redis://127.0.0.1:{port}/");
+        let mut redis = Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
         // Ready when it answers PING: at most 100 tries, 50 ms apart.
-        let client = redis::Client::open(url.as_str()).unwrap();
+        let client = redis::Client::open(redis.url.as_str()).unwrap();
         for _ in 0..100 {
             if let Ok(mut c) = client.get_connection() {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Redis { child, url };
+                    return redis;
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        redis.stop();
         panic!("redis-server did not start on port {port}");
     }
 
