@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo bench --bench relay -- [--smoke] [--quick] [--transports] [--rounds N] [--repetitions N]
 //!     [--buffers equal|native|BYTES] [--out DIR]
-//!     [--servers turnpike,turnpike-coalesce,turnpike-fastpath,coturn,bare]
+//!     [--servers turnpike,turnpike-coalesce,turnpike-fastpath,turnpike-rtpq,coturn,bare]
 //! ```
 //!
 //! The run happens in a private network namespace made for it (`ip netns add`), on
@@ -150,6 +150,7 @@ fn parse_args() -> Result<Args, String> {
                         "turnpike" => args.servers.push(Kind::Turnpike),
                         "turnpike-coalesce" => args.servers.push(Kind::TurnpikeCoalesce),
                         "turnpike-fastpath" => args.servers.push(Kind::TurnpikeFastPath),
+                        "turnpike-rtpq" => args.servers.push(Kind::TurnpikeQuality),
                         "coturn" => args.servers.push(Kind::Coturn),
                         "bare" => args.servers.extend([Kind::BarePlain, Kind::BareBatched]),
                         "bare-plain" => args.servers.push(Kind::BarePlain),
@@ -164,7 +165,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: cargo bench --bench relay -- [--smoke] [--quick] [--transports] [--rounds N] \
                      [--repetitions N] [--buffers equal|native|BYTES] [--out DIR] \
-                     [--servers turnpike,turnpike-coalesce,turnpike-fastpath,coturn,bare]"
+                     [--servers turnpike,turnpike-coalesce,turnpike-fastpath,turnpike-rtpq,coturn,bare]"
                         .into(),
                 )
             }

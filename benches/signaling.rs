@@ -1,4 +1,5 @@
-//! Signaling load generator: WebSocket clients on loopback against one signaling node.
+//! Signaling load generator: WebSocket clients on loopback against one signaling node,
+//! then against two nodes sharing a `redis-server`.
 //!
 //! ```sh
 //! cargo bench --bench signaling                   # 15 000 idle sessions, ~1 min
@@ -20,6 +21,11 @@
 //! 3. **Call setups per second**: pairs of sessions repeat invite → invite (callee) →
 //!    accept → accept (caller) → hangup → call_ended (callee), one call in flight per
 //!    pair; the invite→ring time (invite sent until the callee has it) is reported too.
+//! 4. **Through two nodes and Redis**: a `redis-server` of its own and two nodes on it
+//!    (each another child), every caller on the first node and its callee on the second,
+//!    so every message crosses Redis. First as fast as the pairs go (the capacity), then
+//!    with each pair pacing its calls so that all together make half that rate: the
+//!    invite→ring latency at 50 % of capacity.
 //!
 //! The generator raises its open-file limit to the hard limit (the child inherits it) and
 //! connects from several loopback source addresses (127.0.0.2–9) so 15 000 connections
@@ -96,17 +102,31 @@ fn main() {
     }
     let limit = raise_fd_limit();
     println!("open-file limit {limit}");
-    let mut node = Node::spawn();
+    let mut node = Node::spawn(None);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let result = runtime.block_on(run(&opts, &node));
     node.stop();
     result.unwrap();
+    let mut redis = Redis::start();
+    let mut nodes = [Node::spawn(Some(&redis.url)), Node::spawn(Some(&redis.url))];
+    let result = runtime.block_on(two_nodes(&opts, &nodes));
+    for n in &mut nodes {
+        n.stop();
+    }
+    redis.stop();
+    result.unwrap();
 }
 
 /// The child: one signaling node with dev login on a loopback port, printed on stdout,
-/// until the generator kills it.
+/// until the generator kills it; on the Redis at `--redis URL` when given.
 fn serve() {
+    let args: Vec<String> = std::env::args().collect();
+    let redis_url = args
+        .iter()
+        .position(|a| a == "--redis")
+        .and_then(|i| args.get(i + 1).cloned());
     let config = turnpike_signaling::SignalingConfig {
+        redis_url,
         token_key: b"signaling-bench-key".to_vec(),
         dev_login: true,
         // Calls are the load here, not abuse.
@@ -130,12 +150,13 @@ struct Node {
 }
 
 impl Node {
-    fn spawn() -> Node {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .arg("--serve")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+    fn spawn(redis: Option<&str>) -> Node {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.arg("--serve");
+        if let Some(url) = redis {
+            command.args(["--redis", url]);
+        }
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -154,6 +175,51 @@ impl Node {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .expect("VmRSS in /proc/PID/status")
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` of the bench's own on a free loopback port.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server is needed for the two-node phase (apt-get install -y redis-server)",
+            );
+        let mut redis = Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
+        // Ready when it answers PING: at most 100 tries, 50 ms apart.
+        let client = redis::Client::open(redis.url.as_str()).unwrap();
+        for _ in 0..100 {
+            if let Ok(mut c) = client.get_connection() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return redis;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        redis.stop();
+        panic!("redis-server did not start on port {port}");
     }
 
     fn stop(&mut self) {
@@ -288,7 +354,7 @@ async fn run(opts: &Opts, node: &Node) -> anyhow::Result<()> {
     let tasks: Vec<_> = pairs
         .into_iter()
         .enumerate()
-        .map(|(p, two)| tokio::spawn(calls(p, two, end)))
+        .map(|(p, two)| tokio::spawn(calls(String::new(), p, two, end, None)))
         .collect();
     let mut setups = 0usize;
     let mut ring = Vec::new();
@@ -311,19 +377,35 @@ async fn run(opts: &Opts, node: &Node) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One pair's calls until `end`: returns how many completed and each invite→ring time.
-async fn calls(p: usize, mut two: Vec<Ws>, end: Instant) -> anyhow::Result<(usize, Vec<Duration>)> {
+/// One pair's calls until `end`, one after the other, or each `every` apart when
+/// given: returns how many completed and each invite→ring time. The callee is user
+/// `{prefix}callee{p}`; call ids start with the prefix too.
+async fn calls(
+    prefix: String,
+    p: usize,
+    mut two: Vec<Ws>,
+    end: Instant,
+    every: Option<Duration>,
+) -> anyhow::Result<(usize, Vec<Duration>)> {
     let mut callee = two.pop().unwrap();
     let mut caller = two.pop().unwrap();
     let mut rings = Vec::new();
+    let first = Instant::now();
     // Bounded by time, and by a count no 2-core machine reaches in the time.
     for c in 0..1_000_000usize {
+        if let Some(every) = every {
+            // Paced from the pair's start, so a slow call does not shift the schedule,
+            // and the pairs staggered over the interval, so calls arrive evenly rather
+            // than all pairs at once.
+            let offset = every.mul_f64(p as f64 / CALL_PAIRS as f64);
+            tokio::time::sleep_until((first + offset + every * c as u32).into()).await;
+        }
         if Instant::now() >= end {
             return Ok((c, rings));
         }
-        let call_id = format!("p{p}c{c}");
+        let call_id = format!("{prefix}p{p}c{c}");
         let t = Instant::now();
-        send(&mut caller, json!({"v":1,"id":format!("i{c}"),"type":"invite","call_id":call_id,"to":format!("callee{p}"),"sdp":"v=0 offer"})).await?;
+        send(&mut caller, json!({"v":1,"id":format!("i{c}"),"type":"invite","call_id":call_id,"to":format!("{prefix}callee{p}"),"sdp":"v=0 offer"})).await?;
         expect(&mut callee, "invite").await?;
         rings.push(t.elapsed());
         send(&mut callee, json!({"v":1,"id":format!("a{c}"),"type":"accept","call_id":call_id,"sdp":"v=0 answer"})).await?;
@@ -336,6 +418,84 @@ async fn calls(p: usize, mut two: Vec<Ws>, end: Instant) -> anyhow::Result<(usiz
         expect(&mut callee, "call_ended").await?;
     }
     Ok((1_000_000, rings))
+}
+
+/// Phase 4: [`CALL_PAIRS`] pairs, each caller signed in on `nodes[0]` and its callee
+/// on `nodes[1]`: call setups per second at full speed, then invite→ring at half that.
+async fn two_nodes(opts: &Opts, nodes: &[Node; 2]) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut pairs = pairs_across(nodes, "full").await?;
+    let secs = Duration::from_secs(opts.call_secs);
+    let (setups, mut ring, took) = run_calls("full", pairs, secs, None).await?;
+    let capacity = setups as f64 / took.as_secs_f64();
+    println!(
+        "two nodes + Redis: call setups: {setups} in {:.1} s with {CALL_PAIRS} pairs: \
+         {capacity:.0}/s; invite→ring {}",
+        took.as_secs_f64(),
+        summary(&mut ring)
+    );
+    anyhow::ensure!(setups > 0, "no call completed through two nodes");
+    // Half the capacity: each pair one call every CALL_PAIRS / (capacity / 2) seconds.
+    let every = Duration::from_secs_f64(CALL_PAIRS as f64 / (capacity / 2.0));
+    pairs = pairs_across(nodes, "half").await?;
+    let (setups, mut ring, took) = run_calls("half", pairs, secs, Some(every)).await?;
+    println!(
+        "two nodes + Redis at 50% of capacity ({:.0} calls/s offered): {setups} calls \
+         ({:.0}/s); invite→ring {}",
+        capacity / 2.0,
+        setups as f64 / took.as_secs_f64(),
+        summary(&mut ring)
+    );
+    Ok(())
+}
+
+/// [`CALL_PAIRS`] pairs of signed-in sessions: callers on `nodes[0]`, callees on
+/// `nodes[1]`, users named with `prefix` (a fresh one each time, so no earlier session
+/// or call lingers).
+async fn pairs_across(nodes: &[Node; 2], prefix: &str) -> anyhow::Result<Vec<Vec<Ws>>> {
+    let http = reqwest::Client::new();
+    let mut pairs = Vec::with_capacity(CALL_PAIRS);
+    for p in 0..CALL_PAIRS {
+        let mut two = Vec::with_capacity(2);
+        for (node, role) in nodes.iter().zip(["caller", "callee"]) {
+            let token = login(&http, node.addr, &format!("{prefix}{role}{p}")).await?;
+            let mut ws = connect(node.addr, p).await?;
+            send(
+                &mut ws,
+                json!({"v":1,"id":"h","type":"hello","token":token}),
+            )
+            .await?;
+            expect(&mut ws, "hello_ok").await?;
+            two.push(ws);
+        }
+        pairs.push(two);
+    }
+    Ok(pairs)
+}
+
+/// Every pair's calls for `secs` (paced `every` apart per pair, when given): calls
+/// completed, invite→ring times, and how long it took.
+async fn run_calls(
+    prefix: &str,
+    pairs: Vec<Vec<Ws>>,
+    secs: Duration,
+    every: Option<Duration>,
+) -> anyhow::Result<(usize, Vec<Duration>, Duration)> {
+    let started = Instant::now();
+    let end = started + secs;
+    let tasks: Vec<_> = pairs
+        .into_iter()
+        .enumerate()
+        .map(|(p, two)| tokio::spawn(calls(prefix.to_string(), p, two, end, every)))
+        .collect();
+    let mut setups = 0usize;
+    let mut ring = Vec::new();
+    for t in tasks {
+        let (count, rings) = t.await??;
+        setups += count;
+        ring.extend(rings);
+    }
+    Ok((setups, ring, started.elapsed()))
 }
 
 /// An idle session: reads (answering pings) until told to stop, the node closes it, or

@@ -5,16 +5,21 @@
 //! It runs as one task on the control-plane runtime, off the packet path: the load it
 //! reports comes from [`RELAY_LOAD`], which the workers' stats publishers keep up to
 //! date once a second, and from `/proc/self/stat` for CPU. Redis being unreachable
-//! costs nothing but a log line: the task retries at the next beat.
+//! costs nothing but a log line: the task retries at the next beat. With
+//! `telemetry.rtp_quality` on, each beat also carries every user's uplink loss and
+//! jitter ([`link_quality`]), from the workers' allocation reports.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
-use turnpike_signaling::fleet::{self, Heartbeat};
+use turnpike_signaling::fleet::{self, Heartbeat, LinkQuality, MAX_QUALITY_ENTRIES};
 
 use crate::metrics::{process_cpu_seconds, RELAY_LOAD};
+use crate::net::{Reporter, WorkerReport};
+use crate::proto::stats::Direction;
 
 /// What the relay tells the registry about itself that does not change.
 #[derive(Debug, Clone)]
@@ -23,6 +28,9 @@ pub struct Identity {
     pub id: String,
     pub region: String,
     pub urls: Vec<String>,
+    /// Asks the workers for their allocations, when `telemetry.rtp_quality` is on:
+    /// each beat then carries the users' link quality.
+    pub quality: Option<Reporter>,
 }
 
 /// Where the relay is in its life, as the heartbeat reports it.
@@ -63,6 +71,46 @@ impl Announcer {
         self.phase.send_replace(Phase::Stopping);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
     }
+}
+
+/// How long a beat waits for the workers' allocation reports.
+const REPORT_TIMEOUT: Duration = Duration::from_millis(300);
+/// A stream silent longer than this is left out of the link quality.
+const QUALITY_IDLE: Duration = Duration::from_secs(10);
+
+/// Each user's uplink from the workers' reports: over the user's allocations, the
+/// worst loss ratio of a client → peer stream's last closed interval, and the worst
+/// jitter; users without a closed interval are left out. At most
+/// [`MAX_QUALITY_ENTRIES`], worst loss first.
+pub fn link_quality(reports: &[WorkerReport]) -> Vec<LinkQuality> {
+    let mut users: BTreeMap<&str, LinkQuality> = BTreeMap::new();
+    let allocations = reports.iter().flat_map(|w| &w.allocations);
+    for a in allocations {
+        let uplinks = a
+            .streams
+            .iter()
+            .filter(|s| s.direction == Direction::ToPeer && s.idle < QUALITY_IDLE);
+        for s in uplinks {
+            let Some(loss) = s.interval_loss else {
+                continue;
+            };
+            let jitter_ms = s.jitter.map(|j| j * 1e3);
+            let entry = users.entry(&a.user).or_insert_with(|| LinkQuality {
+                user: a.user.clone(),
+                uplink_loss: 0.0,
+                uplink_jitter_ms: None,
+            });
+            entry.uplink_loss = entry.uplink_loss.max(loss);
+            entry.uplink_jitter_ms = match (entry.uplink_jitter_ms, jitter_ms) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    let mut list: Vec<LinkQuality> = users.into_values().collect();
+    list.sort_by(|a, b| b.uplink_loss.total_cmp(&a.uplink_loss));
+    list.truncate(MAX_QUALITY_ENTRIES);
+    list
 }
 
 fn unix_ms() -> u64 {
@@ -150,6 +198,10 @@ async fn run(me: Identity, mut phase: watch::Receiver<Phase>) {
             );
             last = (now, packets, bytes, cpu);
         }
+        let quality = match &me.quality {
+            Some(reporter) => link_quality(&reporter.allocations(REPORT_TIMEOUT).await),
+            None => Vec::new(),
+        };
         let beat = Heartbeat {
             id: me.id.clone(),
             region: me.region.clone(),
@@ -161,6 +213,7 @@ async fn run(me: Identity, mut phase: watch::Receiver<Phase>) {
             draining: now_phase == Phase::Draining,
             version: env!("CARGO_PKG_VERSION").to_string(),
             at_ms: unix_ms(),
+            quality,
         };
         match tokio::time::timeout(REDIS_TIMEOUT, fleet::announce(c, &beat)).await {
             Ok(Ok(())) => {
@@ -184,5 +237,92 @@ async fn run(me: Identity, mut phase: watch::Receiver<Phase>) {
                 conn = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::proto::quality::{Jitter, MediaKind};
+    use crate::proto::report::{AllocationReport, StreamReport, TrafficReport};
+    use crate::proto::Transport;
+
+    fn stream(direction: Direction, loss: Option<f64>, jitter: f64, idle: u64) -> StreamReport {
+        StreamReport {
+            direction,
+            media: MediaKind::Audio,
+            jitter_method: Jitter::Rtp(48_000),
+            age: Duration::from_secs(60),
+            idle: Duration::from_secs(idle),
+            expected: 1000,
+            received: 990,
+            lost: 10,
+            reordered: 0,
+            duplicates: 0,
+            interval_loss: loss,
+            jitter: Some(jitter),
+        }
+    }
+
+    fn allocation(user: &str, streams: Vec<StreamReport>) -> AllocationReport {
+        let traffic = TrafficReport {
+            packets: 0,
+            bytes: 0,
+            pps: 0,
+            bps: 0,
+        };
+        AllocationReport {
+            transport: Transport::Udp,
+            user: user.into(),
+            age: Duration::from_secs(60),
+            expires_in: Duration::from_secs(600),
+            relayed: Vec::new(),
+            permissions: 1,
+            channels: 1,
+            traffic: [traffic; 2],
+            streams,
+            untracked: [0; 2],
+        }
+    }
+
+    #[test]
+    fn link_quality_is_each_users_worst_recent_uplink() {
+        let up = Direction::ToPeer;
+        let reports = [
+            WorkerReport {
+                worker: 0,
+                allocations: vec![
+                    // alice: audio and video up; a loss-free stream from her peer.
+                    allocation(
+                        "alice",
+                        vec![
+                            stream(up, Some(0.02), 0.004, 0),
+                            stream(up, Some(0.08), 0.002, 0),
+                            stream(Direction::ToClient, Some(0.5), 0.1, 0),
+                        ],
+                    ),
+                    // bob: no interval closed yet.
+                    allocation("bob", vec![stream(up, None, 0.001, 0)]),
+                ],
+            },
+            WorkerReport {
+                worker: 1,
+                allocations: vec![
+                    // alice's second allocation, and a silent stream that no longer counts.
+                    allocation("alice", vec![stream(up, Some(0.01), 0.009, 0)]),
+                    allocation("carol", vec![stream(up, Some(0.9), 0.5, 30)]),
+                    allocation("dave", vec![stream(up, Some(0.0), 0.001, 1)]),
+                ],
+            },
+        ];
+        let list = link_quality(&reports);
+        assert_eq!(list.len(), 2, "{list:?}");
+        assert_eq!(list[0].user, "alice");
+        assert_eq!(list[0].uplink_loss, 0.08);
+        let jitter = list[0].uplink_jitter_ms.unwrap();
+        assert!((jitter - 9.0).abs() < 1e-9, "{jitter}");
+        assert_eq!((list[1].user.as_str(), list[1].uplink_loss), ("dave", 0.0));
     }
 }

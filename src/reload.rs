@@ -258,17 +258,23 @@ mod tests {
         );
         let new = settings(
             "[server]\nworkers = 4\nsoftware = \"\"\n[relay]\nport_min = 50000\n\
-             [auth]\nsecrets = [\"b\"]\n[log]\nlevel = \"debug\"\nformat = \"json\"\n\
-             [signaling]\nlisten = \"\"",
+             [auth]\nsecrets = [\"b\"]\n[telemetry]\nrtp_quality = true\n\
+             [log]\nlevel = \"debug\"\nformat = \"json\"\n[signaling]\nlisten = \"\"",
         );
         assert_eq!(
             restart_keys(&old, &new),
-            ["server.workers", "relay.port_min", "log.format"]
+            [
+                "server.workers",
+                "relay.port_min",
+                "telemetry.rtp_quality",
+                "log.format"
+            ]
         );
         let next = keep_restart_keys(&old, new);
         assert_eq!(next.workers, 2);
         assert_eq!(next.relay.ports, old.relay.ports);
         assert_eq!(next.log.format, old.log.format);
+        assert!(!next.rtp_quality);
         assert_eq!(next.log.level, "debug");
         assert_eq!(next.software, None);
         assert_eq!(next.auth.secrets[0].expose(), "b");

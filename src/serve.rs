@@ -99,7 +99,7 @@ pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()>
             .fleet
             .as_ref()
             .filter(|f| f.announce)
-            .map(|f| crate::fleet::Announcer::start(fleet_identity(&settings, f)));
+            .map(|f| crate::fleet::Announcer::start(fleet_identity(&settings, f, &relay)));
         let signaling = match &settings.signaling {
             Some(sig) => Some(start_signaling(&settings, sig, turn_secret).await?),
             None => None,
@@ -416,7 +416,11 @@ async fn start_signaling(
 
 /// How this relay appears in the fleet registry: its configured public URLs (or its
 /// listen addresses), and its id (or the first URL's `host:port`).
-fn fleet_identity(settings: &Settings, fleet: &crate::config::Fleet) -> crate::fleet::Identity {
+fn fleet_identity(
+    settings: &Settings,
+    fleet: &crate::config::Fleet,
+    relay: &RelayHandle,
+) -> crate::fleet::Identity {
     let urls = if fleet.public_urls.is_empty() {
         own_relay_urls(settings)
     } else {
@@ -432,6 +436,7 @@ fn fleet_identity(settings: &Settings, fleet: &crate::config::Fleet) -> crate::f
         id,
         region: fleet.region.clone(),
         urls,
+        quality: settings.rtp_quality.then(|| relay.reporter()),
     }
 }
 

@@ -395,6 +395,8 @@ fn dashboard_and_alerts_work_against_a_real_prometheus() {
 
     let server = TurnpikeProcess::start(TurnpikeConfig {
         signaling: true,
+        // The call-quality metrics too, so the dashboard's panels for them are checked.
+        extra_toml: "[telemetry]\nrtp_quality = true\n".into(),
         ..TurnpikeConfig::default()
     });
     let instance = server.metrics_addr.to_string();

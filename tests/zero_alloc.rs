@@ -1,6 +1,7 @@
 //! The packet path allocates nothing in steady state (ARCHITECTURE.md, "Design rules"):
 //! after warm-up, a real worker relays ChannelData and Send/Data indications both ways
-//! for a client on UDP, on TCP and on TLS (one test each), with the production metrics
+//! for a client on UDP, on TCP and on TLS (one test each; on UDP also with bandwidth
+//! caps and with call-quality telemetry on), with the production metrics
 //! recorder installed and publishing, and the relay's threads make zero heap
 //! allocations meanwhile — over TLS, none but rustls's one buffer per TLS record.
 //!
@@ -85,8 +86,28 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const CHANNEL: u16 = 0x4001;
-/// An SRTP-sized payload (a multiple of 4: ChannelData needs no padding on streams).
-const PAYLOAD: [u8; 172] = [0xA5; 172];
+/// An SRTP-sized payload (a multiple of 4: ChannelData needs no padding on streams):
+/// an RTP header (version 2, payload type 111), whose sequence number, timestamp and
+/// SSRC each flow stamps per packet (see [`stamp`]), then "ciphertext".
+const PAYLOAD: [u8; 172] = {
+    let mut p = [0xA5; 172];
+    p[0] = 0x80;
+    p[1] = 111;
+    p
+};
+
+/// Writes an RTP header's sequence number, timestamp (20 ms of 48 kHz per packet) and
+/// SSRC into the payload at `msg[at..]`, so each flow is a stream of its own.
+fn stamp(msg: &mut [u8], at: usize, seq: u16, ssrc: u8) {
+    msg[at + 2..at + 4].copy_from_slice(&seq.to_be_bytes());
+    msg[at + 4..at + 8].copy_from_slice(&(u32::from(seq) * 960).to_be_bytes());
+    msg[at + 8..at + 12].copy_from_slice(&[ssrc; 4]);
+}
+
+/// `packet` is [`PAYLOAD`], whatever its RTP header says.
+fn is_payload(packet: &[u8]) -> bool {
+    packet.len() == PAYLOAD.len() && packet[12..] == PAYLOAD[12..]
+}
 /// A Data indication carrying [`PAYLOAD`]: header, XOR-PEER-ADDRESS (IPv4), DATA.
 const DATA_INDICATION_LEN: usize = 20 + (4 + 8) + (4 + PAYLOAD.len());
 /// The STUN message type of a Data indication (method 0x007, class indication).
@@ -159,6 +180,10 @@ struct Flows {
     send_peer: UdpSocket,
     to_channel_peer: Vec<u8>,
     to_send_peer: Vec<u8>,
+    /// What the peers send (stamped per packet).
+    from_peer: Vec<u8>,
+    /// The next RTP sequence number of every flow.
+    seq: u16,
     /// Received per flow: client→channel peer, client→send peer, channel peer→client
     /// (ChannelData), send peer→client (Data indication).
     received: [usize; 4],
@@ -196,26 +221,35 @@ impl Flows {
             send_peer,
             to_channel_peer,
             to_send_peer,
+            from_peer: PAYLOAD.to_vec(),
+            seq: 0,
             received: [0; 4],
         }
     }
 
     fn send_burst(&mut self) {
         for _ in 0..BURST {
+            let seq = self.seq;
+            self.seq = seq.wrapping_add(1);
+            stamp(&mut self.to_channel_peer, 4, seq, 1);
             self.link.send(&self.to_channel_peer);
+            let at = self.to_send_peer.len() - PAYLOAD.len();
+            stamp(&mut self.to_send_peer, at, seq, 2);
             self.link.send(&self.to_send_peer);
-            let _ = self.channel_peer.send_to(&PAYLOAD, self.relayed);
-            let _ = self.send_peer.send_to(&PAYLOAD, self.relayed);
+            stamp(&mut self.from_peer, 0, seq, 3);
+            let _ = self.channel_peer.send_to(&self.from_peer, self.relayed);
+            stamp(&mut self.from_peer, 0, seq, 4);
+            let _ = self.send_peer.send_to(&self.from_peer, self.relayed);
         }
     }
 
     fn receive_burst(&mut self, buf: &mut [u8]) {
         for _ in 0..BURST {
             if let Ok(n) = self.channel_peer.recv(buf) {
-                self.received[0] += usize::from(buf[..n] == PAYLOAD);
+                self.received[0] += usize::from(is_payload(&buf[..n]));
             }
             if let Ok(n) = self.send_peer.recv(buf) {
-                self.received[1] += usize::from(buf[..n] == PAYLOAD);
+                self.received[1] += usize::from(is_payload(&buf[..n]));
             }
         }
         for _ in 0..2 * BURST {
@@ -252,14 +286,32 @@ fn relayed_packets(page: &str) -> f64 {
 /// Serializes the tests: the count is process-wide.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// What the relay is asked to do besides relaying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extra {
+    None,
+    /// Every bandwidth cap set, at 1 Gbit/s.
+    Caps,
+    /// `rtp_quality` on: every packet classified, every RTP stream measured.
+    RtpQuality,
+}
+
 #[test]
 fn udp_relaying_allocates_nothing_after_warm_up() {
-    relaying_allocates_nothing(Transport::Udp, false);
+    relaying_allocates_nothing(Transport::Udp, Extra::None);
 }
 
 #[test]
 fn tcp_relaying_allocates_nothing_after_warm_up() {
-    relaying_allocates_nothing(Transport::Tcp, false);
+    relaying_allocates_nothing(Transport::Tcp, Extra::None);
+}
+
+/// With call-quality telemetry on, each packet is classified and its RTP stream's
+/// counters updated in the allocation's fixed table (four streams here, one per flow),
+/// and each stream's report intervals feed the histograms: still no allocation.
+#[test]
+fn udp_relaying_with_rtp_quality_allocates_nothing_after_warm_up() {
+    relaying_allocates_nothing(Transport::Udp, Extra::RtpQuality);
 }
 
 /// With every bandwidth cap set (high enough that nothing is dropped), the packet path
@@ -267,7 +319,7 @@ fn tcp_relaying_allocates_nothing_after_warm_up() {
 /// allocates nothing.
 #[test]
 fn udp_relaying_with_bandwidth_caps_allocates_nothing_after_warm_up() {
-    relaying_allocates_nothing(Transport::Udp, true);
+    relaying_allocates_nothing(Transport::Udp, Extra::Caps);
 }
 
 /// Over TLS the relay's own code allocates nothing either, but rustls 0.23 allocates a
@@ -279,15 +331,14 @@ fn udp_relaying_with_bandwidth_caps_allocates_nothing_after_warm_up() {
 /// layer (kernel TLS, or an unbuffered API that seals in place).
 #[test]
 fn tls_relaying_allocates_only_rustls_record_buffers() {
-    relaying_allocates_nothing(Transport::Tls, false);
+    relaying_allocates_nothing(Transport::Tls, Extra::None);
 }
 
 /// Relays ChannelData and Send/Data indications both ways for one client on
 /// `transport` (after warm-up, for at least [`MEASURED_AT_LEAST`]) and asserts that
 /// the relay's threads allocated nothing meanwhile (over TLS: nothing beyond rustls's
-/// one buffer per record) and that the metrics were published. With `capped`, every
-/// bandwidth cap is set, at 1 Gbit/s.
-fn relaying_allocates_nothing(transport: Transport, capped: bool) {
+/// one buffer per record) and that the metrics were published, with `extra` on.
+fn relaying_allocates_nothing(transport: Transport, extra: Extra) {
     // A test that failed (panicked holding the lock) leaves nothing behind to wait for.
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     UNCOUNTED.with(|u| u.set(true));
@@ -298,7 +349,8 @@ fn relaying_allocates_nothing(transport: Transport, capped: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (tls_config, cert_der) = self_signed_tls(dir.path());
     let mut config = relay_config(loopback, "127.0.0.1/32", 1);
-    if capped {
+    config.server.rtp_quality = extra == Extra::RtpQuality;
+    if extra == Extra::Caps {
         let caps = BandwidthCaps {
             per_allocation: 1_000_000_000,
             per_user: 1_000_000_000,
@@ -402,8 +454,21 @@ fn relaying_allocates_nothing(transport: Transport, capped: bool) {
     TRACING.store(false, Ordering::SeqCst);
     let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
     let measured = started.elapsed();
-    let published = relayed_packets(&metrics.render()) - published_before;
+    let page = metrics.render();
+    let published = relayed_packets(&page) - published_before;
     relay.shutdown();
+    if extra == Extra::RtpQuality {
+        let rtp: f64 = page
+            .lines()
+            .filter(|l| l.starts_with("turnpike_relayed_payloads_total{"))
+            .filter(|l| l.contains("kind=\"rtp\""))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        assert!(
+            rtp >= published / 2.0,
+            "payloads classified as RTP: {rtp}, packets relayed: {published}"
+        );
+    }
 
     let sent = rounds * BURST;
     for (flow, &n) in flows.received.iter().enumerate() {

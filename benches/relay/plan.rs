@@ -172,6 +172,14 @@ pub fn measure(
             );
             measure_turn(kind, &quick, pools, dir, bar, &mut result)
         }
+        Kind::TurnpikeQuality => {
+            result.notes.push(
+                "telemetry.rtp_quality = true: every payload classified, every RTP stream's \
+                 loss and jitter measured"
+                    .into(),
+            );
+            measure_turn(kind, plan, pools, dir, bar, &mut result)
+        }
         Kind::Turnpike | Kind::Coturn => measure_turn(kind, plan, pools, dir, bar, &mut result),
         Kind::BarePlain | Kind::BareBatched => measure_bare(kind, plan, pools, bar, &mut result),
     };
@@ -189,11 +197,22 @@ fn start_turn(
 ) -> Result<ServerProcess, String> {
     match kind {
         Kind::Coturn => servers::start_coturn(workers, cpus, dir, None),
-        Kind::TurnpikeCoalesce => {
-            servers::start_turnpike(workers, cpus, dir, Some(results::COALESCE_US), false, None)
+        Kind::TurnpikeCoalesce => servers::start_turnpike(
+            workers,
+            cpus,
+            dir,
+            Some(results::COALESCE_US),
+            false,
+            None,
+            false,
+        ),
+        Kind::TurnpikeFastPath => {
+            servers::start_turnpike(workers, cpus, dir, None, true, None, false)
         }
-        Kind::TurnpikeFastPath => servers::start_turnpike(workers, cpus, dir, None, true, None),
-        _ => servers::start_turnpike(workers, cpus, dir, None, false, None),
+        Kind::TurnpikeQuality => {
+            servers::start_turnpike(workers, cpus, dir, None, false, None, true)
+        }
+        _ => servers::start_turnpike(workers, cpus, dir, None, false, None, false),
     }
 }
 
@@ -566,7 +585,11 @@ pub fn with_audio_flows<T>(
     f: impl FnOnce(&Flows, &CpuProbe) -> Result<T, String>,
 ) -> Result<T, String> {
     match kind {
-        Kind::Turnpike | Kind::TurnpikeCoalesce | Kind::TurnpikeFastPath | Kind::Coturn => {
+        Kind::Turnpike
+        | Kind::TurnpikeCoalesce
+        | Kind::TurnpikeFastPath
+        | Kind::TurnpikeQuality
+        | Kind::Coturn => {
             let server = start_turn(kind, workers, cpus, dir)?;
             let mut ports = PortAllocator::new();
             let (peers, peer_addrs) = bind_peers(&mut ports, plan.peers)?;

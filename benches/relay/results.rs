@@ -124,6 +124,8 @@ pub enum Kind {
     /// (`server.fast_path_interfaces = ["lo"]`), audio ChannelData only. Its CPU is the
     /// relay core's busy time, softirq included (see `servers::start_turnpike`).
     TurnpikeFastPath,
+    /// Turnpike with `telemetry.rtp_quality` on: what call-quality telemetry costs.
+    TurnpikeQuality,
     Coturn,
     BarePlain,
     BareBatched,
@@ -138,6 +140,7 @@ impl Kind {
             Kind::Turnpike => "turnpike",
             Kind::TurnpikeCoalesce => "turnpike-coalesce",
             Kind::TurnpikeFastPath => "turnpike-fastpath",
+            Kind::TurnpikeQuality => "turnpike-rtpq",
             Kind::Coturn => "coturn",
             Kind::BarePlain => "bare-plain",
             Kind::BareBatched => "bare-batched",

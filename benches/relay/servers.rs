@@ -105,7 +105,8 @@ fn cpu_list(cpus: &[usize]) -> String {
 
 /// Writes Turnpike's config for the bench and starts it with `workers` threads
 /// (`coalesce_us`: server.coalesce_us, else from the environment), with TLS and QUIC
-/// listeners at [`TLS_LISTEN`] and [`QUIC_LISTEN`] when `tls` is given.
+/// listeners at [`TLS_LISTEN`] and [`QUIC_LISTEN`] when `tls` is given, and with
+/// `telemetry.rtp_quality` as `rtp_quality` says.
 ///
 /// With `fast_path`, the in-kernel fast path is attached to loopback. Its work happens
 /// in the softirq that receives each packet, which on loopback runs on the *sender's*
@@ -121,6 +122,7 @@ pub fn start_turnpike(
     coalesce_us: Option<u64>,
     fast_path: bool,
     tls: Option<&Tls>,
+    rtp_quality: bool,
 ) -> Result<ServerProcess, String> {
     let encrypted = match tls {
         Some(t) => format!(
@@ -186,6 +188,9 @@ max_bps_total = {max_bps}
 
 [metrics]
 listen = ""
+
+[telemetry]
+rtp_quality = {rtp_quality}
 
 [signaling]
 listen = ""

@@ -300,7 +300,7 @@ fn measure_row(
     };
     let server: ServerProcess = match row.server {
         "coturn" => servers::start_coturn(1, &[relay_cpu], out, Some(&files))?,
-        _ => servers::start_turnpike(1, &[relay_cpu], out, None, false, Some(&files))?,
+        _ => servers::start_turnpike(1, &[relay_cpu], out, None, false, Some(&files), false)?,
     };
     let probe = server.probe();
     let start = Instant::now();

@@ -76,6 +76,7 @@ fn announce(redis: &Redis, relay: &Relay, id: &str) -> Announcer {
         id: id.into(),
         region: "eu".into(),
         urls: vec![format!("turn:{}?transport=udp", relay.addr)],
+        quality: None,
     })
 }
 

@@ -74,7 +74,29 @@ pub struct Heartbeat {
     pub version: String,
     /// Unix milliseconds of this beat.
     pub at_ms: u64,
+    /// Each user's uplink as this relay measures it, when the relay runs with
+    /// `telemetry.rtp_quality` (at most [`MAX_QUALITY_ENTRIES`], worst loss first);
+    /// empty otherwise. Signaling passes it to the user's parties of calls on this
+    /// relay as `call_quality`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<LinkQuality>,
 }
+
+/// How a user's media reaches a relay: the worst of its RTP streams toward its peers
+/// over their last closed report interval (5 s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkQuality {
+    /// The user part of the TURN REST username its allocations were made with.
+    pub user: String,
+    /// Share of its packets lost before reaching the relay (0–1).
+    pub uplink_loss: f64,
+    /// Interarrival jitter of its stream at the relay, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_jitter_ms: Option<f64>,
+}
+
+/// The most [`LinkQuality`] entries a heartbeat carries.
+pub const MAX_QUALITY_ENTRIES: usize = 256;
 
 impl Heartbeat {
     /// The load a relay is ranked by (lower first): 10 per allocation, 1 per 100
@@ -209,14 +231,19 @@ pub fn describe() {
     );
 }
 
-/// A relay that just started draining, for the node to move its calls.
+/// What the registry reader tells the node.
 #[derive(Debug, Clone)]
-pub(crate) struct Drained(pub Heartbeat);
+pub(crate) enum FleetNews {
+    /// A relay just started draining: move its calls.
+    Drained(Heartbeat),
+    /// A relay's beat carries new link-quality figures: tell the parties concerned.
+    Quality(Heartbeat),
+}
 
 /// Poll the registry at `url` forever: give each read to `creds`, publish the metrics,
-/// and send relays that turned draining to `drains`. Connection failures keep the last
-/// read in use and are retried at the next poll.
-pub(crate) async fn watch(url: String, creds: Credentials, drains: mpsc::Sender<Drained>) {
+/// and send relays that turned draining, and new link-quality figures, to `news`.
+/// Connection failures keep the last read in use and are retried at the next poll.
+pub(crate) async fn watch(url: String, creds: Credentials, news: mpsc::Sender<FleetNews>) {
     let client = match redis::Client::open(url.as_str()) {
         Ok(c) => c,
         Err(e) => {
@@ -229,11 +256,13 @@ pub(crate) async fn watch(url: String, creds: Credentials, drains: mpsc::Sender<
     let mut up: Option<bool> = None;
     let mut draining: BTreeSet<String> = BTreeSet::new();
     let mut regions: BTreeSet<String> = BTreeSet::new();
+    // The beat (its `at_ms`) whose quality figures each relay's were last passed on in.
+    let mut quality_seen: BTreeMap<String, u64> = BTreeMap::new();
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if drains.is_closed() {
+        if news.is_closed() {
             return; // the node has stopped
         }
         let result = async {
@@ -291,10 +320,16 @@ pub(crate) async fn watch(url: String, creds: Credentials, drains: mpsc::Sender<
                 for r in snapshot.relays.iter().filter(|r| r.draining) {
                     if !draining.contains(&r.id) {
                         tracing::info!(relay = %r.id, "fleet: relay started draining");
-                        let _ = drains.send(Drained(r.clone())).await;
+                        let _ = news.send(FleetNews::Drained(r.clone())).await;
                     }
                 }
                 draining = now_draining;
+                quality_seen.retain(|id, _| snapshot.relays.iter().any(|r| &r.id == id));
+                for r in snapshot.relays.iter().filter(|r| !r.quality.is_empty()) {
+                    if quality_seen.insert(r.id.clone(), r.at_ms) != Some(r.at_ms) {
+                        let _ = news.send(FleetNews::Quality(r.clone())).await;
+                    }
+                }
             }
             Err(e) => {
                 conn = None;
@@ -326,6 +361,7 @@ mod tests {
             draining,
             version: "test".into(),
             at_ms: 0,
+            quality: Vec::new(),
         }
     }
 

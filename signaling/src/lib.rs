@@ -102,17 +102,17 @@ impl Signaling {
             ..CallConfig::default()
         };
         let machine = Switchboard::new(call_config, node::random_token());
-        let (drains, drain_rx) = mpsc::channel(64);
+        let (fleet_news, fleet_rx) = mpsc::channel(64);
         if let Some(url) = config.fleet_redis_url.clone() {
             // Until the first read, a fleet node offers no relay rather than the static
             // list, which a fleet configuration does not describe.
             creds.set_fleet(Vec::new());
-            tokio::spawn(fleet::watch(url, creds.clone(), drains));
+            tokio::spawn(fleet::watch(url, creds.clone(), fleet_news));
         }
         let config = Arc::new(config);
         let (cmds, cmd_rx) = mpsc::channel(1024);
         let node = Node::new(bus, machine, config.clone(), creds.clone());
-        tokio::spawn(node.run(cmd_rx, incoming, drain_rx));
+        tokio::spawn(node.run(cmd_rx, incoming, fleet_rx));
         Signaling {
             state: AppState {
                 cmds,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
+mod fleet;
 mod session;
 
 use session::Session;
@@ -17,7 +18,7 @@ use crate::bus::{Bus, Incoming};
 use crate::call::{DeviceId, Input, Millis, Output, Request, Switchboard};
 use crate::config::SignalingConfig;
 use crate::credentials::Credentials;
-use crate::fleet::{Drained, Heartbeat};
+use crate::fleet::FleetNews;
 use crate::metrics::NodeMetrics;
 use crate::presence::{Change, Watchers};
 use crate::protocol::{close, valid_name, ClientBody, ClientMessage, ErrorCode, ServerBody};
@@ -92,6 +93,8 @@ pub(crate) struct Node<B: Bus> {
     watchers: Watchers,
     last_refresh: Instant,
     metrics: NodeMetrics,
+    /// When each local party of a call last got a `call_quality` (see `node::fleet`).
+    quality_sent: HashMap<(String, DeviceId), Millis>,
 }
 
 impl<B: Bus> Node<B> {
@@ -115,6 +118,7 @@ impl<B: Bus> Node<B> {
             watchers: Watchers::default(),
             last_refresh: Instant::now(),
             metrics: NodeMetrics::new(),
+            quality_sent: HashMap::new(),
         }
     }
 
@@ -122,7 +126,7 @@ impl<B: Bus> Node<B> {
         mut self,
         mut cmds: mpsc::Receiver<Cmd>,
         mut incoming: mpsc::UnboundedReceiver<Incoming>,
-        mut drains: mpsc::Receiver<Drained>,
+        mut fleet: mpsc::Receiver<FleetNews>,
     ) {
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -143,7 +147,10 @@ impl<B: Bus> Node<B> {
                     None => return,
                 },
                 Some(msg) = incoming.recv() => self.incoming(msg).await,
-                Some(Drained(relay)) = drains.recv() => self.relay_draining(&relay),
+                Some(news) = fleet.recv() => match news {
+                    FleetNews::Drained(relay) => self.relay_draining(&relay),
+                    FleetNews::Quality(relay) => self.relay_quality(&relay),
+                },
                 _ = housekeeping.tick() => self.housekeeping().await,
                 _ = tokio::time::sleep(wait) => self.feed(Input::Tick).await,
             }
@@ -514,39 +521,6 @@ impl<B: Bus> Node<B> {
                     self.feed(Input::UserOnline(change.user)).await;
                 }
             }
-        }
-    }
-
-    /// `relay` started draining: tell each local party of every call on it to move
-    /// (fresh ICE servers, which never include a draining relay). Each node tells its
-    /// own devices, so both parties hear it once whichever nodes they are on. With no
-    /// other relay to offer, calls stay where they are: the draining relay serves them
-    /// until they end or its drain times out, which beats an ICE restart onto nothing.
-    fn relay_draining(&mut self, relay: &Heartbeat) {
-        let parties = self.machine.parties_on_relay(|r| relay.serves(r));
-        let now = now_ms();
-        for (call_id, device, caller) in parties {
-            let region = self
-                .by_device
-                .get(&device)
-                .and_then(|sid| self.sessions.get(sid))
-                .and_then(|s| s.region.clone());
-            let ice_servers = self
-                .creds
-                .ice_servers(&device.user, region.as_deref(), now / 1000);
-            if ice_servers.is_empty() {
-                tracing::warn!(relay = %relay.id, %call_id, "relay draining with no other relay to move the call to");
-                continue;
-            }
-            let body = ServerBody::RelayMoved {
-                call_id,
-                relay: relay.id.clone(),
-                ice_servers,
-                ttl: self.creds.ttl_secs(),
-                offer: caller,
-            };
-            self.metrics.call_moved();
-            self.deliver(&device, body, now);
         }
     }
 

@@ -275,6 +275,18 @@ pub enum ServerBody {
         ttl: u64,
         offer: bool,
     },
+    /// How this device's media reaches the relay of this call, as the relay measures
+    /// it from the clear RTP headers (relays with `telemetry.rtp_quality`): the share
+    /// of packets lost on the way (0–1) and the jitter, over the last 5 seconds. Sent
+    /// at most every 5 seconds while the call runs through such a relay.
+    CallQuality {
+        call_id: String,
+        /// The relay's id.
+        relay: String,
+        uplink_loss: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uplink_jitter_ms: Option<f64>,
+    },
     /// Fresh relay credentials (answer to `turn_refresh`).
     IceServers {
         ice_servers: Vec<IceServer>,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use turnpike_signaling::fleet::{self, Heartbeat};
+use turnpike_signaling::fleet::{self, Heartbeat, LinkQuality};
 
 fn relay(id: &str, region: &str, port: u16) -> Heartbeat {
     Heartbeat {
@@ -29,6 +29,7 @@ fn relay(id: &str, region: &str, port: u16) -> Heartbeat {
         draining: false,
         version: "test".into(),
         at_ms: 0,
+        quality: Vec::new(),
     }
 }
 
@@ -324,4 +325,65 @@ async fn with_no_other_relay_a_drain_leaves_calls_where_they_are() {
         c.send(json!({"type": "ping"})).await;
         assert_eq!(c.next().await["type"], "pong");
     }
+}
+
+/// A relay measuring alice's uplink at 8 % loss: alice, in a call on that relay, hears
+/// it (`call_quality`), no more than every 5 s; bob, whose uplink the relay did not
+/// report, hears nothing, and neither does anyone whose call is on another relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relays_link_quality_reaches_the_party_it_concerns() {
+    let redis = redis_server().await;
+    let relays = Relays::start(
+        &redis.url,
+        vec![relay("relay-a", "eu", 45001), relay("relay-b", "eu", 45002)],
+    )
+    .await;
+    let node = start(fleet_config(&redis)).await;
+    let mut alice = Client::connect(node.addr, "alice", "p").await;
+    let mut bob = Client::connect(node.addr, "bob", "p").await;
+    let mut carol = Client::connect(node.addr, "carol", "p").await;
+    let mut dave = Client::connect(node.addr, "dave", "p").await;
+    wait_offer(&mut alice, &[udp(45001), udp(45002)]).await;
+    call(&mut alice, &mut [&mut bob], "ab", "bob", 0).await;
+    call(&mut carol, &mut [&mut dave], "cd", "dave", 0).await;
+    for (c, call_id, port) in [
+        (&mut alice, "ab", 45001),
+        (&mut bob, "ab", 45001),
+        (&mut carol, "cd", 45002),
+        (&mut dave, "cd", 45002),
+    ] {
+        c.send(json!({"type": "relay_used", "call_id": call_id, "relay": udp(port)}))
+            .await;
+    }
+    let measured = |user: &str, loss: f64| LinkQuality {
+        user: user.into(),
+        uplink_loss: loss,
+        uplink_jitter_ms: Some(12.5),
+    };
+    // carol's figure comes from relay A, but her call is on relay B: not hers to hear.
+    relays.set("relay-a", |r| {
+        r.quality = vec![measured("alice", 0.08), measured("carol", 0.2)]
+    });
+    let started = Instant::now();
+    let told = alice.expect("call_quality").await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(told["call_id"], "ab");
+    assert_eq!(told["relay"], "relay-a");
+    assert_eq!(told["uplink_loss"], 0.08);
+    assert_eq!(told["uplink_jitter_ms"], 12.5);
+    // Beats keep coming every 200 ms with the same figures: nothing more within 5 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for c in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        c.send(json!({"type": "ping"})).await;
+        assert_eq!(c.next().await["type"], "pong");
+    }
+    // After 5 s, the next figure.
+    relays.set("relay-a", |r| r.quality = vec![measured("alice", 0.01)]);
+    let again = alice.expect("call_quality").await;
+    assert_eq!(again["uplink_loss"], 0.01);
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

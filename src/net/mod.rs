@@ -125,7 +125,7 @@ pub struct WorkerReport {
 
 /// Asks the workers for their allocations, from any task: what `GET /v1/allocations`
 /// uses. Cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Reporter {
     workers: Vec<(mpsc::Sender<Command>, Arc<Waker>)>,
 }

@@ -60,6 +60,7 @@ fn embedded_default_matches_the_documented_defaults() {
     assert_eq!(s.limits.max_connections, 0);
     assert!(s.peers.allow.is_empty() && s.peers.deny.is_empty());
     assert_eq!(s.metrics, Some(sa("127.0.0.1:9641")));
+    assert!(!s.rtp_quality, "call-quality telemetry is opt-in");
     assert_eq!(s.log.format, LogFormat::Text);
     assert_eq!(s.log.level, "info");
     assert_eq!(s.fleet, None);
@@ -141,6 +142,7 @@ fn every_key_is_read() {
     assert_eq!(s.peers.allow, vec![net("10.1.2.0/24"), net("fd00::1/128")]);
     assert_eq!(s.peers.deny, vec![net("10.1.2.3/32")]);
     assert_eq!(s.metrics, None);
+    assert!(s.rtp_quality);
     assert_eq!(s.log.format, LogFormat::Json);
     assert_eq!(s.log.level, "turnpike=debug,warn");
     let fleet = s.fleet.clone().unwrap();

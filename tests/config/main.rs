@@ -92,6 +92,8 @@ allow = ["10.1.2.0/24", "fd00::1"]
 deny = ["10.1.2.3/32"]
 [metrics]
 listen = ""
+[telemetry]
+rtp_quality = true
 [log]
 format = "json"
 level = "turnpike=debug,warn"

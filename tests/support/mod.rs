@@ -9,6 +9,8 @@
 // Each test crate that includes this module uses only part of it.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,6 +81,8 @@ fn relay_range() -> (u16, u16) {
 /// [`TurnpikeProcess::start`].
 #[derive(Debug, Clone)]
 pub struct TurnpikeConfig {
+    /// `[server] realm`.
+    pub realm: String,
     /// `[auth] users`, each "name:password".
     pub users: Vec<String>,
     /// `[auth] secrets` (TURN REST shared secrets).
@@ -121,6 +125,7 @@ pub const SIGNALING_TOKEN_KEY: &str = "support-token-key";
 impl Default for TurnpikeConfig {
     fn default() -> Self {
         TurnpikeConfig {
+            realm: "turnpike".into(),
             users: vec!["alice:secret-pw".into()],
             secrets: vec!["rest-secret".into()],
             allow_peers: vec!["127.0.0.1/32".into(), "::1/128".into()],
@@ -188,6 +193,7 @@ impl Layout {
         };
         format!(
             r#"[server]
+realm = {realm:?}
 workers = {workers}
 drain_timeout_secs = {drain}
 alternate_servers = {alternates}
@@ -220,6 +226,7 @@ listen = "127.0.0.1:{metrics_port}"
 level = {level:?}
 format = {format:?}
 {extra}"#,
+            realm = config.realm,
             workers = config.workers,
             drain = config.drain_timeout_secs,
             alternates = toml_list(&config.alternate_servers),

@@ -103,7 +103,7 @@ pub struct Allocation {
     /// What it relayed, by [`Direction`].
     pub traffic: [Traffic; 2],
     /// Its RTP streams, when `ServerConfig::rtp_quality` is on (see [`crate::quality`]).
-    pub quality: Option<Box<AllocationQuality>>,
+    pub quality: Option<AllocationQuality>,
 }
 
 /// One direction of an allocation's relayed traffic: totals, and the rate over the
@@ -116,6 +116,9 @@ pub struct Traffic {
     pub bytes: u64,
     /// The current rate window: when it began, and the totals then.
     window: (Instant, u64, u64),
+    /// When the current window is a whole [`RATE_WINDOW`] old (one comparison per
+    /// packet instead of a subtraction).
+    window_end: Instant,
     /// Packets and bytes per second over the last whole window.
     rate: (u64, u64),
 }
@@ -130,6 +133,7 @@ impl Traffic {
             packets: 0,
             bytes: 0,
             window: (now, 0, 0),
+            window_end: now + RATE_WINDOW,
             rate: (0, 0),
         }
     }
@@ -139,9 +143,10 @@ impl Traffic {
     pub fn count(&mut self, bytes: usize, now: Instant) {
         self.packets += 1;
         self.bytes += bytes as u64;
-        if now.saturating_duration_since(self.window.0) >= RATE_WINDOW {
+        if now >= self.window_end {
             self.rate = self.rate_since_window(now);
             self.window = (now, self.packets, self.bytes);
+            self.window_end = now + RATE_WINDOW;
         }
     }
 
@@ -181,7 +186,7 @@ impl Allocation {
         if let Some(t) = self.traffic.get_mut(dir as usize) {
             t.count(payload.len(), now);
         }
-        if let Some(q) = self.quality.as_deref_mut() {
+        if let Some(q) = self.quality.as_mut() {
             q.observe(quality, dir, payload, now);
         }
     }

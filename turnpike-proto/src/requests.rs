@@ -328,10 +328,7 @@ impl Server {
                 bandwidth,
                 created: now,
                 traffic: [Traffic::new(now); 2],
-                quality: self
-                    .config
-                    .rtp_quality
-                    .then(|| Box::new(AllocationQuality::new())),
+                quality: self.config.rtp_quality.then(AllocationQuality::new),
             },
         );
         self.set_timer(expires, Timer::Allocation(client));
@@ -543,7 +540,7 @@ impl Server {
 /// The allocation of `client`, if the request's user owns it (RFC 8656 §5: 441
 /// otherwise). A free function so callers can keep borrowing other fields of the server.
 fn owned<'s>(
-    allocations: &'s mut HashMap<ClientId, Allocation>,
+    allocations: &'s mut HashMap<ClientId, Allocation, crate::server::PacketHasher>,
     client: ClientId,
     cred: &Credential,
 ) -> Result<&'s mut Allocation, Reject> {
