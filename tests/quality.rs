@@ -167,12 +167,14 @@ fn the_admin_endpoint_and_metrics_show_each_streams_loss_and_jitter() {
     assert_eq!(payloads("to_peer", "dtls"), 1.0);
     assert_eq!(payloads("to_peer", "rtcp"), 1.0);
     assert_eq!(payloads("to_client", "rtp"), f64::from(PACKETS));
-    // One interval closed per stream, at 5 s: its loss counted and observed.
+    // One interval closed per stream, at 5 s (packet 250), its loss observed; the
+    // counter has the gaps then more than 100 behind the newest: 3, 28, …, 128. On a
+    // leg a loaded host stretched, a later close (or a second one) adds 153 and 178.
     let lost = m.sum(
         "turnpike_rtp_lost_packets_total",
         &[("direction", "to_peer")],
     );
-    assert!((9.0..=12.0).contains(&lost), "lost {lost}");
+    assert!((6.0..=8.0).contains(&lost), "lost {lost}");
     assert_eq!(
         m.sum(
             "turnpike_rtp_lost_packets_total",
