@@ -9,6 +9,7 @@
 pub mod config;
 pub mod fastpath;
 pub mod fleet;
+pub mod host_addrs;
 pub mod logging;
 pub mod metrics;
 pub mod net;

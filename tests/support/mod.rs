@@ -113,6 +113,12 @@ pub struct TurnpikeConfig {
     pub limits: String,
     /// More sections appended to the file as they are (e.g. `[fleet]`).
     pub extra_toml: String,
+    /// `[server] realm`; empty: the default.
+    pub realm: String,
+    /// `[relay] bind_ipv4` and `bind_ipv6`.
+    pub relay_bind: (String, String),
+    /// Also listen for UDP on `[::1]`, on the same port as on 127.0.0.1.
+    pub udp_ipv6: bool,
 }
 
 /// `[signaling] token_key` of a server started with [`TurnpikeConfig::signaling`].
@@ -139,6 +145,9 @@ impl Default for TurnpikeConfig {
             signaling_relay_urls: Vec::new(),
             limits: String::new(),
             extra_toml: String::new(),
+            realm: String::new(),
+            relay_bind: ("127.0.0.1".into(), "::1".into()),
+            udp_ipv6: false,
         }
     }
 }
@@ -191,8 +200,8 @@ impl Layout {
 workers = {workers}
 drain_timeout_secs = {drain}
 alternate_servers = {alternates}
-[listen]
-udp = ["127.0.0.1:{port}"]
+{realm}[listen]
+udp = {udp}
 tcp = ["127.0.0.1:{port}"]
 tls = ["127.0.0.1:{tls_port}"]
 quic = ["127.0.0.1:{quic_port}"]
@@ -200,8 +209,8 @@ quic = ["127.0.0.1:{quic_port}"]
 certificate = {cert:?}
 private_key = {key:?}
 [relay]
-bind_ipv4 = "127.0.0.1"
-bind_ipv6 = "::1"
+bind_ipv4 = {bind_v4:?}
+bind_ipv6 = {bind_v6:?}
 port_min = {min}
 port_max = {max}
 rfc5766_channel_numbers = {rfc5766}
@@ -223,6 +232,18 @@ format = {format:?}
             workers = config.workers,
             drain = config.drain_timeout_secs,
             alternates = toml_list(&config.alternate_servers),
+            realm = if config.realm.is_empty() {
+                String::new()
+            } else {
+                format!("realm = {:?}\n", config.realm)
+            },
+            udp = if config.udp_ipv6 {
+                format!("[\"127.0.0.1:{port}\", \"[::1]:{port}\"]")
+            } else {
+                format!("[\"127.0.0.1:{port}\"]")
+            },
+            bind_v4 = config.relay_bind.0,
+            bind_v6 = config.relay_bind.1,
             min = relay_ports.0,
             max = relay_ports.1,
             rfc5766 = config.rfc5766_channels,

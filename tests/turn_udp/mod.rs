@@ -35,6 +35,7 @@ pub fn relay_config(ip: IpAddr, peers: &str, workers: usize) -> NetConfig {
         relay_v4: Some(RelayIp {
             bind: ip,
             advertise: None,
+            host: None,
         }),
         peer_policy: PeerPolicy::new(vec![peers.parse().expect("cidr")], vec![]),
         ..ServerConfig::new([9; 32], (Instant::now(), 1_800_000_000))
