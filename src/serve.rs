@@ -49,6 +49,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 /// "Operating Turnpike").
 pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()> {
     crate::logging::init(&settings.log)?;
+    crate::logging::log_panics();
     // Read once, before anything else could change the environment.
     let notifier = Notifier::from_env();
     // `Settings`' Debug output redacts passwords and secrets (see `config::Secret`).
@@ -212,8 +213,18 @@ impl Control<'_> {
         let watchdog = self.notifier.watchdog_interval();
         let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut draining = false;
+        let mut failure = None;
         loop {
             tokio::select! {
+                (index, panicked) = self.relay.worker_ended() => {
+                    // Running short-handed would strand the clients the kernel keeps
+                    // sending to that worker's sockets: exit non-zero, so the service
+                    // manager restarts the relay whole.
+                    let how = if panicked { "panicked" } else { "stopped" };
+                    tracing::error!(worker = index, "relay worker {index} {how}: exiting");
+                    failure = Some(anyhow::anyhow!("relay worker {index} {how}"));
+                    break;
+                }
                 _ = term.recv() => {
                     if draining {
                         tracing::warn!("second SIGTERM: exiting now, allocations left are cut");
@@ -254,7 +265,7 @@ impl Control<'_> {
         if let Some(signaling) = self.signaling.take() {
             stop_signaling(signaling).await;
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// SIGTERM: report not-ready at once, tell systemd, stop taking allocations, and

@@ -119,6 +119,12 @@ pub struct TurnpikeConfig {
     pub relay_bind: (String, String),
     /// Also listen for UDP on `[::1]`, on the same port as on 127.0.0.1.
     pub udp_ipv6: bool,
+    /// Relay ports: the first this many of the instance's slot; `None`: the whole slot.
+    pub relay_port_count: Option<u16>,
+    /// More `[relay]` lines, as TOML.
+    pub relay_extra: String,
+    /// More `[server]` lines, as TOML.
+    pub server_extra: String,
 }
 
 /// `[signaling] token_key` of a server started with [`TurnpikeConfig::signaling`].
@@ -148,6 +154,9 @@ impl Default for TurnpikeConfig {
             realm: String::new(),
             relay_bind: ("127.0.0.1".into(), "::1".into()),
             udp_ipv6: false,
+            relay_port_count: None,
+            relay_extra: String::new(),
+            server_extra: String::new(),
         }
     }
 }
@@ -200,7 +209,8 @@ impl Layout {
 workers = {workers}
 drain_timeout_secs = {drain}
 alternate_servers = {alternates}
-{realm}[listen]
+{realm}{server_extra}
+[listen]
 udp = {udp}
 tcp = ["127.0.0.1:{port}"]
 tls = ["127.0.0.1:{tls_port}"]
@@ -214,6 +224,7 @@ bind_ipv6 = {bind_v6:?}
 port_min = {min}
 port_max = {max}
 rfc5766_channel_numbers = {rfc5766}
+{relay_extra}
 [auth]
 users = {users}
 secrets = {secrets}
@@ -244,6 +255,8 @@ format = {format:?}
             },
             bind_v4 = config.relay_bind.0,
             bind_v6 = config.relay_bind.1,
+            server_extra = config.server_extra,
+            relay_extra = config.relay_extra,
             min = relay_ports.0,
             max = relay_ports.1,
             rfc5766 = config.rfc5766_channels,
@@ -309,7 +322,14 @@ impl TurnpikeProcess {
         let signaling_addr = config
             .signaling
             .then(|| SocketAddr::new(ip, free_port(ip, true)));
-        let relay_ports = relay_range();
+        let mut relay_ports = relay_range();
+        if let Some(n) = config.relay_port_count {
+            assert!(
+                (1..=RELAY_SLOT_SIZE).contains(&n),
+                "relay_port_count within a slot"
+            );
+            relay_ports.1 = relay_ports.0 + n - 1;
+        }
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let (cert, key) = write_certificate(dir.path());
         let layout = Layout {

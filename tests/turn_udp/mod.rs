@@ -109,6 +109,30 @@ pub trait Turn {
         .expect("valid address")
     }
 
+    /// Allocate (a UDP relay) with `attrs` besides REQUESTED-TRANSPORT: the relayed
+    /// address, or the error code.
+    fn try_allocate(&mut self, attrs: impl Fn(&mut MessageBuilder<'_>)) -> Result<SocketAddr, u16> {
+        let resp = self.request(method::ALLOCATE, |b| {
+            b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+            attrs(b);
+        });
+        let msg = Message::parse(&resp).expect("allocate response");
+        if msg.class() == Class::Error {
+            let code = msg.get(attr::ERROR_CODE).expect("ERROR-CODE");
+            return Err(attr::decode_error_code(code).expect("valid ERROR-CODE").0);
+        }
+        Ok(attr::decode_xor_address(
+            msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed address"),
+            &msg.transaction_id(),
+        )
+        .expect("valid address"))
+    }
+
+    /// Deletes the allocation (Refresh with LIFETIME 0), asserting success.
+    fn delete_allocation(&mut self) {
+        self.expect_success(method::REFRESH, |b| b.add_u32(attr::LIFETIME, 0));
+    }
+
     /// Binds `channel` to `peer`, asserting success.
     fn channel_bind(&mut self, channel: u16, peer: SocketAddr) {
         self.expect_success(method::CHANNEL_BIND, |b| {
