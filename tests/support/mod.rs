@@ -342,6 +342,35 @@ impl TurnpikeProcess {
             cert,
             key,
         };
+        Self::spawn(config, layout, dir)
+    }
+
+    /// Starts a new server on this one's ports and files after this one ended (killed,
+    /// crashed): a service manager's restart. Panics as [`TurnpikeProcess::start`] does.
+    pub fn restart(mut self, config: &TurnpikeConfig) -> TurnpikeProcess {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let layout = self.layout.clone();
+        drop(self);
+        Self::spawn(config, layout, dir)
+            .unwrap_or_else(|log| panic!("turnpike did not start again:\n{log}"))
+    }
+
+    fn spawn(
+        config: &TurnpikeConfig,
+        layout: Layout,
+        dir: tempfile::TempDir,
+    ) -> Result<TurnpikeProcess, String> {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let Layout {
+            port,
+            tls_port,
+            quic_port,
+            metrics_port,
+            signaling_addr,
+            relay_ports,
+            ..
+        } = layout.clone();
         let toml = layout.render(config);
         let config_path = dir.path().join("turnpike.toml");
         std::fs::write(&config_path, toml).map_err(|e| format!("write config: {e}"))?;
