@@ -21,7 +21,7 @@ use std::time::Duration;
 use support::{TurnpikeConfig, TurnpikeProcess};
 use turn_udp::{Client, Turn};
 use turnpike::proto::channel_data;
-use turnpike::proto::stun::{attr, method, Class, Message};
+use turnpike::proto::stun::attr;
 
 const CHANNEL: u16 = 0x4001;
 const WAIT: Duration = Duration::from_secs(2);
@@ -131,20 +131,7 @@ fn socket_in(ns: &Netns, ip: &str) -> UdpSocket {
 /// Allocate with REQUESTED-ADDRESS-FAMILY `family` (1 IPv4, 2 IPv6): the relayed
 /// address, or the error code.
 fn allocate(client: &mut Client, family: u8) -> Result<SocketAddr, u16> {
-    let resp = client.request(method::ALLOCATE, |b| {
-        b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-        b.add(attr::REQUESTED_ADDRESS_FAMILY, &[family, 0, 0, 0]);
-    });
-    let msg = Message::parse(&resp).unwrap();
-    if msg.class() == Class::Error {
-        let code = attr::decode_error_code(msg.get(attr::ERROR_CODE).unwrap()).unwrap();
-        return Err(code.0);
-    }
-    Ok(attr::decode_xor_address(
-        msg.get(attr::XOR_RELAYED_ADDRESS).unwrap(),
-        &msg.transaction_id(),
-    )
-    .unwrap())
+    client.try_allocate(|b| b.add(attr::REQUESTED_ADDRESS_FAMILY, &[family, 0, 0, 0]))
 }
 
 /// One datagram within the socket's read timeout (an interrupted wait is resumed).

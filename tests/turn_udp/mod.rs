@@ -65,7 +65,7 @@ pub trait Turn {
     fn request(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
         for _ in 0..3 {
             let session = self.session();
-            session.next_tid += 1;
+            session.next_tid = session.next_tid.wrapping_add(1);
             let tid = TransactionId([session.next_tid; 12]);
             let mut buf = Vec::new();
             let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid);
@@ -177,17 +177,26 @@ impl Client {
 }
 
 impl Turn for Client {
-    fn exchange(&mut self, request: &[u8], _tid: TransactionId) -> Vec<u8> {
+    fn exchange(&mut self, request: &[u8], tid: TransactionId) -> Vec<u8> {
         self.sock
             .send_to(request, self.server)
             .expect("send request");
         let mut resp = vec![0u8; 2048];
-        let n = self
-            .sock
-            .recv(&mut resp)
-            .expect("response within the timeout");
-        resp.truncate(n);
-        resp
+        // Relayed data may arrive meanwhile: skipped, like any message that is not the
+        // answer. Bounded by the read timeout of each wait and by the count.
+        for _ in 0..10_000 {
+            let n = self
+                .sock
+                .recv(&mut resp)
+                .expect("response within the timeout");
+            let answer = Message::parse(&resp[..n])
+                .is_ok_and(|m| m.class() != Class::Request && m.transaction_id() == tid);
+            if answer {
+                resp.truncate(n);
+                return resp;
+            }
+        }
+        panic!("no answer among 10000 datagrams");
     }
 
     fn session(&mut self) -> &mut Session {
