@@ -235,10 +235,8 @@ impl Bus for RedisBus {
                 subs.users.insert(user.to_string());
                 Ok(())
             }
-            Err(e) => {
-                subs.sink = None;
-                Err(err(e))
-            }
+            // A dead connection also ends its stream, and `keep_listening` replaces it.
+            Err(e) => Err(err(e)),
         }
     }
 
