@@ -11,15 +11,16 @@
 //! send every datagram back. Every allocation is refreshed every 20 s (its lifetime is
 //! 60 s, so a failed refresh shows as a lost allocation) and its channel every 4
 //! minutes. Churn: each second two allocations stop sending, and 300 ms later are
-//! deleted and made again from new client sockets, each new one also given a permission for a peer it never uses,
-//! which expires after 5 minutes (RFC 8656 §9). Every 5 s the relay's resident memory,
-//! open file descriptors, live allocations and packet counters are sampled.
+//! deleted and made again from new client sockets, each new one also given a
+//! permission for a peer it never uses, which expires after 5 minutes (RFC 8656 §9).
+//! Every 5 s the relay's resident memory (VmRSS, with its anonymous part RssAnon
+//! beside it), open file descriptors, live allocations and packet counters are sampled.
 //!
 //! It fails (exit 1) if, after the warm-up (a quarter of the run, at most 60 s),
 //! resident memory grows more than 5%, the open file descriptors grow (by more than
-//! the sockets of one churn round), any TURN
-//! request fails, or any packet-path error counter moves (send or receive errors,
-//! datagrams dropped as malformed or unsendable). `--seconds` defaults to 600; CI runs 60.
+//! the sockets of one churn round), any TURN request fails, or any packet-path error
+//! counter moves (send or receive errors, datagrams dropped as malformed or
+//! unsendable). `--seconds` defaults to 600; CI runs 60.
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot set up stops with the reason
 
@@ -144,11 +145,24 @@ fn try_recv(sock: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
 struct Sample {
     at: Duration,
     rss_kib: u64,
+    /// The anonymous part (heap and stacks), without the binary's pages, which are
+    /// read in as code paths first run (a permission's expiry, a channel's refresh).
+    anon_kib: u64,
     fds: usize,
     allocations: f64,
     errors: f64,
     sent: u64,
     received: u64,
+}
+
+/// RssAnon of `pid`, in KiB.
+fn rss_anon_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -286,6 +300,7 @@ fn main() -> ExitCode {
             let s = Sample {
                 at: start.elapsed(),
                 rss_kib: server.rss_kib(),
+                anon_kib: rss_anon_kib(server.pid()),
                 fds: open_fds(server.pid()),
                 allocations: m.sum("turnpike_allocations", &[]),
                 errors: packet_errors(&m),
@@ -293,9 +308,10 @@ fn main() -> ExitCode {
                 received,
             };
             println!(
-                "{:>5} s  rss {:>7} KiB  fds {:>4}  allocations {:>4}  errors {}  echoed {}/{}",
+                "{:>5} s  rss {:>7} KiB (anon {:>6})  fds {:>4}  allocations {:>4}  errors {}  echoed {}/{}",
                 s.at.as_secs(),
                 s.rss_kib,
+                s.anon_kib,
                 s.fds,
                 s.allocations,
                 s.errors,
@@ -322,13 +338,15 @@ fn main() -> ExitCode {
         .unwrap_or(0);
     let growth = last.rss_kib as f64 / baseline.rss_kib as f64 - 1.0;
     println!(
-        "\nafter warm-up ({} s): rss {} KiB -> {} KiB at the end ({:+.1}%, peak {} KiB); \
-         fds {} -> {}; {} allocations churned; echoed {:.2}% of {} packets",
+        "\nafter warm-up ({} s): rss {} KiB -> {} KiB at the end ({:+.1}%, peak {} KiB; \
+         anon {} -> {} KiB); fds {} -> {}; {} allocations churned; echoed {:.2}% of {} packets",
         warm_up.as_secs(),
         baseline.rss_kib,
         last.rss_kib,
         growth * 100.0,
         peak,
+        baseline.anon_kib,
+        last.anon_kib,
         baseline.fds,
         last.fds,
         churned,
