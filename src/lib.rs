@@ -10,6 +10,7 @@ pub mod admin;
 pub mod config;
 pub mod fastpath;
 pub mod fleet;
+pub mod host_addrs;
 pub mod logging;
 pub mod metrics;
 pub mod net;

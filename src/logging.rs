@@ -59,3 +59,30 @@ pub fn set_level(level: &str) -> Result<(), String> {
         None => Ok(()),
     }
 }
+
+/// Logs every panic through the subscriber, as one error event naming the thread, the
+/// place and the message (with a backtrace when `RUST_BACKTRACE` asks for one), so a
+/// panic shows in the relay's log in its format (JSON included) rather than as loose
+/// lines on stderr.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(not a string)");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(thread, location, %backtrace, "panic: {message}");
+        } else {
+            tracing::error!(thread, location, "panic: {message}");
+        }
+    }));
+}

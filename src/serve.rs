@@ -49,6 +49,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 /// "Operating Turnpike").
 pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()> {
     crate::logging::init(&settings.log)?;
+    crate::logging::log_panics();
     // Read once, before anything else could change the environment.
     let notifier = Notifier::from_env();
     // `Settings`' Debug output redacts passwords and secrets (see `config::Secret`).
@@ -63,6 +64,7 @@ pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()>
     // first configured one, or the ephemeral one `net_config` made.
     let turn_secret = net_config.server.secrets.first().cloned();
     let base = net_config.server.clone();
+    log_relay_addresses(&base);
     let relay = net::start(net_config).context("cannot start the relay")?;
     let mut reloader = Reloader::new(options.source.clone(), settings.clone(), base, shared);
 
@@ -213,8 +215,18 @@ impl Control<'_> {
         let watchdog = self.notifier.watchdog_interval();
         let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut draining = false;
+        let mut failure = None;
         loop {
             tokio::select! {
+                (index, panicked) = self.relay.worker_ended() => {
+                    // Running short-handed would strand the clients the kernel keeps
+                    // sending to that worker's sockets: exit non-zero, so the service
+                    // manager restarts the relay whole.
+                    let how = if panicked { "panicked" } else { "stopped" };
+                    tracing::error!(worker = index, "relay worker {index} {how}: exiting");
+                    failure = Some(anyhow::anyhow!("relay worker {index} {how}"));
+                    break;
+                }
                 _ = term.recv() => {
                     if draining {
                         tracing::warn!("second SIGTERM: exiting now, allocations left are cut");
@@ -255,7 +267,7 @@ impl Control<'_> {
         if let Some(signaling) = self.signaling.take() {
             stop_signaling(signaling).await;
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// SIGTERM: report not-ready at once, tell systemd, stop taking allocations, and
@@ -647,10 +659,20 @@ pub fn server_config(settings: &Settings, base: &ServerConfig) -> ServerConfig {
         relay_v4: settings.relay.ipv4.as_ref().map(|r| RelayIp {
             bind: r.bind,
             advertise: r.external,
+            host: r
+                .bind
+                .is_unspecified()
+                .then(crate::host_addrs::ipv4)
+                .flatten(),
         }),
         relay_v6: settings.relay.ipv6.as_ref().map(|r| RelayIp {
             bind: r.bind,
             advertise: r.external,
+            host: r
+                .bind
+                .is_unspecified()
+                .then(crate::host_addrs::ipv6)
+                .flatten(),
         }),
         max_username_len: settings.limits.max_username_len,
         rfc5766_channel_numbers: settings.relay.rfc5766_channel_numbers,
@@ -658,6 +680,34 @@ pub fn server_config(settings: &Settings, base: &ServerConfig) -> ServerConfig {
         alternate_servers: settings.alternate_servers.clone(),
         rtp_quality: settings.rtp_quality,
         ..ServerConfig::new(base.nonce_key, base.unix_anchor)
+    }
+}
+
+/// Says which address a client of the other family is given for each wildcard relay
+/// family (see `crate::host_addrs`), or that such clients get 440.
+fn log_relay_addresses(config: &ServerConfig) {
+    let families = [
+        ("IPv4", "IPv6", &config.relay_v4),
+        ("IPv6", "IPv4", &config.relay_v6),
+    ];
+    for (family, other, relay) in families {
+        let Some(relay) = relay.as_ref().filter(|r| r.bind.is_unspecified()) else {
+            continue;
+        };
+        match (relay.advertise, relay.host) {
+            (Some(ip), _) => {
+                tracing::info!(%ip, "{family} relayed addresses: the configured external address")
+            }
+            (None, Some(ip)) => tracing::info!(
+                %ip,
+                "{family} relayed addresses: the address the client reached, or for {other} \
+                 clients this host's address"
+            ),
+            (None, None) => tracing::warn!(
+                "no usable {family} address on this host's interfaces: {other} clients asking \
+                 for an {family} relayed address get 440"
+            ),
+        }
     }
 }
 

@@ -518,6 +518,7 @@ fn without_an_advertised_address_the_bound_or_reached_address_is_used() {
         c.relay_v4 = Some(turnpike::proto::RelayIp {
             bind: ip("127.0.0.1"),
             advertise: None,
+            host: None,
         })
     });
     let relayed = net.client("alice").allocate(&mut net);
@@ -527,8 +528,47 @@ fn without_an_advertised_address_the_bound_or_reached_address_is_used() {
         c.relay_v4 = Some(turnpike::proto::RelayIp {
             bind: ip("0.0.0.0"),
             advertise: None,
+            host: None,
         })
     });
     let relayed = net.client("alice").allocate(&mut net);
     assert_eq!(relayed.ip(), addr(LISTEN).ip());
+}
+
+#[test]
+fn wildcard_relays_give_a_client_of_the_other_family_the_host_address_or_440() {
+    // The client reached us over IPv4 (LISTEN); IPv6 relay sockets bind `[::]`.
+    let wildcard_v6 = |host: Option<&str>| {
+        let host = host.map(ip);
+        Net::with(move |c| {
+            c.relay_v6 = Some(turnpike::proto::RelayIp {
+                bind: ip("::"),
+                advertise: None,
+                host,
+            })
+        })
+    };
+    let mut net = wildcard_v6(Some("2001:db8::1"));
+    let (_, reply) = new_client_allocate(&mut net, "alice", &family(0x02));
+    reply.assert_ok();
+    let relayed = reply.xor(attr::XOR_RELAYED_ADDRESS).expect("relayed");
+    assert_eq!(relayed.ip(), ip("2001:db8::1"));
+    // Dual: the IPv4 relay is the configured one, the IPv6 one the host's.
+    let (_, reply) = new_client_allocate(&mut net, "alice", &additional(0x02));
+    reply.assert_ok();
+    let relayed = reply.xors(attr::XOR_RELAYED_ADDRESS);
+    assert_eq!(relayed.len(), 2, "{relayed:?}");
+    assert_eq!(relayed[1].ip(), ip("2001:db8::1"));
+
+    // No IPv6 address on the host: 440, and a dual request gets its IPv4 half with
+    // ADDRESS-ERROR-CODE.
+    let mut net = wildcard_v6(None);
+    new_client_allocate(&mut net, "alice", &family(0x02))
+        .1
+        .assert_error(440);
+    let (_, reply) = new_client_allocate(&mut net, "alice", &additional(0x02));
+    reply.assert_ok();
+    assert_eq!(reply.xors(attr::XOR_RELAYED_ADDRESS).len(), 1);
+    assert!(reply.has(attr::ADDRESS_ERROR_CODE));
+    assert_eq!(net.shared.quotas().held_by("alice"), 1);
 }

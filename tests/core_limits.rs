@@ -84,6 +84,7 @@ fn a_family_we_cannot_name_an_address_for_is_440_not_a_wildcard() {
         c.relay_v6 = Some(RelayIp {
             bind: "::".parse().expect("literal"),
             advertise: None,
+            host: None,
         });
     });
     let mut c = net.client("alice");

@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
+mod support;
 mod turn_udp;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -621,5 +622,81 @@ fn off_host_routes_leave_through_the_device_with_valid_checksums() {
             (80, 80)
         );
         relay.shutdown();
+    });
+}
+
+/// A relay process with the fast path on, killed with SIGKILL (no cleanup runs) while
+/// the kernel carries a channel: neither the dead process's program nor its routes
+/// forward anything afterwards, nor once a new relay runs on the same ports.
+#[test]
+fn after_kill_9_and_a_restart_no_stale_kernel_route_forwards() {
+    in_netns(|| {
+        let config = support::TurnpikeConfig {
+            users: vec![format!("{}:{}", turn_udp::USER, turn_udp::PASS)],
+            realm: turn_udp::REALM.into(),
+            server_extra: "fast_path_interfaces = [\"lo\"]\n".into(),
+            ..support::TurnpikeConfig::default()
+        };
+        let server = support::TurnpikeProcess::start(config.clone());
+        let listener = server.udp_addr();
+        let mut client = Client::new(udp(), listener);
+        let peer = udp();
+        let peer_addr = peer.local_addr().unwrap();
+        let relayed = client.allocate();
+        client.channel_bind(0x4009, peer_addr);
+        for i in 0..20u8 {
+            client
+                .sock
+                .send_to(&framed(0x4009, &[i; 40]), listener)
+                .unwrap();
+            assert_eq!(recv(&peer), Some((vec![i; 40], relayed)), "relayed");
+        }
+        server.wait_for_metrics("the kernel carrying the channel", |m| {
+            m.sum(
+                "turnpike_fastpath_packets_total",
+                &[("direction", "to_peer")],
+            ) >= 1.0
+        });
+
+        let mut server = server;
+        server.signal(libc::SIGKILL);
+        server
+            .wait_exit(Duration::from_secs(5))
+            .expect("SIGKILL ends the relay");
+        let nothing_reaches_the_peer = |when: &str| {
+            for i in 0..20u8 {
+                client
+                    .sock
+                    .send_to(&framed(0x4009, &[i; 40]), listener)
+                    .unwrap();
+            }
+            peer.send_to(b"to the client", relayed).unwrap();
+            assert_eq!(
+                recv(&peer),
+                None,
+                "{when}: the old channel forwards nothing"
+            );
+            let mut buf = [0u8; 64];
+            let to_client = client.sock.recv_from(&mut buf);
+            assert!(
+                to_client.is_err(),
+                "{when}: nothing from the peer reaches the old client: {to_client:?}"
+            );
+        };
+        nothing_reaches_the_peer("after the kill");
+
+        let server = server.restart(&config);
+        nothing_reaches_the_peer("after the restart");
+        // The new relay does carry a channel set up anew, so the silence above is the
+        // old routes being gone, not a broken path.
+        let mut again = Client::new(udp(), listener);
+        let relayed = again.allocate();
+        again.channel_bind(0x4009, peer_addr);
+        again
+            .sock
+            .send_to(&framed(0x4009, b"new"), listener)
+            .unwrap();
+        assert_eq!(recv(&peer), Some((b"new".to_vec(), relayed)));
+        drop(server);
     });
 }

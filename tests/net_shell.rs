@@ -32,6 +32,7 @@ fn server_config() -> ServerConfig {
         relay_v4: Some(RelayIp {
             bind: LOOPBACK,
             advertise: None,
+            host: None,
         }),
         max_username_len: 513,
         ..ServerConfig::new([7; 32], (Instant::now(), 1_700_000_000))

@@ -24,8 +24,8 @@ fn config(t0: Instant) -> ServerConfig {
         software: Some("fuzz".into()),
         users: vec![("u".into(), "p".into())],
         secrets: vec![b"s".to_vec()],
-        relay_v4: Some(RelayIp { bind: "127.0.0.1".parse().unwrap(), advertise: None }),
-        relay_v6: Some(RelayIp { bind: "::1".parse().unwrap(), advertise: None }),
+        relay_v4: Some(RelayIp { bind: "127.0.0.1".parse().unwrap(), advertise: None, host: None }),
+        relay_v6: Some(RelayIp { bind: "::1".parse().unwrap(), advertise: None, host: None }),
         peer_policy: PeerPolicy::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()], vec![]),
         ..ServerConfig::new([7; 32], (t0, 1_800_000_000))
     }

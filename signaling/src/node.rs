@@ -15,7 +15,7 @@ mod session;
 use session::Session;
 
 use crate::bus::{Bus, Incoming};
-use crate::call::{DeviceId, Input, Millis, Output, Request, Switchboard};
+use crate::call::{DeviceId, EventKind, Input, Millis, Output, Request, Switchboard};
 use crate::config::SignalingConfig;
 use crate::credentials::Credentials;
 use crate::fleet::FleetNews;
@@ -549,6 +549,17 @@ impl<B: Bus> Node<B> {
 
     /// Run `input` through the switchboard and perform its outputs (claims feed back).
     async fn feed(&mut self, input: Input) {
+        // A device's invite: if the bus cannot carry it, the call is not made and the
+        // device is told `internal` (it retries), rather than ringing only here.
+        let inviter = match &input {
+            Input::Request {
+                device,
+                re,
+                request: Request::Invite { .. },
+            } => Some((device.clone(), re.clone())),
+            _ => None,
+        };
+        let mut invite_failed = false;
         let mut work = VecDeque::from([input]);
         while let Some(input) = work.pop_front() {
             let outputs = self.machine.handle(now_ms(), input);
@@ -558,13 +569,29 @@ impl<B: Bus> Node<B> {
                     Output::Publish { users, event } => {
                         // A struct of strings and numbers always serializes.
                         let json = serde_json::to_string(&event).expect("events serialize");
-                        // Apply our own event now, so this device's next message (ICE
-                        // right after an invite) finds the call; the copy that comes
-                        // back from the bus is dropped as already seen.
-                        work.push_back(Input::Event(event));
+                        let mut published = true;
                         for user in users {
-                            self.log_bus(self.bus.publish_user(&user, json.clone()).await);
+                            let sent = self.bus.publish_user(&user, json.clone()).await;
+                            published &= sent.is_ok();
+                            self.log_bus(sent);
                         }
+                        let new_call = matches!(event.kind, EventKind::Invite { .. });
+                        if let (false, true, Some((device, re))) = (published, new_call, &inviter) {
+                            let body = ServerBody::error(
+                                ErrorCode::Internal,
+                                "the signaling bus is unavailable; try again",
+                                re.clone(),
+                            );
+                            self.deliver(device, body, now_ms());
+                            invite_failed = true;
+                            continue;
+                        }
+                        // Apply our own event, so this device's next message (ICE right
+                        // after an invite) finds the call; the copy that comes back from
+                        // the bus is dropped as already seen. Events of running calls
+                        // are applied even when the bus failed: the parties on this node
+                        // keep their signaling.
+                        work.push_back(Input::Event(event));
                     }
                     Output::Claim {
                         call_id,
@@ -595,6 +622,7 @@ impl<B: Bus> Node<B> {
                             won,
                         });
                     }
+                    Output::Invited { .. } if invite_failed => {}
                     Output::Invited {
                         call_id,
                         caller,

@@ -236,7 +236,7 @@ async fn connection(state: AppState, socket: WebSocket, header_token: Option<Str
     let deadline = tokio::time::Instant::now() + state.config.hello_timeout;
     let mut bad = 0u32;
     // Phase 1: nothing but `hello` until it is accepted.
-    let session = loop {
+    let (session, expires) = loop {
         let next = match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => {
                 let _ = sink
@@ -301,6 +301,7 @@ async fn connection(state: AppState, socket: WebSocket, header_token: Option<Str
                             return;
                         }
                     };
+                    let expires = claims.exp;
                     let (reply_tx, reply_rx) = oneshot::channel();
                     let hello = Hello {
                         conn,
@@ -323,7 +324,7 @@ async fn connection(state: AppState, socket: WebSocket, header_token: Option<Str
                         return;
                     }
                     match reply_rx.await {
-                        Ok(Some(session)) => break session,
+                        Ok(Some(session)) => break (session, expires),
                         _ => {
                             drain(&mut sink, &mut rx).await;
                             return;
@@ -342,7 +343,12 @@ async fn connection(state: AppState, socket: WebSocket, header_token: Option<Str
             return;
         }
     };
-    run_session(&state, conn, session, &mut sink, &mut stream, &mut rx).await;
+    let conn_ref = Conn {
+        id: conn,
+        session,
+        expires,
+    };
+    run_session(&state, conn_ref, &mut sink, &mut stream, &mut rx).await;
     let _ = state.cmds.send(Cmd::Closed { session, conn }).await;
 }
 
@@ -391,14 +397,32 @@ impl InviteLimit {
     }
 }
 
+/// A signed-in connection: its number, its session, and when its token expires (unix
+/// seconds, the token's `exp`).
+struct Conn {
+    id: u64,
+    session: u64,
+    expires: u64,
+}
+
 async fn run_session(
     state: &AppState,
-    conn: u64,
-    session: u64,
+    conn: Conn,
     sink: &mut Sink,
     stream: &mut Stream,
     rx: &mut mpsc::Receiver<ConnOut>,
 ) {
+    let Conn {
+        id: conn,
+        session,
+        expires,
+    } = conn;
+    // The token signed the connection in and vouches for it only until `exp`: then the
+    // connection is closed with `token_expired` and 4001, and the client signs in again
+    // with a fresh token (resuming its session, which outlives the connection).
+    let token_left = Duration::from_millis(expires.saturating_mul(1000).saturating_sub(now_ms()));
+    let token_expiry = tokio::time::sleep(token_left);
+    tokio::pin!(token_expiry);
     let idle = state.config.idle_timeout;
     let mut ping = tokio::time::interval((idle / 3).max(Duration::from_millis(100)));
     let mut last_rx = Instant::now();
@@ -464,6 +488,12 @@ async fn run_session(
                     return;
                 }
             },
+            () = &mut token_expiry => {
+                let expired = ServerBody::error(ErrorCode::TokenExpired, "token expired", None);
+                let _ = sink.send(encode(expired)).await;
+                let _ = sink.send(close_msg(close::UNAUTHORIZED, "token expired")).await;
+                return;
+            }
             _ = ping.tick() => {
                 if last_rx.elapsed() > idle {
                     return; // the session stays resumable for the grace period

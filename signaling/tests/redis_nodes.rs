@@ -94,3 +94,86 @@ async fn calls_presence_and_answer_claims_cross_nodes() {
     );
     assert!(p["last_seen"].as_u64().unwrap() > 0);
 }
+
+/// ICE from `from` reaches `to` in `call_id`.
+async fn ice_flows(from: &mut Client, to: &mut Client, call_id: &str, n: u32) {
+    let candidate = json!({"candidate": format!("candidate:{n} 1 udp 1 192.0.2.{n} 9 typ host")});
+    from.send(json!({"type": "ice", "call_id": call_id, "candidate": candidate}))
+        .await;
+    let ice = to.expect("ice").await;
+    assert_eq!(ice["candidate"], candidate, "{call_id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopping_and_restarting_keeps_running_calls_and_fails_new_ones_with_internal() {
+    let redis = redis_server().await;
+    let port = redis.port;
+    let (n1, n2) = two_nodes(&redis).await;
+    // A call on each node, both parties on that node.
+    let mut alice = Client::connect(n1.addr, "alice", "phone").await;
+    let mut bob = Client::connect(n1.addr, "bob", "phone").await;
+    let mut carol = Client::connect(n2.addr, "carol", "phone").await;
+    let mut dave = Client::connect(n2.addr, "dave", "phone").await;
+    // Idle through the outage (a callee already in a call would be busy).
+    let mut erin = Client::connect(n2.addr, "erin", "phone").await;
+    call(&mut alice, &mut [&mut bob], "on-n1", "bob", 0).await;
+    call(&mut carol, &mut [&mut dave], "on-n2", "dave", 0).await;
+
+    drop(redis); // killed and reaped
+    for n in 1..=3 {
+        // Running calls keep their signaling, both ways, on each node.
+        ice_flows(&mut alice, &mut bob, "on-n1", n).await;
+        ice_flows(&mut bob, &mut alice, "on-n1", n).await;
+        ice_flows(&mut carol, &mut dave, "on-n2", n).await;
+        ice_flows(&mut dave, &mut carol, "on-n2", n).await;
+        // A new call fails at once with `internal`, answering the invite's id, and
+        // rings nobody.
+        for (caller, callee, to, id) in [
+            (&mut alice, &mut bob, "bob", format!("n1-down-{n}")),
+            (&mut carol, &mut dave, "dave", format!("n2-down-{n}")),
+        ] {
+            caller
+                .send(json!({"type": "invite", "call_id": id, "to": to, "sdp": "o", "id": id}))
+                .await;
+            let e = caller.expect("error").await;
+            assert_eq!(
+                (e["code"].as_str(), e["re"].as_str()),
+                (Some("internal"), Some(id.as_str()))
+            );
+            callee.send(json!({"type": "ping"})).await;
+            assert_eq!(callee.next().await["type"], "pong", "no invite rang");
+        }
+    }
+
+    let _redis = redis_server_on(port).await;
+    // New calls work again, across nodes too: node 2 listens again to the channel of
+    // erin, who stayed connected through the outage. Each attempt is a new call; early
+    // ones may still find the bus down (`internal`) or node 2 not yet subscribed again
+    // (erin never rings).
+    let mut rang = None;
+    for attempt in 0..12 {
+        let id = format!("after-{attempt}");
+        alice
+            .send(json!({"type": "invite", "call_id": id, "to": "erin", "sdp": "o"}))
+            .await;
+        if let Some(invite) = erin.wait_for("invite", Duration::from_millis(700)).await {
+            rang = Some(invite);
+            break;
+        }
+        alice.send(json!({"type": "cancel", "call_id": id})).await;
+    }
+    let invite = rang.expect("a new cross-node call rings within 12 attempts");
+    let id = invite["call_id"].as_str().unwrap().to_string();
+    erin.send(json!({"type": "accept", "call_id": id, "sdp": "a"}))
+        .await;
+    let accept = alice
+        .wait_for("accept", WAIT)
+        .await
+        .expect("alice gets erin's answer");
+    assert_eq!(accept["call_id"], id.as_str());
+    erin.expect("accepted").await;
+    ice_flows(&mut alice, &mut erin, &id, 7).await;
+    // And the calls that ran through the outage still do.
+    ice_flows(&mut alice, &mut bob, "on-n1", 8).await;
+    ice_flows(&mut dave, &mut carol, "on-n2", 8).await;
+}

@@ -318,3 +318,43 @@ async fn message_larger_than_the_read_buffer_passes_whole() {
         .await;
     assert_eq!(b.expect("invite").await["sdp"].as_str(), Some(sdp.as_str()));
 }
+
+#[tokio::test]
+async fn a_session_is_closed_with_4001_when_its_token_expires() {
+    let node = start(config()).await;
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    let exp = unix_now().as_secs() + 2;
+    let short =
+        turnpike_signaling::token::TokenKey::new(KEY).sign(&turnpike_signaling::token::Claims {
+            sub: "alice".into(),
+            dev: "phone".into(),
+            exp,
+        });
+    let mut alice = Client::hello(node.addr, json!({"token": short})).await;
+    let mut bob = Client::connect(node.addr, "bob", "phone").await;
+    alice.send(json!({"type": "ping"})).await;
+    alice.expect("pong").await;
+
+    // Nothing but the expiry notice, then the close, and not before `exp`.
+    let notice = alice.next().await;
+    assert_eq!(
+        (notice["type"].as_str(), notice["code"].as_str()),
+        (Some("error"), Some("token_expired")),
+        "{notice}"
+    );
+    assert_eq!(alice.close_code().await, 4001);
+    let at = unix_now();
+    assert!(at.as_secs() >= exp, "closed at {at:?}, before exp {exp}");
+    assert!(
+        at.as_millis() < u128::from(exp) * 1000 + 2000,
+        "closed {at:?}, long after exp {exp}"
+    );
+
+    // A session whose token is still valid lives on.
+    bob.send(json!({"type": "ping"})).await;
+    bob.expect("pong").await;
+}

@@ -126,7 +126,8 @@ pub struct RelayAddr {
     /// Where relay sockets bind (may be unspecified: `0.0.0.0`, `::`).
     pub bind: IpAddr,
     /// What XOR-RELAYED-ADDRESS advertises, for a relay behind 1:1 NAT (cloud VMs).
-    /// `None`: `bind` if it is specified, else the local address the client reached.
+    /// `None`: `bind` if it is specified, else the local address the client reached, else
+    /// (a client of the other family) the host's own address (`crate::host_addrs`).
     pub external: Option<IpAddr>,
 }
 

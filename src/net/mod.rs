@@ -13,6 +13,8 @@ pub(crate) mod batch;
 mod bind;
 pub mod conn_limits;
 mod core;
+#[cfg(debug_assertions)]
+mod fault;
 mod sockets;
 mod stream;
 #[cfg(test)]
@@ -172,11 +174,39 @@ impl DrainProgress {
     }
 }
 
+/// Worker threads that have ended, by index; the control plane waits on it, since a
+/// worker ending before it was told to stop (a panic, a failed poll) leaves its
+/// clients unserved.
+#[derive(Debug, Default)]
+struct Ended {
+    workers: std::sync::Mutex<Vec<(usize, bool)>>,
+    notify: tokio::sync::Notify,
+}
+
+/// Dropped when a worker thread ends, by returning or by unwinding from a panic.
+struct EndReport {
+    index: usize,
+    ended: Arc<Ended>,
+}
+
+impl Drop for EndReport {
+    fn drop(&mut self) {
+        let panicked = std::thread::panicking();
+        self.ended
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.index, panicked));
+        self.ended.notify.notify_one();
+    }
+}
+
 /// The running workers. Dropping it stops them too.
 pub struct RelayHandle {
     addrs: Vec<(Transport, SocketAddr)>,
     workers: Vec<WorkerHandle>,
     progress: Arc<DrainProgress>,
+    ended: Arc<Ended>,
 }
 
 struct WorkerHandle {
@@ -221,6 +251,25 @@ impl RelayHandle {
         self.workers
             .iter()
             .all(|w| w.thread.as_ref().is_some_and(|t| !t.is_finished()))
+    }
+
+    /// Completes when a worker thread has ended, with its index and whether it
+    /// panicked. Workers end only when told to stop (`shutdown`, drop), so while they run
+    /// this reports a failure.
+    pub async fn worker_ended(&self) -> (usize, bool) {
+        loop {
+            let first = self
+                .ended
+                .workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .first()
+                .copied();
+            if let Some(ended) = first {
+                return ended;
+            }
+            self.ended.notify.notified().await;
+        }
     }
 
     /// Start draining every worker (see [`Command::Drain`]).
@@ -276,6 +325,14 @@ struct Prepared {
 /// Binds every socket (so that a bad address fails here, not in a thread), then starts the
 /// workers.
 pub fn start(cfg: NetConfig) -> io::Result<RelayHandle> {
+    #[cfg(debug_assertions)]
+    if let Some(trigger) = fault::trigger() {
+        tracing::warn!("{}: a worker panics on its trigger datagram", fault::ENV);
+        return start_with(cfg, move |config, shared, seed| fault::PanicOn {
+            core: Server::new(config, shared, seed),
+            trigger: trigger.clone(),
+        });
+    }
     start_with(cfg, Server::new)
 }
 
@@ -384,6 +441,7 @@ where
         addrs,
         workers: Vec::with_capacity(cfg.workers),
         progress: Arc::new(DrainProgress::default()),
+        ended: Arc::new(Ended::default()),
     };
     for (index, p) in prepared.into_iter().enumerate() {
         let stop = Arc::new(AtomicBool::new(false));
@@ -396,6 +454,10 @@ where
         let shared = cfg.shared.clone();
         let (commands, command_rx) = mpsc::channel();
         let progress = handle.progress.clone();
+        let end_report = EndReport {
+            index,
+            ended: handle.ended.clone(),
+        };
         let Prepared {
             poll,
             io,
@@ -406,6 +468,7 @@ where
         let thread = std::thread::Builder::new()
             .name(format!("turnpike-worker-{index}"))
             .spawn(move || {
+                let _end_report = end_report;
                 let core = make_core(config, shared, seed);
                 Worker::new(index, poll, core, io, thread_stop)
                     .with_busy_poll(busy_poll)

@@ -164,6 +164,7 @@ fn config() -> NetConfig {
         relay_v4: Some(RelayIp {
             bind: LOOPBACK,
             advertise: None,
+            host: None,
         }),
         ..ServerConfig::new([0; 32], (Instant::now(), 0))
     };

@@ -70,10 +70,12 @@ pub fn base_config(t0: Instant) -> ServerConfig {
         relay_v4: Some(RelayIp {
             bind: "192.0.2.10".parse().expect("literal"),
             advertise: Some(ADVERTISED_V4.parse().expect("literal")),
+            host: None,
         }),
         relay_v6: Some(RelayIp {
             bind: "2001:db8::10".parse().expect("literal"),
             advertise: Some(ADVERTISED_V6.parse().expect("literal")),
+            host: None,
         }),
         max_username_len: 64,
         ..ServerConfig::new([7; 32], (t0, UNIX_T0))

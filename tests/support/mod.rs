@@ -81,8 +81,6 @@ fn relay_range() -> (u16, u16) {
 /// [`TurnpikeProcess::start`].
 #[derive(Debug, Clone)]
 pub struct TurnpikeConfig {
-    /// `[server] realm`.
-    pub realm: String,
     /// `[auth] users`, each "name:password".
     pub users: Vec<String>,
     /// `[auth] secrets` (TURN REST shared secrets).
@@ -117,6 +115,18 @@ pub struct TurnpikeConfig {
     pub limits: String,
     /// More sections appended to the file as they are (e.g. `[fleet]`).
     pub extra_toml: String,
+    /// `[server] realm`; empty: the default.
+    pub realm: String,
+    /// `[relay] bind_ipv4` and `bind_ipv6`.
+    pub relay_bind: (String, String),
+    /// Also listen for UDP on `[::1]`, on the same port as on 127.0.0.1.
+    pub udp_ipv6: bool,
+    /// Relay ports: the first this many of the instance's slot; `None`: the whole slot.
+    pub relay_port_count: Option<u16>,
+    /// More `[relay]` lines, as TOML.
+    pub relay_extra: String,
+    /// More `[server]` lines, as TOML.
+    pub server_extra: String,
 }
 
 /// `[signaling] token_key` of a server started with [`TurnpikeConfig::signaling`].
@@ -125,7 +135,6 @@ pub const SIGNALING_TOKEN_KEY: &str = "support-token-key";
 impl Default for TurnpikeConfig {
     fn default() -> Self {
         TurnpikeConfig {
-            realm: "turnpike".into(),
             users: vec!["alice:secret-pw".into()],
             secrets: vec!["rest-secret".into()],
             allow_peers: vec!["127.0.0.1/32".into(), "::1/128".into()],
@@ -144,6 +153,12 @@ impl Default for TurnpikeConfig {
             signaling_relay_urls: Vec::new(),
             limits: String::new(),
             extra_toml: String::new(),
+            realm: String::new(),
+            relay_bind: ("127.0.0.1".into(), "::1".into()),
+            udp_ipv6: false,
+            relay_port_count: None,
+            relay_extra: String::new(),
+            server_extra: String::new(),
         }
     }
 }
@@ -193,12 +208,12 @@ impl Layout {
         };
         format!(
             r#"[server]
-realm = {realm:?}
 workers = {workers}
 drain_timeout_secs = {drain}
 alternate_servers = {alternates}
+{realm}{server_extra}
 [listen]
-udp = ["127.0.0.1:{port}"]
+udp = {udp}
 tcp = ["127.0.0.1:{port}"]
 tls = ["127.0.0.1:{tls_port}"]
 quic = ["127.0.0.1:{quic_port}"]
@@ -206,11 +221,12 @@ quic = ["127.0.0.1:{quic_port}"]
 certificate = {cert:?}
 private_key = {key:?}
 [relay]
-bind_ipv4 = "127.0.0.1"
-bind_ipv6 = "::1"
+bind_ipv4 = {bind_v4:?}
+bind_ipv6 = {bind_v6:?}
 port_min = {min}
 port_max = {max}
 rfc5766_channel_numbers = {rfc5766}
+{relay_extra}
 [auth]
 users = {users}
 secrets = {secrets}
@@ -226,10 +242,23 @@ listen = "127.0.0.1:{metrics_port}"
 level = {level:?}
 format = {format:?}
 {extra}"#,
-            realm = config.realm,
             workers = config.workers,
             drain = config.drain_timeout_secs,
             alternates = toml_list(&config.alternate_servers),
+            realm = if config.realm.is_empty() {
+                String::new()
+            } else {
+                format!("realm = {:?}\n", config.realm)
+            },
+            udp = if config.udp_ipv6 {
+                format!("[\"127.0.0.1:{port}\", \"[::1]:{port}\"]")
+            } else {
+                format!("[\"127.0.0.1:{port}\"]")
+            },
+            bind_v4 = config.relay_bind.0,
+            bind_v6 = config.relay_bind.1,
+            server_extra = config.server_extra,
+            relay_extra = config.relay_extra,
             min = relay_ports.0,
             max = relay_ports.1,
             rfc5766 = config.rfc5766_channels,
@@ -295,7 +324,14 @@ impl TurnpikeProcess {
         let signaling_addr = config
             .signaling
             .then(|| SocketAddr::new(ip, free_port(ip, true)));
-        let relay_ports = relay_range();
+        let mut relay_ports = relay_range();
+        if let Some(n) = config.relay_port_count {
+            assert!(
+                (1..=RELAY_SLOT_SIZE).contains(&n),
+                "relay_port_count within a slot"
+            );
+            relay_ports.1 = relay_ports.0 + n - 1;
+        }
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let (cert, key) = write_certificate(dir.path());
         let layout = Layout {
@@ -308,6 +344,35 @@ impl TurnpikeProcess {
             cert,
             key,
         };
+        Self::spawn(config, layout, dir)
+    }
+
+    /// Starts a new server on this one's ports and files after this one ended (killed,
+    /// crashed): a service manager's restart. Panics as [`TurnpikeProcess::start`] does.
+    pub fn restart(mut self, config: &TurnpikeConfig) -> TurnpikeProcess {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let layout = self.layout.clone();
+        drop(self);
+        Self::spawn(config, layout, dir)
+            .unwrap_or_else(|log| panic!("turnpike did not start again:\n{log}"))
+    }
+
+    fn spawn(
+        config: &TurnpikeConfig,
+        layout: Layout,
+        dir: tempfile::TempDir,
+    ) -> Result<TurnpikeProcess, String> {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let Layout {
+            port,
+            tls_port,
+            quic_port,
+            metrics_port,
+            signaling_addr,
+            relay_ports,
+            ..
+        } = layout.clone();
         let toml = layout.render(config);
         let config_path = dir.path().join("turnpike.toml");
         std::fs::write(&config_path, toml).map_err(|e| format!("write config: {e}"))?;

@@ -35,6 +35,7 @@ pub fn relay_config(ip: IpAddr, peers: &str, workers: usize) -> NetConfig {
         relay_v4: Some(RelayIp {
             bind: ip,
             advertise: None,
+            host: None,
         }),
         peer_policy: PeerPolicy::new(vec![peers.parse().expect("cidr")], vec![]),
         ..ServerConfig::new([9; 32], (Instant::now(), 1_800_000_000))
@@ -64,7 +65,7 @@ pub trait Turn {
     fn request(&mut self, method: u16, attrs: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
         for _ in 0..3 {
             let session = self.session();
-            session.next_tid += 1;
+            session.next_tid = session.next_tid.wrapping_add(1);
             let tid = TransactionId([session.next_tid; 12]);
             let mut buf = Vec::new();
             let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid);
@@ -106,6 +107,30 @@ pub trait Turn {
             &msg.transaction_id(),
         )
         .expect("valid address")
+    }
+
+    /// Allocate (a UDP relay) with `attrs` besides REQUESTED-TRANSPORT: the relayed
+    /// address, or the error code.
+    fn try_allocate(&mut self, attrs: impl Fn(&mut MessageBuilder<'_>)) -> Result<SocketAddr, u16> {
+        let resp = self.request(method::ALLOCATE, |b| {
+            b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+            attrs(b);
+        });
+        let msg = Message::parse(&resp).expect("allocate response");
+        if msg.class() == Class::Error {
+            let code = msg.get(attr::ERROR_CODE).expect("ERROR-CODE");
+            return Err(attr::decode_error_code(code).expect("valid ERROR-CODE").0);
+        }
+        Ok(attr::decode_xor_address(
+            msg.get(attr::XOR_RELAYED_ADDRESS).expect("relayed address"),
+            &msg.transaction_id(),
+        )
+        .expect("valid address"))
+    }
+
+    /// Deletes the allocation (Refresh with LIFETIME 0), asserting success.
+    fn delete_allocation(&mut self) {
+        self.expect_success(method::REFRESH, |b| b.add_u32(attr::LIFETIME, 0));
     }
 
     /// Binds `channel` to `peer`, asserting success.
@@ -152,17 +177,26 @@ impl Client {
 }
 
 impl Turn for Client {
-    fn exchange(&mut self, request: &[u8], _tid: TransactionId) -> Vec<u8> {
+    fn exchange(&mut self, request: &[u8], tid: TransactionId) -> Vec<u8> {
         self.sock
             .send_to(request, self.server)
             .expect("send request");
         let mut resp = vec![0u8; 2048];
-        let n = self
-            .sock
-            .recv(&mut resp)
-            .expect("response within the timeout");
-        resp.truncate(n);
-        resp
+        // Relayed data may arrive meanwhile: skipped, like any message that is not the
+        // answer. Bounded by the read timeout of each wait and by the count.
+        for _ in 0..10_000 {
+            let n = self
+                .sock
+                .recv(&mut resp)
+                .expect("response within the timeout");
+            let answer = Message::parse(&resp[..n])
+                .is_ok_and(|m| m.class() != Class::Request && m.transaction_id() == tid);
+            if answer {
+                resp.truncate(n);
+                return resp;
+            }
+        }
+        panic!("no answer among 10000 datagrams");
     }
 
     fn session(&mut self) -> &mut Session {

@@ -110,7 +110,8 @@ impl Server {
 
     /// The address a relay socket of `family` has on this host (not the advertised
     /// one, which may be a NAT's): its bind address, or with a wildcard bind the
-    /// address the client reached, as [`Server::relay_ip`] assumes.
+    /// address the client reached (or the host's address of the family, for a client
+    /// of the other family), as [`Server::relay_ip`] assumes.
     fn local_relay_ip(&self, family: Family, client: &ClientId) -> Option<IpAddr> {
         let relay = match family {
             Family::V4 => self.config.relay_v4.as_ref()?,
@@ -120,6 +121,9 @@ impl Server {
             return Some(relay.bind);
         }
         let local = client.local.ip();
-        (Family::of(&client.local) == family && !local.is_unspecified()).then_some(local)
+        if Family::of(&client.local) == family && !local.is_unspecified() {
+            return Some(local);
+        }
+        relay.host
     }
 }

@@ -54,8 +54,14 @@ pub struct RelayIp {
     /// The address relay sockets bind to (may be unspecified).
     pub bind: IpAddr,
     /// The address put into XOR-RELAYED-ADDRESS; differs from `bind` behind NAT
-    /// (cloud VMs). `None`: `bind` if specified, else the local address the client reached.
+    /// (cloud VMs). `None`: `bind` if specified, else the local address the client
+    /// reached, else `host`.
     pub advertise: Option<IpAddr>,
+    /// An address of this family on the host's interfaces, for a wildcard `bind`: what a
+    /// client that reached us over the other family is told (RFC 6156: an IPv4 client
+    /// asking for an IPv6 relayed address, and the reverse). `None`: no such address,
+    /// so such a client gets 440 unless `advertise` is set.
+    pub host: Option<IpAddr>,
 }
 
 /// Everything the core needs, as plain values (config flows one way: TOML → settings →
@@ -663,9 +669,13 @@ impl Server {
             return Some(relay.bind);
         }
         // Bound to the wildcard with nothing configured: the address the client
-        // reached us on is the best guess of a reachable address of ours.
+        // reached us on is the best guess of a reachable address of ours; over the
+        // other family, the host's own address of this family.
         let local = client.local.ip();
-        (Family::of(&client.local) == family && !local.is_unspecified()).then_some(local)
+        if Family::of(&client.local) == family && !local.is_unspecified() {
+            return Some(local);
+        }
+        relay.host
     }
 
     pub(crate) fn advertised(&self, key: RelayKey, client: &ClientId) -> SocketAddr {

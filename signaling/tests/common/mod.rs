@@ -149,6 +149,27 @@ impl Client {
         panic!("no {t}");
     }
 
+    /// The next message of type `t` within `within`, skipping any other; `None` if
+    /// none came.
+    pub async fn wait_for(&mut self, t: &str, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            match msg.expect("stream ended").expect("ws error") {
+                Message::Text(text) => {
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    if v["type"] == t {
+                        return Some(v);
+                    }
+                }
+                Message::Close(f) => panic!("closed: {f:?}"),
+                _ => {}
+            }
+        }
+    }
+
     /// The close code the server sends next (skipping other messages).
     pub async fn close_code(&mut self) -> u16 {
         self.close_frame().await.0
@@ -220,6 +241,7 @@ pub fn client_from(ws: Ws) -> Client {
 pub struct Redis {
     child: Child,
     pub url: String,
+    pub port: u16,
 }
 
 impl Drop for Redis {
@@ -260,6 +282,7 @@ pub async fn redis_server_on(port: u16) -> Redis {
     let redis = Redis {
         child,
         url: format!("redis://127.0.0.1:{port}/"),
+        port,
     };
     // Ready when it answers PING: at most 100 tries, 50 ms apart.
     for _ in 0..100 {
