@@ -4,7 +4,9 @@
 //! the server sends back.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use turnpike_signaling::protocol::{parse_client, ServerBody, ServerMessage, MAX_ID_BYTES, VERSION};
+use turnpike_signaling::protocol::{
+    parse_client, ServerBody, ServerMessage, MAX_ID_BYTES, VERSION,
+};
 
 fuzz_target!(|data: &[u8]| {
     // WebSocket text frames are UTF-8 by the time the server sees them.
@@ -18,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             assert!(e.re.as_ref().is_none_or(|id| id.len() <= MAX_ID_BYTES));
-            let msg = ServerMessage { v: VERSION, seq: 0, body: ServerBody::error(e.code, e.reason, e.re) };
+            let msg = ServerMessage {
+                v: VERSION,
+                seq: 0,
+                body: ServerBody::error(e.code, e.reason, e.re),
+            };
             serde_json::to_string(&msg).expect("an error frame serializes");
         }
     }
