@@ -33,6 +33,9 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot set up stops with the reason
 
+#[path = "../tests/support/redis.rs"]
+mod test_redis;
+
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
@@ -45,6 +48,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+use test_redis::Redis;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -107,13 +112,13 @@ fn main() {
     let result = runtime.block_on(run(&opts, &node));
     node.stop();
     result.unwrap();
-    let mut redis = Redis::start();
+    let redis = Redis::start();
     let mut nodes = [Node::spawn(Some(&redis.url)), Node::spawn(Some(&redis.url))];
     let result = runtime.block_on(two_nodes(&opts, &nodes));
     for n in &mut nodes {
         n.stop();
     }
-    redis.stop();
+    drop(redis);
     result.unwrap();
 }
 
@@ -175,51 +180,6 @@ impl Node {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .expect("VmRSS in /proc/PID/status")
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `redis-server` of the bench's own on a free loopback port.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect(
-                "redis-server is needed for the two-node phase (apt-get install -y redis-server)",
-            );
-        let mut redis = Redis {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        };
-        // Ready when it answers PING: at most 100 tries, 50 ms apart.
-        let client = redis::Client::open(redis.url.as_str()).unwrap();
-        for _ in 0..100 {
-            if let Ok(mut c) = client.get_connection() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return redis;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        redis.stop();
-        panic!("redis-server did not start on port {port}");
     }
 
     fn stop(&mut self) {

@@ -12,7 +12,8 @@ mod support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use support::redis::{redis_server, Redis};
+use support::redis::Redis;
+use support::redis_server;
 use support::{http_with, TurnpikeConfig, TurnpikeProcess, SIGNALING_TOKEN_KEY};
 use turnpike::proto::auth::long_term_key;
 use turnpike::proto::stun::attr::{self, PASSWORD_ALGORITHM_MD5};

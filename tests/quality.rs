@@ -14,7 +14,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::redis::redis_server;
+use support::redis_server;
 use support::{TurnpikeConfig, TurnpikeProcess};
 use turn_udp::{Client, Turn, PASS, REALM, USER};
 use turnpike::proto::channel_data;

@@ -9,66 +9,17 @@
 #![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 mod support;
+#[path = "../../tests/support/redis.rs"]
+mod test_redis;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{options, Relay, Signal};
+use test_redis::Redis;
 use turnpike::fleet::{Announcer, Identity};
 use turnpike_callclient::report::PairInfo;
 use turnpike_callclient::{Payload, Role};
-
-/// A `redis-server` on a free loopback port, killed on drop.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Redis {
-    /// Starts it and waits (at most 5 s) until it answers PING.
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is required for this test (apt-get install -y redis-server)");
-        let redis = Redis {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        for _ in 0..100 {
-            if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-                let mut answer = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && s.read_exact(&mut answer).is_ok()
-                    && &answer == b"+PONG\r\n"
-                {
-                    return redis;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-}
 
 fn announce(redis: &Redis, relay: &Relay, id: &str) -> Announcer {
     Announcer::start(Identity {

@@ -919,3 +919,16 @@ where
         Duration::from_secs(10),
     )
 }
+
+/// A [`redis::Redis`] and a connection to it, for tests on a tokio runtime.
+pub async fn redis_server() -> (redis::Redis, ::redis::aio::MultiplexedConnection) {
+    let server = tokio::task::spawn_blocking(redis::Redis::start)
+        .await
+        .expect("redis-server start");
+    let client = ::redis::Client::open(server.url.as_str()).expect("a Redis URL");
+    let conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a connection to the test's redis-server");
+    (server, conn)
+}
