@@ -126,6 +126,7 @@ pub fn run_with(settings: Settings, options: ServeOptions) -> anyhow::Result<()>
             notifier: &notifier,
             ready: &ready,
             signaling,
+            signaling_stopping: None,
             announcer: announcer.as_ref(),
         };
         let result = control.run(admin_rx, signals).await;
@@ -178,6 +179,9 @@ struct Control<'a> {
     notifier: &'a Notifier,
     ready: &'a AtomicBool,
     signaling: Option<SignalingHandle>,
+    /// Signaling being stopped since the drain began (its clients told 1001); awaited
+    /// before exit, so a drain that ends at once still delivers the close frames.
+    signaling_stopping: Option<tokio::task::JoinHandle<()>>,
     /// The fleet heartbeat, told at once when the drain starts.
     announcer: Option<&'a crate::fleet::Announcer>,
 }
@@ -267,6 +271,11 @@ impl Control<'_> {
         if let Some(signaling) = self.signaling.take() {
             stop_signaling(signaling).await;
         }
+        if let Some(stopping) = self.signaling_stopping.take() {
+            // The close frames go out as soon as the sessions are told; a second of
+            // grace delivers them without holding up an exit asked for at once.
+            let _ = tokio::time::timeout(Duration::from_secs(1), stopping).await;
+        }
         failure.map_or(Ok(()), Err)
     }
 
@@ -291,7 +300,7 @@ impl Control<'_> {
         );
         // On a task of its own: the loop keeps answering signals and reloads meanwhile.
         if let Some(signaling) = self.signaling.take() {
-            tokio::spawn(stop_signaling(signaling));
+            self.signaling_stopping = Some(tokio::spawn(stop_signaling(signaling)));
         }
     }
 
