@@ -290,22 +290,26 @@ if (process.env.SCREENSHOT) {
 // ------------------------------------------------------------------ call quality
 
 // The relay measured the call (telemetry.rtp_quality): GET /v1/allocations on the metrics
-// listener shows both allocations that carry media, each with Opus audio (48 kHz clock)
-// and video (90 kHz) both ways, and no stream losing more than 1% on loopback; /metrics
+// listener shows both allocations that carry the call's media, each with Opus audio (48 kHz
+// clock) and video (90 kHz) both ways, and none of those streams losing more than 1% on
+// loopback over its last 5-second interval. (While ICE still tries pairs, Chromium sends
+// its first packets over other candidates' allocations: those carry a handful of RTP
+// packets, and the main streams' totals miss them, so totals are not the measure.) /metrics
 // counts the RTP, RTCP and DTLS payloads it relayed, both ways. Against DEMO_URL the test
 // does not know the server's metrics listener, and says so.
 const MIN_PACKETS = 100;
 if (metricsBase) {
   const has = (a, direction, kind, clockRate) => a.streams.some((s) =>
     s.direction === direction && s.kind === kind && s.clock_rate === clockRate &&
-    s.expected >= MIN_PACKETS);
+    s.expected >= MIN_PACKETS && s.interval_loss_ratio !== null);
   const complete = (a) => ["to_peer", "to_client"].every((d) =>
     has(a, d, "audio", 48000) && has(a, d, "video", 90000));
   const { doc } = await waitFor("the relay did not report audio and video both ways on two " +
     "allocations within 20s", 20_000, async () => {
     try {
       const doc = await (await fetch(`${metricsBase}/v1/allocations`)).json();
-      const media = doc.allocations.filter((a) => a.streams.length > 0);
+      const media = doc.allocations.filter((a) =>
+        a.streams.some((s) => s.expected >= MIN_PACKETS));
       const ok = doc.rtp_quality === true && media.length === 2 && media.every(complete);
       return { ok, doc };
     } catch (e) {
@@ -319,8 +323,11 @@ if (metricsBase) {
       `${s.reordered} reordered, ${s.duplicates} duplicates, jitter ` +
       `${s.jitter_ms === null ? "-" : s.jitter_ms.toFixed(2)} ms`);
   }
-  const lossy = streams.filter((s) => !(s.loss_ratio <= 0.01));
-  if (lossy.length) await fail(`the relay reports loss above 1%: ${JSON.stringify(lossy)}`);
+  const lossy = streams.filter((s) => s.expected >= MIN_PACKETS &&
+    !(s.interval_loss_ratio !== null && s.interval_loss_ratio <= 0.01));
+  if (lossy.length) {
+    await fail(`the relay reports loss above 1% in a 5-second interval: ${JSON.stringify(lossy)}`);
+  }
 
   const text = await (await fetch(`${metricsBase}/metrics`)).text();
   const payloads = {};
