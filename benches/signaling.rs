@@ -291,39 +291,10 @@ async fn run(opts: &Opts, node: &Node) -> anyhow::Result<()> {
     );
 
     // 3. Call setups.
-    let http = reqwest::Client::new();
-    let mut pairs = Vec::with_capacity(CALL_PAIRS);
-    for p in 0..CALL_PAIRS {
-        let mut two = Vec::with_capacity(2);
-        for user in [format!("caller{p}"), format!("callee{p}")] {
-            let token = login(&http, addr, &user).await?;
-            let mut ws = connect(addr, p).await?;
-            send(
-                &mut ws,
-                json!({"v":1,"id":"h","type":"hello","token":token}),
-            )
-            .await?;
-            expect(&mut ws, "hello_ok").await?;
-            two.push(ws);
-        }
-        pairs.push(two);
-    }
-    drop(http);
-    let end = Instant::now() + Duration::from_secs(opts.call_secs);
-    let started = Instant::now();
-    let tasks: Vec<_> = pairs
-        .into_iter()
-        .enumerate()
-        .map(|(p, two)| tokio::spawn(calls(String::new(), p, two, end, None)))
-        .collect();
-    let mut setups = 0usize;
-    let mut ring = Vec::new();
-    for t in tasks {
-        let (count, rings) = t.await??;
-        setups += count;
-        ring.extend(rings);
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let pairs = pairs_across([addr, addr], "").await?;
+    let (setups, mut ring, took) =
+        run_calls("", pairs, Duration::from_secs(opts.call_secs), None).await?;
+    let secs = took.as_secs_f64();
     println!(
         "call setups: {setups} in {secs:.1} s with {CALL_PAIRS} pairs: {:.0}/s; invite→ring {}",
         setups as f64 / secs,
@@ -384,7 +355,7 @@ async fn calls(
 /// on `nodes[1]`: call setups per second at full speed, then invite→ring at half that.
 async fn two_nodes(opts: &Opts, nodes: &[Node; 2]) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut pairs = pairs_across(nodes, "full").await?;
+    let mut pairs = pairs_across([nodes[0].addr, nodes[1].addr], "full").await?;
     let secs = Duration::from_secs(opts.call_secs);
     let (setups, mut ring, took) = run_calls("full", pairs, secs, None).await?;
     let capacity = setups as f64 / took.as_secs_f64();
@@ -397,7 +368,7 @@ async fn two_nodes(opts: &Opts, nodes: &[Node; 2]) -> anyhow::Result<()> {
     anyhow::ensure!(setups > 0, "no call completed through two nodes");
     // Half the capacity: each pair one call every CALL_PAIRS / (capacity / 2) seconds.
     let every = Duration::from_secs_f64(CALL_PAIRS as f64 / (capacity / 2.0));
-    pairs = pairs_across(nodes, "half").await?;
+    pairs = pairs_across([nodes[0].addr, nodes[1].addr], "half").await?;
     let (setups, mut ring, took) = run_calls("half", pairs, secs, Some(every)).await?;
     println!(
         "two nodes + Redis at 50% of capacity ({:.0} calls/s offered): {setups} calls \
@@ -409,17 +380,17 @@ async fn two_nodes(opts: &Opts, nodes: &[Node; 2]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// [`CALL_PAIRS`] pairs of signed-in sessions: callers on `nodes[0]`, callees on
-/// `nodes[1]`, users named with `prefix` (a fresh one each time, so no earlier session
-/// or call lingers).
-async fn pairs_across(nodes: &[Node; 2], prefix: &str) -> anyhow::Result<Vec<Vec<Ws>>> {
+/// [`CALL_PAIRS`] pairs of signed-in sessions: callers on the node at `nodes[0]`,
+/// callees on the one at `nodes[1]` (the same node twice for one-node calls), users
+/// named with `prefix` (a fresh one each time, so no earlier session or call lingers).
+async fn pairs_across(nodes: [SocketAddr; 2], prefix: &str) -> anyhow::Result<Vec<Vec<Ws>>> {
     let http = reqwest::Client::new();
     let mut pairs = Vec::with_capacity(CALL_PAIRS);
     for p in 0..CALL_PAIRS {
         let mut two = Vec::with_capacity(2);
-        for (node, role) in nodes.iter().zip(["caller", "callee"]) {
-            let token = login(&http, node.addr, &format!("{prefix}{role}{p}")).await?;
-            let mut ws = connect(node.addr, p).await?;
+        for (node, role) in nodes.into_iter().zip(["caller", "callee"]) {
+            let token = login(&http, node, &format!("{prefix}{role}{p}")).await?;
+            let mut ws = connect(node, p).await?;
             send(
                 &mut ws,
                 json!({"v":1,"id":"h","type":"hello","token":token}),
